@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Set up Patron in ./.venv and run one job: ``demo``, ``test`` or any ``patron`` command.
+
+Only the standard library is used here, because this script is what turns a machine with
+nothing but Python >= 3.11 into one that can run Patron.
+
+    python3 dev.py demo          # install, then `patron demo`
+    python3 dev.py test          # install with dev tools, then ruff, mypy and pytest
+    python3 dev.py patron ARGS   # install, then any patron command
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".patron-installed"
+
+
+def _fingerprint(extras: str) -> str:
+    digest = hashlib.sha256(extras.encode())
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _run(*args: str | Path) -> None:
+    subprocess.run([str(a) for a in args], cwd=ROOT, check=True)
+
+
+def ensure_installed(*, dev: bool) -> None:
+    """Create the virtual environment and install the pinned dependencies once."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"Patron needs Python >= 3.11; this is {sys.version.split()[0]}")
+    extras = ".[dev]" if dev else "."
+    wanted = _fingerprint(extras)
+    if STAMP.exists() and STAMP.read_text() in {wanted, _fingerprint(".[dev]")}:
+        return
+    if not (BIN / "python").exists():
+        print("Creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("Installing Patron and its pinned dependencies ...", flush=True)
+    _run(BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-c", "constraints.txt", "-e", extras)
+    STAMP.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    job = argv[0] if argv else "demo"
+    if job == "test":
+        ensure_installed(dev=True)
+        _run(BIN / "ruff", "check", "src", "tests", "benchmarks", "dev.py")
+        _run(BIN / "mypy")
+        return subprocess.run([str(BIN / "pytest"), *argv[1:]], cwd=ROOT).returncode
+    ensure_installed(dev=False)
+    if job == "demo":
+        return subprocess.run([str(BIN / "patron"), "demo", *argv[1:]], cwd=ROOT).returncode
+    if job == "patron":
+        return subprocess.run([str(BIN / "patron"), *argv[1:]], cwd=ROOT).returncode
+    sys.exit(f"unknown job {job!r}: use demo, test or patron")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except subprocess.CalledProcessError as exc:
+        sys.exit(exc.returncode)

@@ -1,0 +1,291 @@
+"""The ``patron`` command line (Typer + Rich).
+
+Errors are one clear line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from patron.kit.db import make_engine, make_sessionmaker, migrate, unit_of_work
+from patron.kit.errors import PatronError
+from patron.kit.settings import get_settings
+
+app = typer.Typer(
+    name="patron",
+    help="Patron: CRM-marketing and loyalty platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+customers_app = typer.Typer(help="Look up, search, merge and unmerge customer profiles.")
+apikey_app = typer.Typer(help="API keys for the REST API.")
+app.add_typer(customers_app, name="customers")
+app.add_typer(apikey_app, name="apikey")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def open_store(*, quiet: bool = True) -> sessionmaker[Session]:
+    """Sessions on the configured store, migrated to the current schema first."""
+    engine = make_engine()
+    migrate(engine)
+    if not quiet:
+        console.print(f"store ready: {engine.url.render_as_string(hide_password=True)}")
+    return make_sessionmaker(engine)
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Any]:
+    """A Rich progress bar over the bytes of a file; yields the update callback."""
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+def init() -> None:
+    """Create or upgrade the operational store (PATRON_DATABASE_URL, default ./patron.db)."""
+    open_store(quiet=False)
+
+
+@app.command("import")
+def import_(
+    kind: Annotated[str, typer.Argument(help="customers, orders, products or events")],
+    file: Annotated[Path, typer.Argument(help="CSV (any delimiter), .xlsx or .jsonl; .gz/.xz ok")],
+    preset: Annotated[
+        str | None, typer.Option(help="Built-in mapping: cdnow, online-retail")
+    ] = None,
+    mapping: Annotated[Path | None, typer.Option(help="YAML mapping file")] = None,
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", help="field=column; repeat as needed")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Source system name (names its ids)")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="Override the detected delimiter")] = None,
+    encoding: Annotated[str | None, typer.Option(help="Override the detected encoding")] = None,
+    rejects: Annotated[Path | None, typer.Option(help="Rejects report path")] = None,
+) -> None:
+    """Import a file; prints read = imported + merged + rejected."""
+    from patron.ingest.mapping import Mapping, load_mapping, parse_map_flags
+    from patron.ingest.mapping import preset as load_preset
+    from patron.ingest.tasks import import_file
+
+    if kind not in ("customers", "orders", "products", "events"):
+        raise PatronError(f"unknown kind {kind!r}: use customers, orders, products or events")
+    chosen = load_preset(preset, kind) if preset else Mapping()  # type: ignore[arg-type]
+    if mapping is not None:
+        chosen = chosen.merged(load_mapping(mapping))
+    overrides: dict[str, Any] = {"columns": parse_map_flags(map_ or [])}
+    if delimiter is not None:
+        overrides["delimiter"] = "\t" if delimiter in ("\\t", "tab") else delimiter
+    if encoding is not None:
+        overrides["encoding"] = encoding
+    chosen = chosen.merged(Mapping(**overrides))
+    factory = open_store()
+    with progress_bar(f"importing {file.name}") as update:
+        summary = import_file(
+            factory,
+            kind,  # type: ignore[arg-type]
+            file,
+            mapping=chosen,
+            source=source,
+            rejects=rejects,
+            progress=update,
+        )
+    console.print(summary.line() + f" in {summary.seconds:.1f} s")
+
+
+@customers_app.command("show")
+def customers_show(customer_id: int) -> None:
+    """A profile with its identities, effective consents and merges."""
+    from patron.customers.service import CustomerService
+
+    with unit_of_work(open_store()) as session:
+        service = CustomerService(session, region=get_settings().default_region)
+        customer = service.get(customer_id)
+        table = Table(title=f"customer {customer.id}", show_header=False)
+        for name in ("full_name", "birth_date", "gender", "city", "region", "country", "company"):
+            value = getattr(customer, name)
+            if value:
+                table.add_row(name, str(value))
+        if customer.merged_into_id:
+            table.add_row("merged into", str(customer.merged_into_id))
+        for identity in service.repo.identities_of(customer.id):
+            table.add_row(identity.kind.value, f"{identity.value} (from {identity.source})")
+        for consent in service.effective_consents(customer.id):
+            table.add_row(
+                f"consent {consent.channel.value}/{consent.purpose.value}",
+                f"{consent.status.value} at {consent.decided_at:%Y-%m-%d %H:%M} ({consent.source})",
+            )
+        for log in service.repo.merges_of(customer.id):
+            state = "undone" if log.undone_at else "active"
+            table.add_row(f"merge {log.id}", f"{log.loser_id} → {log.winner_id} ({state})")
+        console.print(table)
+
+
+@customers_app.command("search")
+def customers_search(text: str, limit: Annotated[int, typer.Option(min=1, max=500)] = 20) -> None:
+    """Profiles whose name, city or any identity contains TEXT."""
+    from patron.customers.repository import CustomerRepository
+
+    with unit_of_work(open_store()) as session:
+        found = CustomerRepository(session).search(text, limit=limit, offset=0)
+        table = Table("id", "name", "city", "birth date")
+        for customer in found:
+            table.add_row(
+                str(customer.id),
+                customer.full_name,
+                customer.city or "",
+                str(customer.birth_date or ""),
+            )
+        console.print(table)
+
+
+@customers_app.command("merge")
+def customers_merge(
+    winner: int, loser: int, reason: Annotated[str, typer.Option()] = "merged by hand"
+) -> None:
+    """Merge profile LOSER into WINNER (both histories are kept; undo with unmerge)."""
+    from patron.customers.service import CustomerService
+
+    with unit_of_work(open_store()) as session:
+        log = CustomerService(session).merge(winner, loser, reason=reason, actor="cli")
+        moved = ", ".join(f"{len(ids)} {name}" for name, ids in log.moved.items())
+    console.print(f"merge {log.id}: {loser} into {winner}; moved {moved}")
+
+
+@customers_app.command("unmerge")
+def customers_unmerge(merge_id: int) -> None:
+    """Undo merge MERGE_ID."""
+    from patron.customers.service import CustomerService
+
+    with unit_of_work(open_store()) as session:
+        log = CustomerService(session).unmerge(merge_id, actor="cli")
+    console.print(f"merge {log.id} undone: customer {log.loser_id} restored")
+
+
+@customers_app.command("candidates")
+def customers_candidates(
+    propose: Annotated[bool, typer.Option(help="Look for new candidates first")] = True,
+) -> None:
+    """Possible duplicates (same birth date and city, similar name) awaiting review."""
+    from patron.customers.service import CustomerService
+    from patron.models import CandidateStatus
+
+    with unit_of_work(open_store()) as session:
+        service = CustomerService(session)
+        if propose:
+            service.propose_candidates()
+        table = Table("id", "customer a", "customer b", "score", "reason")
+        for c in service.repo.candidates(CandidateStatus.PENDING.value):
+            table.add_row(
+                str(c.id), str(c.customer_a_id), str(c.customer_b_id), f"{c.score:.0f}", c.reason
+            )
+        console.print(table)
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="admin, marketer, analyst or pos")] = "marketer",
+) -> None:
+    """Create an API key; the secret is printed once and only its hash is stored."""
+    from patron.api.keys import create_api_key
+    from patron.models import Role
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise PatronError(f"unknown role {role!r}: use admin, marketer, analyst or pos") from None
+    with unit_of_work(open_store()) as session:
+        key, secret = create_api_key(session, name=name, role=chosen)
+    console.print(f"API key {key.name} ({key.role.value}): {secret}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Run the REST API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from patron.api.app import create_app
+
+    open_store()
+    uvicorn.run(create_app(), host=host, port=port)
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(help="Persons to generate")] = 20_000,
+    seed: Annotated[int, typer.Option()] = 7,
+    data_dir: Annotated[Path, typer.Option(help="Where the generated files go")] = Path(
+        "demo-data"
+    ),
+) -> None:
+    """Generate a synthetic retailer, import it through the normal path, and summarise."""
+    from patron.cli.demo import run_demo
+
+    run_demo(open_store(), console=console, customers=customers, seed=seed, data_dir=data_dir)
+
+
+def main() -> None:
+    """Entry point: run the app, turning every failure into one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except PatronError as exc:
+        errors.print(f"error: {exc.message}", highlight=False, markup=False)
+        sys.exit(2 if exc.status < 500 else 1)
+    except SQLAlchemyError as exc:
+        errors.print(
+            f"database error: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}",
+            highlight=False,
+            markup=False,
+        )
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        errors.print("aborted")
+        sys.exit(130)
+    except OSError as exc:
+        errors.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("PATRON_DEBUG"):
+            raise
+        errors.print(
+            f"internal error: {type(exc).__name__}: {exc} (set PATRON_DEBUG=1 for the traceback)",
+            highlight=False,
+            markup=False,
+        )
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""The customer hub: profiles, identities, consents, identity resolution and merges."""

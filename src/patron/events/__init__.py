@@ -1,0 +1,1 @@
+"""Event intake: orders (purchases and returns) and customer events."""

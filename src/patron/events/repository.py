@@ -1,0 +1,162 @@
+"""All SQL of orders, order lines and events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from patron.customers.repository import chunks
+from patron.models import Event, Order, OrderKind, OrderLine
+
+
+class OrderRepository:
+    """Orders and their lines."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def ids_by_external(self, source: str, external_ids: Sequence[str]) -> dict[str, int]:
+        """Stored orders of ``source`` among ``external_ids``."""
+        found: dict[str, int] = {}
+        for part in chunks(sorted(set(external_ids))):
+            rows = self.session.execute(
+                select(Order.external_id, Order.id).where(
+                    Order.source == source, Order.external_id.in_(part)
+                )
+            )
+            found.update(dict(rows.tuples().all()))
+        return found
+
+    def insert_orders(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert orders in bulk; returns their ids in the order given."""
+        if not rows:
+            return []
+        result = self.session.execute(
+            insert(Order.__table__).returning(Order.__table__.c.id, sort_by_parameter_order=True),
+            rows,
+        )
+        return list(result.scalars())
+
+    def insert_lines(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.session.execute(insert(OrderLine.__table__), rows)
+
+    def add_to_totals(self, deltas: dict[int, Decimal]) -> None:
+        """Add line amounts that arrived later to orders already stored."""
+        if not deltas:
+            return
+        table = cast(Table, Order.__table__)
+        self.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("oid"))
+            .values(total=table.c.total + bindparam("delta")),
+            [{"oid": oid, "delta": delta} for oid, delta in deltas.items()],
+        )
+
+    def purchases_with_skus(
+        self, customer_ids: Sequence[int], skus: Sequence[str], before: datetime
+    ) -> list[tuple[int, int, str, datetime, str]]:
+        """``(order id, customer id, sku, placed_at, external id)`` of purchases that could
+        be the original of a return: same customers and SKUs, placed before ``before``."""
+        found: list[tuple[int, int, str, datetime, str]] = []
+        for part in chunks(sorted(set(customer_ids)), 2_000):
+            rows = self.session.execute(
+                select(
+                    Order.id, Order.customer_id, OrderLine.sku, Order.placed_at, Order.external_id
+                )
+                .join(OrderLine, OrderLine.order_id == Order.id)
+                .where(
+                    Order.customer_id.in_(part),
+                    Order.kind == OrderKind.PURCHASE,
+                    Order.placed_at <= before,
+                    OrderLine.sku.in_(sorted(set(skus))),
+                )
+            )
+            found.extend(
+                (a, b, c, d, e) for a, b, c, d, e in rows if b is not None and c is not None
+            )
+        return found
+
+    def link_returns(self, links: dict[int, int]) -> None:
+        """Set each return's original order."""
+        if not links:
+            return
+        table = cast(Table, Order.__table__)
+        self.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("rid"))
+            .values(original_order_id=bindparam("oid")),
+            [{"rid": rid, "oid": oid} for rid, oid in links.items()],
+        )
+
+    def get(self, order_id: int) -> Order | None:
+        return self.session.get(Order, order_id)
+
+    def list(self, *, customer_id: int | None, limit: int, offset: int) -> Sequence[Order]:
+        query: Select[Order] = select(Order).order_by(Order.placed_at.desc(), Order.id.desc())
+        if customer_id is not None:
+            query = query.where(Order.customer_id == customer_id)
+        return self.session.scalars(query.limit(limit).offset(offset)).all()
+
+    def add(self, order: Order) -> Order:
+        self.session.add(order)
+        self.session.flush()
+        return order
+
+    def revenue(self) -> tuple[Decimal, Decimal, int, int]:
+        """``(all revenue, guest revenue, orders, guest orders)``, returns netted off."""
+        total, guest, orders, guests = self.session.execute(
+            select(
+                func.coalesce(func.sum(Order.total), 0),
+                func.coalesce(func.sum(Order.total).filter(Order.customer_id.is_(None)), 0),
+                func.count(),
+                func.count().filter(Order.customer_id.is_(None)),
+            )
+        ).one()
+        return Decimal(total), Decimal(guest), int(orders), int(guests)
+
+
+class EventRepository:
+    """Customer events."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def existing_external(self, source: str, external_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for part in chunks(sorted(set(external_ids))):
+            found.update(
+                self.session.scalars(
+                    select(Event.external_id).where(
+                        Event.source == source, Event.external_id.in_(part)
+                    )
+                ).all()  # type: ignore[arg-type]
+            )
+        return found
+
+    def insert_many(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.session.execute(insert(Event.__table__), rows)
+
+    def add(self, event: Event) -> Event:
+        self.session.add(event)
+        self.session.flush()
+        return event
+
+    def get(self, event_id: int) -> Event | None:
+        return self.session.get(Event, event_id)
+
+    def list(
+        self, *, customer_id: int | None, type_: str | None, limit: int, offset: int
+    ) -> Sequence[Event]:
+        query: Select[Event] = select(Event).order_by(Event.occurred_at.desc(), Event.id.desc())
+        if customer_id is not None:
+            query = query.where(Event.customer_id == customer_id)
+        if type_ is not None:
+            query = query.where(Event.type == type_)
+        return self.session.scalars(query.limit(limit).offset(offset)).all()

@@ -1,0 +1,1 @@
+"""Importers: files of customers, orders, products and events into the customer hub."""

@@ -1,0 +1,1 @@
+"""Shared plumbing: settings, database session, money, clock and domain errors."""

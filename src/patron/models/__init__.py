@@ -1,0 +1,33 @@
+"""SQLAlchemy models, one file per entity. Importing this package registers every table."""
+
+from patron.models.access import ApiKey, IdempotencyRecord, Role
+from patron.models.consent import Channel, Consent, ConsentStatus, Purpose
+from patron.models.customer import Customer
+from patron.models.event import Event
+from patron.models.identity import Identity, IdentityKind
+from patron.models.import_run import ImportRun
+from patron.models.merge import CandidateStatus, MergeCandidate, MergeLog
+from patron.models.order import Order, OrderKind, OrderLine
+from patron.models.product import Product
+
+__all__ = [
+    "ApiKey",
+    "CandidateStatus",
+    "Channel",
+    "Consent",
+    "ConsentStatus",
+    "Customer",
+    "Event",
+    "IdempotencyRecord",
+    "Identity",
+    "IdentityKind",
+    "ImportRun",
+    "MergeCandidate",
+    "MergeLog",
+    "Order",
+    "OrderKind",
+    "OrderLine",
+    "Product",
+    "Purpose",
+    "Role",
+]

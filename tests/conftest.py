@@ -1,0 +1,122 @@
+"""Fixtures shared by every test: one migrated store per backend, emptied before each test.
+
+Tests that take the ``engine`` fixture run twice, on SQLite and on PostgreSQL. PostgreSQL
+is the server at ``PATRON_TEST_POSTGRES`` (default 127.0.0.1:5432, trust auth). Where it
+cannot be reached those tests skip and say why; under ``CI=true`` they fail instead, so a
+CI run can never go green without having tested PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from patron.kit.db import Base, make_engine, make_sessionmaker, migrate
+
+POSTGRES_SERVER = os.environ.get(
+    "PATRON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432"
+)
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ``../shared/data``; the test skips where it is absent (a user's machine)."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data set {name!r} not found at {path} (../shared is absent here)")
+    return path
+
+
+def _postgres_database(worker: str) -> str:
+    """Create a fresh database for this test process and return its URL."""
+    name = f"patron_test_{worker}"
+    admin = make_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        reason = f"PostgreSQL not reachable at {POSTGRES_SERVER}: {type(exc).__name__}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true needs PostgreSQL. {reason}", pytrace=False)
+        pytest.skip(reason)
+    finally:
+        admin.dispose()
+    return f"{POSTGRES_SERVER}/{name}"
+
+
+@pytest.fixture(scope="session")
+def _engines(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> Iterator[dict[str, Engine]]:
+    engines: dict[str, Engine] = {}
+    yield engines
+    for engine in engines.values():
+        engine.dispose()
+
+
+def _engine_for(
+    backend: str, engines: dict[str, Engine], tmp: pytest.TempPathFactory, worker: str
+) -> Engine:
+    if backend not in engines:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp.mktemp('sqlite') / 'patron.db'}"
+        else:
+            url = _postgres_database(worker)
+        engine = make_engine(url)
+        migrate(engine)
+        engines[backend] = engine
+    return engines[backend]
+
+
+def empty_tables(engine: Engine) -> None:
+    """Delete every row, children first, and restart ids so tests can assert exact ids."""
+    tables = list(reversed(Base.metadata.sorted_tables))
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(t.name for t in tables)
+            connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            # INTEGER PRIMARY KEY without AUTOINCREMENT restarts at 1 on an empty table
+            for table in tables:
+                connection.execute(table.delete())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(
+    request: pytest.FixtureRequest,
+    _engines: dict[str, Engine],
+    tmp_path_factory: pytest.TempPathFactory,
+    worker_id: str,
+) -> Engine:
+    """A migrated, empty store: SQLite, then PostgreSQL."""
+    engine = _engine_for(request.param, _engines, tmp_path_factory, worker_id)
+    empty_tables(engine)
+    return engine
+
+
+@pytest.fixture
+def sqlite_engine(
+    _engines: dict[str, Engine], tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> Engine:
+    """A migrated, empty SQLite store, for tests that need not run on both backends."""
+    engine = _engine_for("sqlite", _engines, tmp_path_factory, worker_id)
+    empty_tables(engine)
+    return engine
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose work the test commits or not, as the boundary code would."""
+    with session_factory() as session:
+        yield session
