@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -21,20 +20,12 @@ from patron.kit.db import Base, make_engine, make_sessionmaker, migrate
 POSTGRES_SERVER = os.environ.get(
     "PATRON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432"
 )
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def shared_data(name: str) -> Path:
-    """A folder of ``../shared/data``; the test skips where it is absent (a user's machine)."""
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"real data set {name!r} not found at {path} (../shared is absent here)")
-    return path
 
 
 def _postgres_database(worker: str) -> str:
     """Create a fresh database for this test process and return its URL."""
-    name = f"patron_test_{worker}"
+    # the process id keeps two test runs on one server (two checkouts, say) apart
+    name = f"patron_test_{worker}_{os.getpid()}"
     admin = make_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
@@ -50,14 +41,24 @@ def _postgres_database(worker: str) -> str:
     return f"{POSTGRES_SERVER}/{name}"
 
 
+def _drop_database(name: str) -> None:
+    admin = make_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def _engines(
     tmp_path_factory: pytest.TempPathFactory, worker_id: str
 ) -> Iterator[dict[str, Engine]]:
     engines: dict[str, Engine] = {}
     yield engines
-    for engine in engines.values():
+    for backend, engine in engines.items():
+        database = engine.url.database
         engine.dispose()
+        if backend == "postgresql" and database:
+            _drop_database(database)
 
 
 def _engine_for(

@@ -29,7 +29,7 @@ class OrderRepository:
                     Order.source == source, Order.external_id.in_(part)
                 )
             )
-            found.update(dict(rows.tuples().all()))
+            found.update((external, oid) for external, oid in rows)
         return found
 
     def insert_orders(self, rows: list[dict[str, Any]]) -> list[int]:

@@ -135,40 +135,35 @@ class Source:
     def _csv(self) -> Iterator[Record]:
         assert self.delimiter is not None
         reader = csv.reader(self._text(), delimiter=self.delimiter)
-        yield from self._rows(reader, lambda: reader.line_num)
+
+        def numbered() -> Iterator[tuple[int, list[str]]]:
+            # a record starts on the line after the previous one ended, which stays right
+            # for quoted fields that span several lines
+            start = 1
+            for row in reader:
+                yield start, row
+                start = reader.line_num + 1
+
+        yield from self._rows(numbered())
 
     def _whitespace(self) -> Iterator[Record]:
-        text = self._text()
-        line = 0
+        lines = enumerate(self._text(), start=1)
+        yield from self._rows((n, raw.split()) for n, raw in lines)
 
-        def split() -> Iterator[list[str]]:
-            nonlocal line
-            for raw in text:
-                line += 1
-                if raw.strip():
-                    yield raw.split()
-
-        yield from self._rows(split(), lambda: line)
-
-    def _rows(self, rows: Iterator[list[str]], line_of: Any) -> Iterator[Record]:
+    def _rows(self, rows: Iterator[tuple[int, list[str]]]) -> Iterator[Record]:
         columns: list[str] | None = None
-        # a record starts on the line after the previous one ended, which stays right for
-        # quoted fields that span several lines
-        line = 1
-        for row in rows:
-            start, line = line, line_of() + 1
+        for line, row in rows:
+            if not row:
+                continue
             if columns is None:
                 columns, was_header = self._columns(row)
                 if was_header:
                     continue
-            if not row:
-                continue
             if len(row) != len(columns):
-                yield Record(
-                    start, {"__error__": f"{len(row)} fields where the header has {len(columns)}"}
-                )
+                error = f"{len(row)} fields where the header has {len(columns)}"
+                yield Record(line, {"__error__": error})
                 continue
-            yield Record(start, dict(zip(columns, row, strict=True)))
+            yield Record(line, dict(zip(columns, row, strict=True)))
 
     def _jsonl(self) -> Iterator[Record]:
         for line, raw in enumerate(self._text(), start=1):

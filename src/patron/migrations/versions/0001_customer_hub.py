@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:11:47.441693
+Create Date: 2026-11-23 19:25:17.775065
 """
 
 from collections.abc import Sequence
@@ -362,7 +362,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=300), nullable=True),
         sa.Column("category", sa.String(length=120), nullable=True),
         sa.Column("quantity", sa.Numeric(precision=18, scale=3), nullable=False),
-        sa.Column("unit_price", sa.Numeric(precision=18, scale=2), nullable=False),
+        sa.Column("unit_price", sa.Numeric(precision=18, scale=4), nullable=False),
         sa.Column("amount", sa.Numeric(precision=18, scale=2), nullable=False),
         sa.ForeignKeyConstraint(
             ["order_id"],
