@@ -35,9 +35,13 @@ def _run(*args: str | Path) -> None:
     subprocess.run([str(a) for a in args], cwd=ROOT, check=True)
 
 
+def _call(*args: str | Path) -> int:
+    return subprocess.run([str(a) for a in args], cwd=ROOT, check=False).returncode
+
+
 def ensure_installed(*, dev: bool) -> None:
     """Create the virtual environment and install the pinned dependencies once."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script may be run by an older python3
         sys.exit(f"Patron needs Python >= 3.11; this is {sys.version.split()[0]}")
     extras = ".[dev]" if dev else "."
     wanted = _fingerprint(extras)
@@ -47,8 +51,18 @@ def ensure_installed(*, dev: bool) -> None:
         print("Creating .venv ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("Installing Patron and its pinned dependencies ...", flush=True)
-    _run(BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", "constraints.txt", "-e", extras)
+    _run(
+        BIN / "python",
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-c",
+        "constraints.txt",
+        "-e",
+        extras,
+    )
     STAMP.write_text(wanted)
 
 
@@ -58,12 +72,12 @@ def main(argv: list[str]) -> int:
         ensure_installed(dev=True)
         _run(BIN / "ruff", "check", "src", "tests", "benchmarks", "dev.py")
         _run(BIN / "mypy")
-        return subprocess.run([str(BIN / "pytest"), *argv[1:]], cwd=ROOT).returncode
+        return _call(BIN / "pytest", *argv[1:])
     ensure_installed(dev=False)
     if job == "demo":
-        return subprocess.run([str(BIN / "patron"), "demo", *argv[1:]], cwd=ROOT).returncode
+        return _call(BIN / "patron", "demo", *argv[1:])
     if job == "patron":
-        return subprocess.run([str(BIN / "patron"), *argv[1:]], cwd=ROOT).returncode
+        return _call(BIN / "patron", *argv[1:])
     sys.exit(f"unknown job {job!r}: use demo, test or patron")
 
 

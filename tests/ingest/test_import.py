@@ -63,10 +63,17 @@ def test_customers_resolve_merge_and_report_bad_values(engine: Engine, tmp_path:
         assert ivan.attributes == {"loyalty_level": "gold"}
         olga = service.get(2)
         assert str(olga.birth_date) == "1990-04-03"
-        assert [i.value for i in service.repo.identities_of(2)] == ["C2", "+79030001122", "70000001"]
+        assert [i.value for i in service.repo.identities_of(2)] == [
+            "C2",
+            "+79030001122",
+            "70000001",
+        ]
         # W9 is Ivan again (same email, other case); his later opt-out is in force
         [email] = service.effective_consents(1)
-        assert (email.status.value, email.decided_at.isoformat()) == ("withdrawn", "2025-06-01T09:00:00+00:00")
+        assert (email.status.value, email.decided_at.isoformat()) == (
+            "withdrawn",
+            "2025-06-01T09:00:00+00:00",
+        )
         assert len(service.repo.consents_of([1])) == 2
         assert _count(session, Customer) == 3
 
@@ -82,16 +89,27 @@ def test_import_twice_changes_nothing(engine: Engine, tmp_path: Path) -> None:
     again_customers = import_file(factory, "customers", customers, mapping=Mapping(), source="shop")
     again_orders = import_file(factory, "orders", orders, mapping=Mapping(), source="shop")
     assert (again_customers.imported, again_customers.merged) == (0, 4)
-    assert (again_orders.read, again_orders.imported, again_orders.merged, again_orders.rejected) == (8, 0, 6, 2)
+    assert (
+        again_orders.read,
+        again_orders.imported,
+        again_orders.merged,
+        again_orders.rejected,
+    ) == (8, 0, 6, 2)
     with factory() as session:
         assert [_count(session, m) for m in (Customer, Identity, Order, OrderLine)] == before
 
 
 def test_orders_guests_returns_and_rejects(engine: Engine, tmp_path: Path) -> None:
     factory = make_sessionmaker(engine)
-    import_file(factory, "customers", _write(tmp_path, "c.csv", CUSTOMERS), mapping=Mapping(), source="shop")
+    import_file(
+        factory, "customers", _write(tmp_path, "c.csv", CUSTOMERS), mapping=Mapping(), source="shop"
+    )
     summary = import_file(
-        factory, "orders", _write(tmp_path, "o.csv", ORDERS), mapping=Mapping(return_prefix="C"), source="shop"
+        factory,
+        "orders",
+        _write(tmp_path, "o.csv", ORDERS),
+        mapping=Mapping(return_prefix="C"),
+        source="shop",
     )
     assert (summary.read, summary.imported, summary.merged, summary.rejected) == (8, 6, 0, 2)
     with summary.rejects_path.open(encoding="utf-8") as report:  # type: ignore[union-attr]
@@ -112,22 +130,34 @@ def test_orders_guests_returns_and_rejects(engine: Engine, tmp_path: Path) -> No
         new = session.scalar(select(Identity).where(Identity.value == "C9"))
         assert new is not None and orders["S4"].customer_id == new.customer_id
         ret = orders["CS1"]
-        assert (ret.kind, ret.total, ret.original_order_id) == (OrderKind.RETURN, Decimal("-1.50"), orders["S1"].id)
+        assert (ret.kind, ret.total, ret.original_order_id) == (
+            OrderKind.RETURN,
+            Decimal("-1.50"),
+            orders["S1"].id,
+        )
 
 
-def test_guest_order_is_attached_when_its_card_appears_later(engine: Engine, tmp_path: Path) -> None:
+def test_guest_order_is_attached_when_its_card_appears_later(
+    engine: Engine, tmp_path: Path
+) -> None:
     factory = make_sessionmaker(engine)
-    import_file(factory, "orders", _write(tmp_path, "o.csv", ORDERS), mapping=Mapping(), source="shop")
+    import_file(
+        factory, "orders", _write(tmp_path, "o.csv", ORDERS), mapping=Mapping(), source="shop"
+    )
     with factory() as session:
         guest = session.scalar(select(Order).where(Order.external_id == "S2"))
         assert guest is not None and (guest.customer_id, guest.guest_card) == (None, "70000001")
-    import_file(factory, "customers", _write(tmp_path, "c.csv", CUSTOMERS), mapping=Mapping(), source="shop")
+    import_file(
+        factory, "customers", _write(tmp_path, "c.csv", CUSTOMERS), mapping=Mapping(), source="shop"
+    )
     with factory() as session:
         olga = session.scalar(select(Identity.customer_id).where(Identity.value == "C2"))
         assert session.scalar(select(Order.customer_id).where(Order.external_id == "S2")) == olga
 
 
-def test_lines_of_one_order_split_across_chunks_stay_one_order(engine: Engine, tmp_path: Path) -> None:
+def test_lines_of_one_order_split_across_chunks_stay_one_order(
+    engine: Engine, tmp_path: Path
+) -> None:
     factory = make_sessionmaker(engine)
     path = _write(tmp_path, "o.csv", ORDERS)
     summary = import_file(factory, "orders", path, mapping=Mapping(), source="shop", chunk_rows=1)
@@ -140,17 +170,31 @@ def test_lines_of_one_order_split_across_chunks_stay_one_order(engine: Engine, t
 
 def test_mapping_flags_products_and_events(engine: Engine, tmp_path: Path) -> None:
     factory = make_sessionmaker(engine)
-    products = _write(tmp_path, "p.csv", "Артикул;Название;Цена;Цвет\nA1;Молоко;89,90;white\nA2;Хлеб;abc;\n;Пусто;1;\n")
+    products = _write(
+        tmp_path,
+        "p.csv",
+        "Артикул;Название;Цена;Цвет\nA1;Молоко;89,90;white\nA2;Хлеб;abc;\n;Пусто;1;\n",
+    )
     mapping = Mapping(columns={"sku": "Артикул", "name": "Название", "price": "Цена"})
     summary = import_file(factory, "products", products, mapping=mapping)
-    assert (summary.read, summary.imported, summary.rejected, summary.fields_dropped) == (3, 2, 1, 1)
+    assert (summary.read, summary.imported, summary.rejected, summary.fields_dropped) == (
+        3,
+        2,
+        1,
+        1,
+    )
     again = import_file(factory, "products", products, mapping=mapping)
     assert (again.imported, again.merged, again.rejected) == (0, 2, 1)
     with factory() as session:
         milk = session.scalar(select(Product).where(Product.sku == "A1"))
-        assert milk is not None and (milk.price, milk.attributes) == (Decimal("89.90"), {"Цвет": "white"})
+        assert milk is not None and (milk.price, milk.attributes) == (
+            Decimal("89.90"),
+            {"Цвет": "white"},
+        )
 
-    import_file(factory, "customers", _write(tmp_path, "c.csv", CUSTOMERS), mapping=Mapping(), source="shop")
+    import_file(
+        factory, "customers", _write(tmp_path, "c.csv", CUSTOMERS), mapping=Mapping(), source="shop"
+    )
     events = _write(
         tmp_path,
         "e.jsonl",

@@ -18,9 +18,18 @@ def test_online_retail_figures(engine: Engine, tmp_path: Path) -> None:
     path = shared_data("online_retail") / "online_retail_uci_full.csv.xz"
     factory = make_sessionmaker(engine)
     summary = import_file(
-        factory, "orders", path, mapping=preset("online-retail", "orders"), rejects=tmp_path / "r.csv"
+        factory,
+        "orders",
+        path,
+        mapping=preset("online-retail", "orders"),
+        rejects=tmp_path / "r.csv",
     )
-    assert (summary.read, summary.imported, summary.merged, summary.rejected) == (541_909, 541_909, 0, 0)
+    assert (summary.read, summary.imported, summary.merged, summary.rejected) == (
+        541_909,
+        541_909,
+        0,
+        0,
+    )
     lines = select(func.count()).select_from(OrderLine).join(Order)
     with factory() as session:
         assert session.scalar(select(func.count()).select_from(Customer)) == 4_372
@@ -41,10 +50,14 @@ def test_online_retail_figures(engine: Engine, tmp_path: Path) -> None:
 def test_cdnow_master_figures(engine: Engine, tmp_path: Path) -> None:
     path = shared_data("cdnow") / "CDNOW_master.txt"
     factory = make_sessionmaker(engine)
-    summary = import_file(factory, "orders", path, mapping=preset("cdnow", "orders"), rejects=tmp_path / "r.csv")
+    summary = import_file(
+        factory, "orders", path, mapping=preset("cdnow", "orders"), rejects=tmp_path / "r.csv"
+    )
     assert (summary.read, summary.imported, summary.rejected) == (69_659, 69_659, 0)
     with factory() as session:
         assert session.scalar(select(func.count()).select_from(Customer)) == 23_570
         assert session.scalar(select(func.count()).select_from(Order)) == 69_659
-    again = import_file(factory, "orders", path, mapping=preset("cdnow", "orders"), rejects=tmp_path / "r.csv")
+    again = import_file(
+        factory, "orders", path, mapping=preset("cdnow", "orders"), rejects=tmp_path / "r.csv"
+    )
     assert (again.imported, again.merged) == (0, 69_659)

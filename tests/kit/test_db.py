@@ -45,7 +45,13 @@ def test_times_come_back_aware_utc_and_money_as_decimal(session: Session) -> Non
 
 def test_naive_times_are_refused(session: Session) -> None:
     session.add(
-        Order(source="t", external_id="2", placed_at=datetime(2025, 1, 1), total=Decimal(1), currency="RUB")
+        Order(
+            source="t",
+            external_id="2",
+            placed_at=datetime(2025, 1, 1),
+            total=Decimal(1),
+            currency="RUB",
+        )
     )
     with pytest.raises(StatementError, match="naive datetime"):
         session.flush()

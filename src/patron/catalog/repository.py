@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from patron.customers.repository import chunks
 from patron.kit.clock import utcnow
+from patron.kit.db import table_of
 from patron.models import Product
 
 
@@ -28,13 +29,13 @@ class ProductRepository:
 
     def insert_many(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self.session.execute(insert(Product.__table__), rows)
+            self.session.execute(insert(table_of(Product)), rows)
 
     def update_many(self, rows: list[dict[str, Any]]) -> None:
         """Overwrite name, category, brand, price and attributes of stored SKUs."""
         if not rows:
             return
-        table = cast(Table, Product.__table__)
+        table = table_of(Product)
         now = utcnow()
         self.session.execute(
             update(table)

@@ -80,8 +80,8 @@ def run_demo(
     table = Table(title="Customer hub", show_header=False)
     table.add_row("customers (one per person)", f"{result.customers:,}")
     table.add_row("duplicate records merged", f"{truth.customer_rows - result.customers:,}")
-    for kind, count in sorted(result.identities.items()):
-        table.add_row(f"identities: {kind}", f"{count:,}")
+    for identity_kind, count in sorted(result.identities.items()):
+        table.add_row(f"identities: {identity_kind}", f"{count:,}")
     for channel, count in sorted(result.consent_granted.items()):
         share = count / result.customers if result.customers else 0.0
         table.add_row(f"marketing consent: {channel}", f"{count:,} ({share:.1%})")

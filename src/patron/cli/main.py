@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.kit.db import make_engine, make_sessionmaker, migrate, unit_of_work
-from patron.kit.errors import PatronError
+from patron.kit.errors import InvalidInput, PatronError
 from patron.kit.settings import get_settings
 
 app = typer.Typer(
@@ -96,7 +96,7 @@ def import_(
     from patron.ingest.tasks import import_file
 
     if kind not in ("customers", "orders", "products", "events"):
-        raise PatronError(f"unknown kind {kind!r}: use customers, orders, products or events")
+        raise InvalidInput(f"unknown kind {kind!r}: use customers, orders, products or events")
     chosen = load_preset(preset, kind) if preset else Mapping()  # type: ignore[arg-type]
     if mapping is not None:
         chosen = chosen.merged(load_mapping(mapping))
@@ -221,7 +221,7 @@ def apikey_create(
     try:
         chosen = Role(role)
     except ValueError:
-        raise PatronError(f"unknown role {role!r}: use admin, marketer, analyst or pos") from None
+        raise InvalidInput(f"unknown role {role!r}: use admin, marketer, analyst or pos") from None
     with unit_of_work(open_store()) as session:
         key, secret = create_api_key(session, name=name, role=chosen)
     console.print(f"API key {key.name} ({key.role.value}): {secret}")

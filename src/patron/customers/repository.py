@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Select, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from patron.kit.db import table_of
 from patron.models import (
     Consent,
     Customer,
@@ -69,8 +70,8 @@ class CustomerRepository:
             return []
 
         result = self.session.execute(
-            insert(Customer.__table__).returning(
-                Customer.__table__.c.id, sort_by_parameter_order=True
+            insert(table_of(Customer)).returning(
+                table_of(Customer).c.id, sort_by_parameter_order=True
             ),
             rows,
         )
@@ -167,7 +168,7 @@ class CustomerRepository:
 
     def insert_identities(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self.session.execute(insert(Identity.__table__), rows)
+            self.session.execute(insert(table_of(Identity)), rows)
 
     # consents
     def consents_of(self, customer_ids: Sequence[int]) -> Sequence[Consent]:
@@ -185,7 +186,7 @@ class CustomerRepository:
 
     def insert_consents(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self.session.execute(insert(Consent.__table__), rows)
+            self.session.execute(insert(table_of(Consent)), rows)
 
     # merges
     def row_ids_of(self, table: Any, customer_id: int) -> list[int]:

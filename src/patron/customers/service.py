@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from patron.customers.normalize import InvalidIdentity, normalize
 from patron.customers.repository import MOVABLE, CustomerRepository, IdentityKey
-from patron.customers.schemas import PROFILE_FIELDS, CustomerIn, IdentityIn
-from patron.kit.clock import utcnow
+from patron.customers.schemas import PROFILE_FIELDS, ConsentIn, CustomerIn, IdentityIn
+from patron.kit.clock import to_utc, utcnow
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.models import (
     CandidateStatus,
@@ -240,6 +240,43 @@ class CustomerService:
         if customer is None:
             raise NotFound(f"customer {customer_id} does not exist")
         return customer
+
+    def get_active(self, customer_id: int) -> Customer:
+        """A profile that may still be changed; a merged-away one is a ``Conflict``."""
+        customer = self.get(customer_id)
+        if customer.merged_into_id is not None:
+            raise Conflict(
+                f"customer {customer_id} was merged into {customer.merged_into_id}; "
+                "change that profile instead"
+            )
+        return customer
+
+    def update_fields(self, customer_id: int, changes: dict[str, Any]) -> Customer:
+        """Set the given profile fields (``None`` empties one); others stay as they are."""
+        customer = self.get_active(customer_id)
+        for name, value in changes.items():
+            if name not in PROFILE_FIELDS and name != "attributes":
+                raise InvalidInput(f"{name}: not a profile field")
+            setattr(customer, name, value)
+        self.session.flush()
+        return customer
+
+    def record_consent(self, customer_id: int, decision: ConsentIn, *, source: str) -> Consent:
+        """Append a decision; earlier ones stay, because the history is the legal record."""
+        self.get_active(customer_id)
+        consent = Consent(
+            customer_id=customer_id,
+            origin_customer_id=customer_id,
+            channel=decision.channel,
+            purpose=decision.purpose,
+            status=decision.status,
+            source=decision.source or source,
+            text_version=decision.text_version,
+            decided_at=to_utc(decision.decided_at),
+        )
+        self.session.add(consent)
+        self.session.flush()
+        return consent
 
     def effective_consents(self, customer_id: int) -> list[Consent]:
         """The decision in force per channel and purpose: the latest explicit one.

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import Select, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from patron.customers.repository import chunks
+from patron.kit.db import table_of
 from patron.models import Event, Order, OrderKind, OrderLine
 
 
@@ -37,20 +38,41 @@ class OrderRepository:
         if not rows:
             return []
         result = self.session.execute(
-            insert(Order.__table__).returning(Order.__table__.c.id, sort_by_parameter_order=True),
+            insert(table_of(Order)).returning(table_of(Order).c.id, sort_by_parameter_order=True),
             rows,
         )
         return list(result.scalars())
 
     def insert_lines(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.session.execute(insert(OrderLine.__table__), rows)
+        """Insert order lines in bulk; on PostgreSQL through COPY, several times faster
+        than even pipelined INSERTs for the million-line files retailers send."""
+        if not rows:
+            return
+        if self.session.get_bind().dialect.name != "postgresql":
+            self.session.execute(insert(table_of(OrderLine)), rows)
+            return
+        columns = (
+            "order_id",
+            "line_no",
+            "sku",
+            "name",
+            "category",
+            "quantity",
+            "unit_price",
+            "amount",
+        )
+        driver = self.session.connection().connection.driver_connection
+        with driver.cursor() as cursor:  # type: ignore[union-attr]
+            statement = f"COPY order_lines ({', '.join(columns)}) FROM STDIN"
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in columns])
 
     def add_to_totals(self, deltas: dict[int, Decimal]) -> None:
         """Add line amounts that arrived later to orders already stored."""
         if not deltas:
             return
-        table = cast(Table, Order.__table__)
+        table = table_of(Order)
         self.session.execute(
             update(table)
             .where(table.c.id == bindparam("oid"))
@@ -86,7 +108,7 @@ class OrderRepository:
         """Set each return's original order."""
         if not links:
             return
-        table = cast(Table, Order.__table__)
+        table = table_of(Order)
         self.session.execute(
             update(table)
             .where(table.c.id == bindparam("rid"))
@@ -141,7 +163,7 @@ class EventRepository:
 
     def insert_many(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self.session.execute(insert(Event.__table__), rows)
+            self.session.execute(insert(table_of(Event)), rows)
 
     def add(self, event: Event) -> Event:
         self.session.add(event)

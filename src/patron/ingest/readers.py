@@ -73,12 +73,7 @@ class Source:
         self._binary: IO[bytes] = io.BufferedReader(self._counter, buffer_size=1 << 20)
         suffixes = [s.lower() for s in path.suffixes]
         if suffixes and suffixes[-1] in {".gz", ".xz", ".bz2"}:
-            opened: IO[bytes] = {
-                ".gz": lambda f: gzip.GzipFile(fileobj=f),
-                ".xz": lzma.LZMAFile,
-                ".bz2": bz2.BZ2File,
-            }[suffixes[-1]](self._binary)
-            self._binary = io.BufferedReader(opened, buffer_size=1 << 20)  # type: ignore[arg-type]
+            self._binary = io.BufferedReader(_decompressor(suffixes[-1], self._binary), 1 << 20)
             suffixes = suffixes[:-1]
         self.format = {".xlsx": "xlsx", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(
             suffixes[-1] if suffixes else "", "csv"
@@ -198,6 +193,12 @@ class Source:
                 yield Record(line, dict(zip(columns, row, strict=False)))
         finally:
             book.close()
+
+
+def _decompressor(suffix: str, raw: IO[bytes]) -> Any:
+    if suffix == ".gz":
+        return gzip.GzipFile(fileobj=raw)
+    return lzma.LZMAFile(raw) if suffix == ".xz" else bz2.BZ2File(raw)
 
 
 def detect_encoding(sample: bytes) -> str:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    Table,
     event,
 )
 from sqlalchemy.engine import Engine, create_engine
@@ -102,6 +103,11 @@ class Base(DeclarativeBase):
         Decimal: Money,
         dict[str, Any]: JSONDict(),
     }
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class, for bulk statements that skip the ORM's overhead."""
+    return cast(Table, model.__table__)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,60 @@
+"""The FastAPI application: routers under ``/api/v1``, errors as JSON, OpenAPI at ``/docs``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+import patron
+from patron.api.errors import ErrorOut, ValidationErrorOut, install_error_handlers
+from patron.customers.endpoints import router as customers_router
+from patron.events.endpoints import router as events_router
+from patron.kit.db import make_engine, make_sessionmaker
+
+API_PREFIX = "/api/v1"
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No API key, or not a valid one."},
+    403: {"model": ErrorOut, "description": "The key's role may not do this."},
+    404: {"model": ErrorOut, "description": "Not found."},
+    409: {"model": ErrorOut, "description": "Clashes with the stored state."},
+    422: {
+        "model": ValidationErrorOut,
+        "description": "Invalid input. `fields` names each field when the "
+        "request does not fit its schema; other refusals carry only `error`.",
+    },
+}
+
+
+def create_app(engine: Engine | None = None) -> FastAPI:
+    """Build the API on ``engine`` (default: the configured store).
+
+    The schema must be migrated already (``patron serve`` and ``patron init`` do that); the
+    app only opens sessions. An engine the app made itself is disposed when it stops.
+    """
+    owned = engine is None
+    bound = make_engine() if engine is None else engine
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            bound.dispose()
+
+    app = FastAPI(
+        title="Patron",
+        version=patron.__version__,
+        summary="Customer hub: profiles, identities, consents, orders and events.",
+        lifespan=lifespan,
+    )
+    app.state.engine = bound
+    app.state.sessionmaker = make_sessionmaker(bound)
+    install_error_handlers(app)
+    app.include_router(customers_router, prefix=API_PREFIX, responses=_ERRORS)
+    app.include_router(events_router, prefix=API_PREFIX, responses=_ERRORS)
+    return app

@@ -1,0 +1,120 @@
+"""Request-scoped dependencies: the unit of work, the caller's API key and role, paging.
+
+The session dependency is the request boundary: it commits when the endpoint returns and
+rolls back when it raises. Services below it only flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Query, Request
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
+from sqlalchemy.orm import Session, sessionmaker
+
+from patron.api.keys import authenticate
+from patron.kit.db import unit_of_work
+from patron.kit.errors import Forbidden, Unauthorized
+from patron.kit.settings import get_settings
+from patron.models import ApiKey, Role
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed on success, rolled back on any error."""
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    with unit_of_work(factory) as session:
+        yield session
+
+
+# "function" scope ends the transaction before the response is sent, so a client never
+# sees a success whose commit then failed.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_region() -> str:
+    """The region used to read phone numbers written without a country code."""
+    return get_settings().default_region
+
+
+RegionDep = Annotated[str, Depends(get_region)]
+
+
+class Permission(StrEnum):
+    """Something an API key may be allowed to do."""
+
+    READ_CUSTOMERS = "customers:read"
+    LOOKUP_CUSTOMERS = "customers:lookup"
+    WRITE_CUSTOMERS = "customers:write"
+    READ_ORDERS = "orders:read"
+    WRITE_ORDERS = "orders:write"
+    READ_EVENTS = "events:read"
+    WRITE_EVENTS = "events:write"
+
+
+_READ = {Permission.READ_CUSTOMERS, Permission.LOOKUP_CUSTOMERS}
+_READ |= {Permission.READ_ORDERS, Permission.READ_EVENTS}
+_WRITE = {Permission.WRITE_CUSTOMERS, Permission.WRITE_ORDERS, Permission.WRITE_EVENTS}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.MARKETER: frozenset(_READ | _WRITE),
+    Role.ANALYST: frozenset(_READ),
+    # a till records sales and recognises the customer at the counter, nothing more
+    Role.POS: frozenset({Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS}),
+}
+"""What each role may do: the one place access rules live."""
+
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="A key made with `patron apikey create`."
+)
+
+
+def current_key(
+    session: SessionDep, raw_key: Annotated[str | None, Depends(_api_key_header)]
+) -> ApiKey:
+    """The API key of the request, or 401."""
+    if not raw_key:
+        raise Unauthorized("missing API key: send it in the X-API-Key header")
+    return authenticate(session, raw_key)
+
+
+def require(permission: Permission) -> Callable[[ApiKey], ApiKey]:
+    """A dependency that lets through only keys whose role holds ``permission`` (else 403)."""
+
+    def check(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
+        if permission not in ROLE_PERMISSIONS[key.role]:
+            raise Forbidden(f"role {key.role.value} may not {permission.value}")
+        return key
+
+    return check
+
+
+class Paging(BaseModel):
+    """Which slice of a listing to return."""
+
+    limit: int
+    offset: int
+
+
+def paging(
+    limit: Annotated[int, Query(ge=1, le=500, description="Rows per page.")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+) -> Paging:
+    """``limit`` (1..500, default 50) and ``offset`` from the query string."""
+    return Paging(limit=limit, offset=offset)
+
+
+PagingDep = Annotated[Paging, Depends(paging)]
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+class Page(BaseModel, Generic[Item]):
+    """One page of a listing."""
+
+    items: list[Item]
+    limit: int
+    offset: int

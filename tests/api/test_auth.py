@@ -1,0 +1,192 @@
+"""API keys and roles: who may call what, and that refused calls leak nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from patron.api.deps import ROLE_PERMISSIONS, Permission
+from patron.api.keys import authenticate, create_api_key, revoke_api_key
+from patron.kit.errors import Unauthorized
+from patron.models import ApiKey, Customer, Order, Role
+from tests.fixtures.api import Headers, api_client, auth_headers, count_rows, new_key  # noqa: F401
+
+ORDER: dict[str, Any] = {
+    "source": "till",
+    "external_id": "r-1",
+    "placed_at": "2025-03-01T10:00:00+03:00",
+    "currency": "RUB",
+    "lines": [{"sku": "A", "quantity": "1", "unit_price": "10.00"}],
+}
+
+
+def test_key_is_shown_once_and_only_its_hash_is_stored(session: Session) -> None:
+    key, raw_key = create_api_key(session, name="till 3", role=Role.POS)
+    session.commit()
+
+    assert re.fullmatch(r"ptr_[0-9a-f]{8}_[A-Za-z0-9_-]{43}", raw_key)
+    assert key.prefix == raw_key[4:12]
+    assert key.secret_hash == hashlib.sha256(raw_key.encode()).hexdigest()
+    secret = raw_key[13:]
+    stored = session.execute(select(ApiKey.name, ApiKey.prefix, ApiKey.secret_hash)).one()
+    assert all(secret not in value for value in stored)
+    assert authenticate(session, raw_key).id == key.id
+
+
+def test_wrong_secret_and_revoked_key_are_refused(session: Session) -> None:
+    key, raw_key = create_api_key(session, name="old", role=Role.ADMIN)
+    with pytest.raises(Unauthorized, match="invalid API key"):
+        authenticate(session, raw_key[:-1] + ("A" if raw_key[-1] != "A" else "B"))
+    with pytest.raises(Unauthorized, match="invalid API key"):
+        authenticate(session, "ptr_short")
+    revoke_api_key(session, prefix=key.prefix)
+    with pytest.raises(Unauthorized, match="API key revoked"):
+        authenticate(session, raw_key)
+
+
+def test_request_without_a_key_gets_401_and_no_data(api: TestClient) -> None:
+    response = api.get("/customers")
+    assert response.status_code == 401
+    assert response.json() == {"error": "missing API key: send it in the X-API-Key header"}
+    assert response.headers["WWW-Authenticate"] == "ApiKey"
+
+
+def test_key_is_checked_before_the_body_so_a_stranger_learns_nothing(api: TestClient) -> None:
+    response = api.post("/orders", json={"lines": "?"})
+    assert response.status_code == 401
+    assert response.json() == {"error": "missing API key: send it in the X-API-Key header"}
+
+
+@pytest.mark.parametrize("raw_key", ["nonsense", "ptr_00000000_notarealsecret"])
+def test_request_with_a_wrong_key_gets_401(api: TestClient, raw_key: str) -> None:
+    response = api.get("/customers/1", headers={"X-API-Key": raw_key})
+    assert (response.status_code, response.json()) == (401, {"error": "invalid API key"})
+
+
+def test_revoked_key_gets_401(api: TestClient, engine: Engine) -> None:
+    raw_key = new_key(engine, Role.ADMIN)
+    with Session(engine) as session:
+        revoke_api_key(session, prefix=raw_key[4:12])
+        session.commit()
+    response = api.get("/customers", headers={"X-API-Key": raw_key})
+    assert (response.status_code, response.json()) == (401, {"error": "API key revoked"})
+
+
+def test_pos_may_not_read_a_profile(api: TestClient, auth: dict[Role, Headers]) -> None:
+    created = api.post("/customers", json={"first_name": "Ivan"}, headers=auth[Role.ADMIN])
+    assert created.status_code == 201
+
+    response = api.get("/customers/1", headers=auth[Role.POS])
+    assert response.status_code == 403
+    assert response.json() == {"error": "role pos may not customers:read"}
+
+
+def test_analyst_may_not_write_and_nothing_is_written(
+    api: TestClient, auth: dict[Role, Headers], engine: Engine
+) -> None:
+    response = api.post("/customers", json={"first_name": "Ivan"}, headers=auth[Role.ANALYST])
+    assert (response.status_code, response.json()) == (
+        403,
+        {"error": "role analyst may not customers:write"},
+    )
+    assert count_rows(engine, Customer) == 0
+
+
+def test_pos_may_record_an_order_and_look_up_a_customer(
+    api: TestClient, auth: dict[Role, Headers], engine: Engine
+) -> None:
+    api.post(
+        "/customers",
+        json={"identities": [{"kind": "card", "value": "7700 1234"}]},
+        headers=auth[Role.MARKETER],
+    )
+    found = api.get("/customers/lookup?kind=card&value=77001234", headers=auth[Role.POS])
+    assert (found.status_code, found.json()["id"]) == (200, 1)
+
+    posted = api.post(
+        "/orders",
+        json={**ORDER, "customer_id": 1},
+        headers={**auth[Role.POS], "Idempotency-Key": "k1"},
+    )
+    assert (posted.status_code, posted.json()["customer_id"]) == (201, 1)
+    assert count_rows(engine, Order) == 1
+
+
+# (method, path, body) of one call per permission, to check the role table end to end
+CALLS: dict[Permission, tuple[str, str, dict[str, Any] | None]] = {
+    Permission.READ_CUSTOMERS: ("GET", "/customers", None),
+    Permission.LOOKUP_CUSTOMERS: ("GET", "/customers/lookup?kind=email&value=n@x.ru", None),
+    Permission.WRITE_CUSTOMERS: ("POST", "/customers", {"first_name": "Anna"}),
+    Permission.READ_ORDERS: ("GET", "/orders", None),
+    Permission.WRITE_ORDERS: ("POST", "/orders", ORDER),
+    Permission.READ_EVENTS: ("GET", "/events", None),
+    Permission.WRITE_EVENTS: (
+        "POST",
+        "/events",
+        {"type": "visit", "occurred_at": "2025-03-01T10:00:00Z"},
+    ),
+}
+
+
+def test_role_table_is_what_the_brief_says() -> None:
+    reads = {Permission.READ_CUSTOMERS, Permission.LOOKUP_CUSTOMERS}
+    reads |= {Permission.READ_ORDERS, Permission.READ_EVENTS}
+    writes = {Permission.WRITE_CUSTOMERS, Permission.WRITE_ORDERS, Permission.WRITE_EVENTS}
+    expected = {
+        Role.ADMIN: frozenset(Permission),
+        Role.MARKETER: reads | writes,
+        Role.ANALYST: reads,
+        Role.POS: {Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS},
+    }
+    assert expected == ROLE_PERMISSIONS
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_role_gets_exactly_its_permissions(
+    api: TestClient, auth: dict[Role, Headers], role: Role
+) -> None:
+    for permission, (method, path, body) in CALLS.items():
+        headers = {**auth[role], "Idempotency-Key": f"{role.value}-{permission.value}"}
+        response = api.request(method, path, json=body, headers=headers)
+        allowed = permission in ROLE_PERMISSIONS[role]
+        if allowed:
+            # the lookup of an unknown email is a 404: allowed in, nothing found
+            assert response.status_code in {200, 201, 404}, (permission, response.json())
+        else:
+            assert response.status_code == 403, (permission, response.json())
+            assert response.json() == {"error": f"role {role.value} may not {permission.value}"}
+
+
+def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient) -> None:
+    spec = api.get("http://testserver/openapi.json").json()
+    operations = {
+        f"{method.upper()} {path.removeprefix('/api/v1')}": op
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+    }
+    assert sorted(operations) == [
+        "GET /customers",
+        "GET /customers/lookup",
+        "GET /customers/{customer_id}",
+        "GET /customers/{customer_id}/consents",
+        "GET /events",
+        "GET /orders",
+        "GET /orders/{order_id}",
+        "PATCH /customers/{customer_id}",
+        "POST /customers",
+        "POST /customers/{customer_id}/consents",
+        "POST /customers/{customer_id}/identities",
+        "POST /customers/{customer_id}/merge",
+        "POST /events",
+        "POST /merges/{merge_id}/undo",
+        "POST /orders",
+    ]
+    assert all(op["security"] == [{"APIKeyHeader": []}] for op in operations.values())
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+    assert api.get("http://testserver/docs").status_code == 200
