@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from patron.customers.repository import CustomerRepository
 from patron.events.repository import OrderRepository
 from patron.ingest.mapping import Kind, Mapping
-from patron.ingest.synthetic import generate
+from patron.ingest.schemas import ImportSummary
+from patron.ingest.synthetic import Truth, generate
 from patron.ingest.tasks import import_file
 from patron.kit.db import unit_of_work
 from patron.kit.money import round_money
@@ -62,33 +63,44 @@ def hub_summary(session: Session) -> HubSummary:
     )
 
 
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo generated, what each import did, and the hub it built."""
+
+    truth: Truth
+    imports: dict[str, ImportSummary]
+    hub: HubSummary
+
+
 def run_demo(
     factory: sessionmaker[Session], *, console: Console, customers: int, seed: int, data_dir: Path
-) -> HubSummary:
-    """Generate, import and print the profile summary; returns it for tests."""
+) -> DemoResult:
+    """Generate, import and print the profile summary; returns everything for tests."""
     console.print(f"generating a synthetic retailer: {customers:,} persons, seed {seed} ...")
     truth = generate(data_dir, customers=customers, seed=seed)
     console.print(
         f"  {truth.customer_rows:,} customer rows ({truth.duplicate_rows:,} duplicates written "
         f"in other formats), {truth.order_lines:,} order lines, {truth.events:,} events"
     )
+    imports: dict[str, ImportSummary] = {}
     for kind, name in DEMO_FILES:
         summary = import_file(factory, kind, data_dir / name, mapping=Mapping(), source="shop")
+        imports[kind] = summary
         console.print("  " + summary.line() + f" in {summary.seconds:.1f} s")
     with unit_of_work(factory) as session:
-        result = hub_summary(session)
+        hub = hub_summary(session)
     table = Table(title="Customer hub", show_header=False)
-    table.add_row("customers (one per person)", f"{result.customers:,}")
-    table.add_row("duplicate records merged", f"{truth.customer_rows - result.customers:,}")
-    for identity_kind, count in sorted(result.identities.items()):
+    table.add_row("customers (one per person)", f"{hub.customers:,}")
+    table.add_row("duplicate records merged", f"{imports['customers'].merged:,}")
+    for identity_kind, count in sorted(hub.identities.items()):
         table.add_row(f"identities: {identity_kind}", f"{count:,}")
-    for channel, count in sorted(result.consent_granted.items()):
-        share = count / result.customers if result.customers else 0.0
+    for channel, count in sorted(hub.consent_granted.items()):
+        share = count / hub.customers if hub.customers else 0.0
         table.add_row(f"marketing consent: {channel}", f"{count:,} ({share:.1%})")
-    table.add_row("orders", f"{result.orders:,}")
-    table.add_row("revenue (returns netted off)", f"{result.revenue:,}")
+    table.add_row("orders (purchases and returns)", f"{hub.orders:,}")
+    table.add_row("revenue (returns netted off)", f"{hub.revenue:,}")
     table.add_row(
-        "  of which guest revenue", f"{result.guest_revenue:,} ({result.guest_orders:,} orders)"
+        "  of which guest revenue", f"{hub.guest_revenue:,} ({hub.guest_orders:,} orders)"
     )
     console.print(table)
-    return result
+    return DemoResult(truth=truth, imports=imports, hub=hub)

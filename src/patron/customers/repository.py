@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, func, insert, or_, select, update
+from sqlalchemy import Select, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from patron.kit.db import table_of
@@ -229,24 +229,34 @@ class CustomerRepository:
         )
 
     # guest orders
-    def attach_guest_orders(
-        self, kind: IdentityKind, values: Sequence[str], customer_id: int
-    ) -> int:
-        """Give guest orders placed with these contact values to ``customer_id``."""
+    def attach_guest_orders(self, kind: IdentityKind, owners: dict[str, int]) -> int:
+        """Give guest orders placed with these contact values to the profiles owning them.
+
+        One look-up per kind finds the few guest orders that match, so a chunk of new
+        identities costs two statements, not one per identity.
+        """
         column = {
             IdentityKind.EMAIL: Order.guest_email,
             IdentityKind.PHONE: Order.guest_phone,
             IdentityKind.CARD: Order.guest_card,
         }.get(kind)
-        if column is None or not values:
+        if column is None or not owners:
             return 0
-        result = self.session.execute(
-            update(Order)
-            .where(Order.customer_id.is_(None), column.in_(list(values)))
-            .values(customer_id=customer_id)
-            .execution_options(synchronize_session=False)
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        matches: list[dict[str, int]] = []
+        for part in chunks(sorted(owners)):
+            rows = self.session.execute(
+                select(Order.id, column).where(Order.customer_id.is_(None), column.in_(part))
+            )
+            matches.extend({"oid": oid, "cid": owners[value]} for oid, value in rows)
+        if matches:
+            table = table_of(Order)
+            self.session.execute(
+                update(table)
+                .where(table.c.id == bindparam("oid"))
+                .values(customer_id=bindparam("cid")),
+                matches,
+            )
+        return len(matches)
 
     # fuzzy candidates
     def candidate_blocks(self) -> list[tuple[date, str, list[tuple[int, str]]]]:

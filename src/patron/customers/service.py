@@ -165,7 +165,7 @@ class CustomerService:
     ) -> None:
         rows: list[dict[str, Any]] = []
         claimed: set[IdentityKey] = set(owners)
-        guests: dict[tuple[IdentityKind, int], list[str]] = {}
+        guests: dict[IdentityKind, dict[str, int]] = {}
         for item in incoming:
             cid = results[item.index].customer_id
             for key, identity in item.keys.items():
@@ -185,10 +185,10 @@ class CustomerService:
                     }
                 )
                 if kind in GUEST_KINDS:
-                    guests.setdefault((kind, cid), []).append(value)
+                    guests.setdefault(kind, {})[value] = cid
         self.repo.insert_identities(rows)
-        for (kind, cid), values in guests.items():
-            self.repo.attach_guest_orders(kind, values, cid)
+        for kind, owners_of_value in guests.items():
+            self.repo.attach_guest_orders(kind, owners_of_value)
 
     def _store_consents(
         self, incoming: list[_Incoming], results: dict[int, Resolved], *, source: str
