@@ -247,7 +247,7 @@ class CustomerRepository:
             rows = self.session.execute(
                 select(Order.id, column).where(Order.customer_id.is_(None), column.in_(part))
             )
-            matches.extend({"oid": oid, "cid": owners[value]} for oid, value in rows)
+            matches.extend({"oid": oid, "cid": owners[value]} for oid, value in rows if value)
         if matches:
             table = table_of(Order)
             self.session.execute(
