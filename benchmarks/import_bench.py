@@ -24,28 +24,21 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import text
 
 from patron.ingest.mapping import Mapping
 from patron.ingest.synthetic import generate
 from patron.ingest.tasks import import_file
-from patron.kit.db import make_engine, make_sessionmaker, migrate
+from patron.kit.db import make_engine, make_sessionmaker, migrate, recreate_postgres_database
 
-LINES_PER_PERSON = 12.5  # what the generator's defaults give over two years
+LINES_PER_PERSON = 12.0  # about what the generator gives per person over two years
 
 
 def _postgres_url(server: str, name: str) -> str | None:
-    admin = make_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        return recreate_postgres_database(server, name)
     except Exception as exc:
         print(f"PostgreSQL skipped: {type(exc).__name__}: {str(exc).splitlines()[0]}")
         return None
-    finally:
-        admin.dispose()
-    return f"{server}/{name}"
 
 
 def patron_import(url: str, orders: Path) -> tuple[float, int]:

@@ -15,7 +15,14 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from patron.kit.db import Base, make_engine, make_sessionmaker, migrate
+from patron.kit.db import (
+    Base,
+    drop_postgres_database,
+    make_engine,
+    make_sessionmaker,
+    migrate,
+    recreate_postgres_database,
+)
 
 POSTGRES_SERVER = os.environ.get(
     "PATRON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -26,26 +33,13 @@ def _postgres_database(worker: str) -> str:
     """Create a fresh database for this test process and return its URL."""
     # the process id keeps two test runs on one server (two checkouts, say) apart
     name = f"patron_test_{worker}_{os.getpid()}"
-    admin = make_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        return recreate_postgres_database(POSTGRES_SERVER, name)
     except Exception as exc:
         reason = f"PostgreSQL not reachable at {POSTGRES_SERVER}: {type(exc).__name__}: {exc}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true needs PostgreSQL. {reason}", pytrace=False)
         pytest.skip(reason)
-    finally:
-        admin.dispose()
-    return f"{POSTGRES_SERVER}/{name}"
-
-
-def _drop_database(name: str) -> None:
-    admin = make_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +52,7 @@ def _engines(
         database = engine.url.database
         engine.dispose()
         if backend == "postgresql" and database:
-            _drop_database(database)
+            drop_postgres_database(POSTGRES_SERVER, database)
 
 
 def _engine_for(

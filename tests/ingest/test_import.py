@@ -209,3 +209,29 @@ def test_mapping_flags_products_and_events(engine: Engine, tmp_path: Path) -> No
         stored = {e.external_id: e for e in session.scalars(select(Event))}
         assert (stored["E1"].customer_id, stored["E1"].properties) == (1, {"form": "survey"})
         assert (stored["E2"].customer_id, stored["E2"].properties) == (None, {"channel": "phone"})
+
+
+def test_customers_from_excel(engine: Engine, tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Клиент", "Телефон", "Дата рождения", "Город"])
+    sheet.append(["K-1", "8 903 111 22 33", datetime(1979, 12, 31), "Пермь"])
+    sheet.append(["K-2", 79031112233, None, None])
+    path = tmp_path / "clients.xlsx"
+    book.save(path)
+    mapping = Mapping(
+        columns={"customer_id": "Клиент", "phone": "Телефон", "birth_date": "Дата рождения", "city": "Город"}
+    )
+    summary = import_file(make_sessionmaker(engine), "customers", path, mapping=mapping, source="erp")
+    assert (summary.read, summary.imported, summary.merged) == (2, 1, 1)
+    with make_sessionmaker(engine)() as session:
+        service = CustomerService(session)
+        client = service.get(1)
+        assert (str(client.birth_date), client.city) == ("1979-12-31", "Пермь")
+        values = sorted(i.value for i in service.repo.identities_of(1))
+        assert values == ["+79031112233", "K-1", "K-2"]

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from patron.kit.db import table_of
+from patron.kit.db import bulk_insert, table_of
 from patron.models import (
     Consent,
     Customer,
@@ -69,13 +69,7 @@ class CustomerRepository:
         if not rows:
             return []
 
-        result = self.session.execute(
-            insert(table_of(Customer)).returning(
-                table_of(Customer).c.id, sort_by_parameter_order=True
-            ),
-            rows,
-        )
-        return list(result.scalars())
+        return bulk_insert(self.session, table_of(Customer), rows, with_ids=True)
 
     def search(self, text: str | None, *, limit: int, offset: int) -> Sequence[Customer]:
         """Active profiles whose name, city or any identity value contains ``text``."""
@@ -168,7 +162,7 @@ class CustomerRepository:
 
     def insert_identities(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self.session.execute(insert(table_of(Identity)), rows)
+            bulk_insert(self.session, table_of(Identity), rows)
 
     # consents
     def consents_of(self, customer_ids: Sequence[int]) -> Sequence[Consent]:
@@ -186,7 +180,7 @@ class CustomerRepository:
 
     def insert_consents(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self.session.execute(insert(table_of(Consent)), rows)
+            bulk_insert(self.session, table_of(Consent), rows)
 
     # merges
     def row_ids_of(self, table: Any, customer_id: int) -> list[int]:

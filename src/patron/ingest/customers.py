@@ -85,13 +85,8 @@ class CustomerImporter:
         return result
 
     def _parse(self, record: Record, result: ChunkResult) -> CustomerIn | None:
-        if "__error__" in record.values:
-            result.reject(record.line, record.values["__error__"], record.values)
-            return None
-        try:
-            f = self.extractor.extract(record.values, record.line)
-        except Exception as exc:
-            result.reject(record.line, str(exc), record.values)
+        f = self.extractor.fields_of(record, result)
+        if f is None:
             return None
         identities = [
             IdentityIn(

@@ -71,10 +71,9 @@ class EventImporter:
         self, record: Record, result: ChunkResult
     ) -> tuple[dict[str, Any], list[IdentityKey]] | None:
         values = record.values
-        if "__error__" in values:
-            result.reject(record.line, values["__error__"], values)
+        f = self.extractor.fields_of(record, result)
+        if f is None:
             return None
-        f = self.extractor.extract(values, record.line)
         if not f["type"]:
             result.reject(record.line, "type: missing", values)
             return None

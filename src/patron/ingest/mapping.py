@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from patron.ingest.readers import Record
+from patron.ingest.schemas import ChunkResult
 from patron.kit.errors import InvalidInput
 
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -122,6 +124,17 @@ class Extractor:
             value = values.get(column)
             out[field] = None if value is None or value == "" else value
         return out
+
+    def fields_of(self, record: Record, result: ChunkResult) -> dict[str, Any] | None:
+        """The record's fields, or ``None`` after rejecting a record that is unreadable."""
+        if "__error__" in record.values:
+            result.reject(record.line, record.values["__error__"], record.values)
+            return None
+        try:
+            return self.extract(record.values, record.line)
+        except InvalidInput as exc:
+            result.reject(record.line, exc.message, record.values)
+            return None
 
     def columns_used(self) -> set[str]:
         """File columns the mapping reads (the rest become attributes or properties)."""

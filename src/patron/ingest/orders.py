@@ -94,13 +94,8 @@ class OrderImporter:
 
     # parsing
     def _parse(self, record: Record, result: ChunkResult) -> _Line | None:
-        if "__error__" in record.values:
-            result.reject(record.line, record.values["__error__"], record.values)
-            return None
-        try:
-            f = self.extractor.extract(record.values, record.line)
-        except Exception as exc:
-            result.reject(record.line, str(exc), record.values)
+        f = self.extractor.fields_of(record, result)
+        if f is None:
             return None
         order_id = f["order_id"]
         if order_id is None:
@@ -266,8 +261,8 @@ class OrderImporter:
             header["total"] += line.amount
             header["discount"] += line.discount
 
-        new_ids = repo.insert_orders(list(headers.values()))
-        for external, oid in zip(headers, new_ids, strict=True):
+        new_ids = dict(zip(headers, repo.insert_orders(list(headers.values())), strict=True))
+        for external, oid in new_ids.items():
             self.this_run[external] = (oid, 0)
         if deltas:
             repo.add_to_totals(deltas)
@@ -310,7 +305,7 @@ class OrderImporter:
         self,
         repo: OrderRepository,
         headers: dict[str, dict[str, Any]],
-        new_ids: list[int],
+        new_ids: dict[str, int],
         pending: list[tuple[str, _Line]],
     ) -> None:
         """Link each new return to the purchase it most likely returns.
@@ -320,8 +315,8 @@ class OrderImporter:
         of systems that number returns that way); otherwise the latest such purchase.
         """
         returns = {
-            oid: header
-            for oid, header in zip(new_ids, headers.values(), strict=True)
+            new_ids[external]: header
+            for external, header in headers.items()
             if header["kind"] is OrderKind.RETURN and header["customer_id"] is not None
         }
         if not returns:

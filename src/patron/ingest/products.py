@@ -27,10 +27,9 @@ class ProductImporter:
         result = ChunkResult()
         rows: dict[str, dict[str, Any]] = {}
         for record in records:
-            if "__error__" in record.values:
-                result.reject(record.line, record.values["__error__"], record.values)
+            f = self.extractor.fields_of(record, result)
+            if f is None:
                 continue
-            f = self.extractor.extract(record.values, record.line)
             sku = str(f["sku"]).strip() if f["sku"] is not None else ""
             if not sku:
                 result.reject(record.line, "sku: missing", record.values)

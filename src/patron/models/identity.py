@@ -43,6 +43,7 @@ class Identity(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
-        UniqueConstraint("kind", "namespace", "value", name="uq_identities_kind_namespace_value"),
+        # value leads, so that look-ups by value alone (a batch of contacts) use this index
+        UniqueConstraint("value", "kind", "namespace", name="uq_identities_value_kind_namespace"),
         Index("ix_identities_customer_id", "customer_id"),
     )

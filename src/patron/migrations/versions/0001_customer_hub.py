@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:25:17.775065
+Create Date: 2026-11-23 19:43:27.533253
 """
 
 from collections.abc import Sequence
@@ -234,7 +234,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_identities")),
         sa.UniqueConstraint(
-            "kind", "namespace", "value", name="uq_identities_kind_namespace_value"
+            "value", "kind", "namespace", name="uq_identities_value_kind_namespace"
         ),
     )
     with op.batch_alter_table("identities", schema=None) as batch_op:
