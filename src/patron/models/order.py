@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from patron.kit.clock import utcnow
@@ -58,9 +58,16 @@ class Order(Base):
     __table_args__ = (
         UniqueConstraint("source", "external_id", name="uq_orders_source_external_id"),
         Index("ix_orders_customer_placed", "customer_id", "placed_at"),
-        Index("ix_orders_guest_email", "guest_email"),
-        Index("ix_orders_guest_phone", "guest_phone"),
-        Index("ix_orders_guest_card", "guest_card"),
+        # partial: only guest orders carry these, and most orders are not guests'
+        *(
+            Index(
+                f"ix_orders_{name}",
+                name,
+                sqlite_where=text(f"{name} IS NOT NULL"),
+                postgresql_where=text(f"{name} IS NOT NULL"),
+            )
+            for name in ("guest_email", "guest_phone", "guest_card")
+        ),
     )
 
 
@@ -83,5 +90,4 @@ class OrderLine(Base):
 
     __table_args__ = (
         UniqueConstraint("order_id", "line_no", name="uq_order_lines_order_id_line_no"),
-        Index("ix_order_lines_sku", "sku"),
     )
