@@ -108,21 +108,21 @@ class Extractor:
             else:
                 self.plain[field] = column
         self.extra = {k: v for k, v in mapping.columns.items() if k.startswith(("attr.", "prop."))}
+        # one flat list, because extract() runs once per row of files with millions of rows
+        self.columns = [*self.plain.items(), *self.extra.items()]
 
     def extract(self, values: dict[str, Any], line: int) -> dict[str, Any]:
         """Field → value, with empty strings as ``None``."""
-        out: dict[str, Any] = {}
-        for field, column in self.plain.items():
-            value = values.get(column)
-            out[field] = None if value is None or value == "" else value
+        get = values.get
+        out = {
+            field: None if (value := get(column)) == "" else value
+            for field, column in self.columns
+        }
         for field, template in self.templates.items():
             try:
                 out[field] = template.format(line=line, **values)
             except KeyError as exc:
                 raise InvalidInput(f"mapping for {field}: no column {exc.args[0]!r}") from None
-        for field, column in self.extra.items():
-            value = values.get(column)
-            out[field] = None if value is None or value == "" else value
         return out
 
     def fields_of(self, record: Record, result: ChunkResult) -> dict[str, Any] | None:
