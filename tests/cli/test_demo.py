@@ -44,6 +44,19 @@ def test_demo_recovers_the_generators_truth(engine: Engine, tmp_path: Path) -> N
     for kind in ("products", "orders", "events"):
         assert imports[kind].rejected == 0
 
+    # the analysis scores every person, and its tables account for all of them
+    analysis = result.analysis
+    assert analysis.customers == truth.persons
+    tables = analysis.results["tables"]
+    assert sum(row["customers"] for row in tables["lifecycle"]) == truth.persons
+    assert len(tables["spend_groups"]) == 11
+    printed = quiet.file.getvalue()  # type: ignore[attr-defined]
+    for title in ("RFM segments", "Spend groups", "CLV deciles", "Lifecycle stages"):
+        assert title in printed
+
     again = run_demo(factory, console=quiet, customers=1_500, seed=3, data_dir=tmp_path / "data")
     assert again.hub == hub
     assert again.imports["orders"].imported == 0
+    # a second analysis is a new run with the same scores: the history keeps both
+    assert again.analysis.id == analysis.id + 1
+    assert again.analysis.results == analysis.results

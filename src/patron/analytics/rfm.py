@@ -132,8 +132,8 @@ def rfm_table(
         ``customer`` (same name as in ``tx``), ``first_purchase`` and ``last_purchase``
         (timestamps of the first and last positive line on the first and last purchase
         day), ``recency``, ``frequency``, ``T`` (int64), ``monetary_total`` (the amount
-        type) and ``monetary_mean``. Customers whose days all net to zero or less are
-        left out: they have no purchase to measure recency from.
+        type) and ``monetary_mean`` (float64). Customers whose days all net to zero or
+        less are left out: they have no purchase to measure recency from.
 
     Raises
     ------
@@ -190,7 +190,8 @@ def rfm_table(
         frequency="frequency",
         T=since_first.cast("int64"),
         monetary_total="monetary_total",
-        monetary_mean=per["monetary_total"] / per["frequency"],
+        # float division on every engine: Spark divides decimals to a scale of 6 digits
+        monetary_mean=per["monetary_total"].cast("float64") / per["frequency"],
     )
 
 

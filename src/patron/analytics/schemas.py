@@ -12,20 +12,23 @@ table of transactions with a customer column, a timestamp column and a numeric a
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from itertools import product
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# one error type for unusable analytics input, shared with clv (a ValueError and a 422)
-from patron.analytics.clv import InvalidData
+from patron.kit.errors import InvalidInput
 
 __all__ = [
     "DEFAULT_SEGMENTS",
     "ColumnKind",
     "InvalidData",
+    "ModelNotFitted",
     "RFMSegmentMap",
+    "RunOut",
+    "ScoreOut",
     "ScoreRange",
     "SegmentRule",
     "SpendBanding",
@@ -34,6 +37,16 @@ __all__ = [
 ]
 
 ColumnKind = Literal["any", "timestamp", "numeric"]
+
+
+# Defined here, not in clv, so that importing the contract does not import SciPy.
+class InvalidData(InvalidInput, ValueError):
+    """Analytics input that cannot be used (a ``ValueError`` and a 422); the message names
+    the column or value."""
+
+
+class ModelNotFitted(RuntimeError):
+    """A model was asked for parameters or predictions before ``fit`` (or ``from_params``)."""
 
 
 def require_columns(table: Any, columns: Mapping[str, ColumnKind], *, what: str = "input") -> None:
@@ -261,3 +274,56 @@ class SpendGroupSettings(SpendBanding):
 
     period: Literal["week", "month"] = "week"
     top_share: float = Field(default=0.02, gt=0, le=1)
+
+
+# -- API shapes ------------------------------------------------------------------------------
+
+
+class ScoreOut(BaseModel):
+    """One customer's scores from one analysis run."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    run_id: int
+    as_of: datetime
+    first_purchase_at: datetime | None
+    last_purchase_at: datetime | None
+    recency_days: int | None = Field(description="Days since the last purchase.")
+    frequency: int | None = Field(description="Purchase days before the as-of date.")
+    monetary: Decimal | None = Field(description="Net spend, returns netted off.")
+    r_score: int | None
+    f_score: int | None
+    m_score: int | None
+    rfm_segment: str | None
+    spend_band: int | None = Field(description="1 = lowest spend per period.")
+    best_customer: bool
+    lifecycle_stage: str
+    p_alive: float | None = Field(description="BG/NBD probability the customer is still active.")
+    expected_purchases: float | None = Field(description="Purchases expected over the horizon.")
+    expected_spend: Decimal | None = Field(description="Gamma-Gamma spend per purchase.")
+    clv: Decimal | None = Field(description="Discounted revenue over the horizon.")
+    profit_clv: Decimal | None = Field(description="Margin minus acquisition and servicing cost.")
+    churn_risk: float | None = Field(description="Probability of no purchase in the horizon.")
+    offers: dict[str, Any] = Field(description="Next best offers: items with kind and score.")
+
+
+class RunOut(BaseModel):
+    """An analysis run; ``results`` holds its report tables and fitted models."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    as_of: datetime
+    model_version: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    customers: int
+    results: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, run: Any, *, with_results: bool = True) -> RunOut:
+        out = cls.model_validate(run)
+        if not with_results:
+            out.results = None
+        return out

@@ -391,14 +391,16 @@ def best_customers(
         raise InvalidData(f"top_share must be in (0, 1], not {share}")
     table = per_customer.filter(per_customer[by].notnull()).select(customer, by)
     ranked = table.mutate(
-        rank=ibis.row_number().over(order_by=[ibis.desc(table[by]), table[customer]]) + 1
+        rank=ibis.row_number().over(order_by=[ibis.desc(table[by]), table[customer]]) + 1,
+        # a column, not a window inside the filter: Ibis 12 compiles a windowed filter
+        # for Spark into SQL that cannot resolve `rank` (UNRESOLVED_COLUMN)
+        _size=table.count().over(ibis.window()),
     )
     if share is None:
         keep = ranked["rank"] <= top_n
     else:
-        size = ranked["rank"].count().over(ibis.window())
-        keep = ranked["rank"] <= size * share + _SHARE_SLACK
-    return ranked.filter(keep).order_by("rank")
+        keep = ranked["rank"] <= ranked["_size"] * share + _SHARE_SLACK
+    return ranked.filter(keep).order_by("rank")[[customer, by, "rank"]]
 
 
 def band_migration(

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 import patron
+from patron.analytics.endpoints import router as analytics_router
 from patron.api.errors import ErrorOut, ValidationErrorOut, install_error_handlers
 from patron.customers.endpoints import router as customers_router
 from patron.events.endpoints import router as events_router
@@ -49,7 +50,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app = FastAPI(
         title="Patron",
         version=patron.__version__,
-        summary="Customer hub: profiles, identities, consents, orders and events.",
+        summary="Customer hub (profiles, identities, consents, orders, events) and analytics.",
         lifespan=lifespan,
     )
     app.state.engine = bound
@@ -57,4 +58,5 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(customers_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(events_router, prefix=API_PREFIX, responses=_ERRORS)
+    app.include_router(analytics_router, prefix=API_PREFIX, responses=_ERRORS)
     return app

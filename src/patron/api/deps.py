@@ -52,16 +52,18 @@ class Permission(StrEnum):
     WRITE_ORDERS = "orders:write"
     READ_EVENTS = "events:read"
     WRITE_EVENTS = "events:write"
+    READ_ANALYTICS = "analytics:read"
+    RUN_ANALYTICS = "analytics:run"
 
 
 _READ = {Permission.READ_CUSTOMERS, Permission.LOOKUP_CUSTOMERS}
-_READ |= {Permission.READ_ORDERS, Permission.READ_EVENTS}
+_READ |= {Permission.READ_ORDERS, Permission.READ_EVENTS, Permission.READ_ANALYTICS}
 _WRITE = {Permission.WRITE_CUSTOMERS, Permission.WRITE_ORDERS, Permission.WRITE_EVENTS}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MARKETER: frozenset(_READ | _WRITE),
-    Role.ANALYST: frozenset(_READ),
+    Role.ANALYST: frozenset(_READ | {Permission.RUN_ANALYTICS}),
     # a till records sales and recognises the customer at the counter, nothing more
     Role.POS: frozenset({Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS}),
 }

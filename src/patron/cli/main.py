@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from patron.kit.clock import utcnow
 from patron.kit.db import make_engine, make_sessionmaker, migrate, unit_of_work
 from patron.kit.errors import InvalidInput, PatronError
 from patron.kit.settings import get_settings
@@ -33,8 +35,10 @@ app = typer.Typer(
 )
 customers_app = typer.Typer(help="Look up, search, merge and unmerge customer profiles.")
 apikey_app = typer.Typer(help="API keys for the REST API.")
+report_app = typer.Typer(help="Reports on the latest (or a chosen) analysis run.")
 app.add_typer(customers_app, name="customers")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(report_app, name="report")
 
 console = Console()
 errors = Console(stderr=True)
@@ -239,6 +243,95 @@ def serve(
 
     open_store()
     uvicorn.run(create_app(), host=host, port=port)
+
+
+def parse_moment(text: str, *, option: str) -> datetime:
+    """A date (its midnight) or an ISO date-time, as aware UTC; naive means UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{option}: {text!r} is not a date (YYYY-MM-DD) or ISO date-time"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def load_analysis_settings(path: Path | None) -> Any:
+    """Analysis settings from a YAML or JSON file, or the defaults."""
+    from pydantic import ValidationError
+
+    from patron.analytics.pipeline import AnalysisSettings
+
+    if path is None:
+        return AnalysisSettings()
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return AnalysisSettings.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{path}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise InvalidInput(f"{path}: {where}: {problem['msg']}") from None
+
+
+@app.command()
+def analyze(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Analyse the base as it was then (default: now)")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON analysis settings (segments, bands, margins)")
+    ] = None,
+) -> None:
+    """RFM, spend groups, lifecycle, CLV, churn risk and next best offers for every customer;
+    the scores are stored with the as-of date and model version, beside earlier runs."""
+    from patron.analytics.report import print_report
+    from patron.analytics.service import STEPS
+    from patron.analytics.tasks import run_analysis
+
+    moment = parse_moment(as_of, option="--as-of") if as_of else utcnow()
+    settings = load_analysis_settings(config)
+    factory = open_store()
+    with Progress(
+        TextColumn("analysing"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("reading the base", total=len(STEPS))
+
+        def step(name: str) -> None:
+            bar.update(task, advance=1, description=name)
+
+        summary = run_analysis(factory, as_of=moment, settings=settings, progress=step)
+    console.print(
+        f"analysis run {summary.id}: {summary.customers:,} customers scored as of "
+        f"{summary.as_of:%Y-%m-%d %H:%M} UTC (model {summary.model_version})"
+    )
+    print_report(console, summary.results, as_of=summary.as_of)
+
+
+@report_app.command("customers")
+def report_customers(
+    run: Annotated[int | None, typer.Option(help="Analysis run id (default: the latest)")] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write an HTML report with charts")] = None,
+) -> None:
+    """RFM segments, spend groups, CLV deciles and lifecycle counts of an analysis run."""
+    from patron.analytics.report import html_report, print_report
+    from patron.analytics.service import AnalyticsService
+
+    with unit_of_work(open_store()) as session:
+        service = AnalyticsService(session)
+        found = service.get_run(run) if run is not None else service.latest_run()
+        results, moment, version = found.results, found.as_of, found.model_version
+    print_report(console, results, as_of=moment)
+    if html is not None:
+        html.write_text(html_report(results, as_of=moment, model_version=version), encoding="utf-8")
+        console.print(f"HTML report written to {html}")
 
 
 @app.command()

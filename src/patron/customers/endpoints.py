@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from patron.analytics.schemas import ScoreOut
+from patron.analytics.service import AnalyticsService
 from patron.api.deps import (
     Page,
     PagingDep,
@@ -144,8 +146,12 @@ def lookup_customer(
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut)
 def get_customer(*, customer_id: int, service: ServiceDep, _key: Reader) -> CustomerOut:
-    """One profile; a merged-away profile is returned with ``merged_into_id`` set."""
-    return customer_out(service, service.get(customer_id))
+    """One profile with its newest scores; a merged-away profile is returned with
+    ``merged_into_id`` set."""
+    out = customer_out(service, service.get(customer_id))
+    newest = AnalyticsService(service.session).scores_of(customer_id, limit=1)
+    out.scores = ScoreOut.model_validate(newest[0]) if newest else None
+    return out
 
 
 @router.patch("/customers/{customer_id}", response_model=CustomerOut)

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from patron.analytics.schemas import ScoreOut
 from patron.models.consent import Channel, ConsentStatus, Purpose
 from patron.models.identity import IdentityKind
 from patron.models.merge import CandidateStatus
@@ -117,6 +118,11 @@ class CustomerOut(ProfileFields):
     identities: list[IdentityOut] = Field(default_factory=list)
     consents: list[ConsentOut] = Field(
         default_factory=list, description="The decision in force per channel and purpose."
+    )
+    scores: ScoreOut | None = Field(
+        default=None,
+        description="Scores from the newest analysis run (profile reads only); "
+        "the history is at /customers/{id}/scores.",
     )
 
 

@@ -9,14 +9,17 @@ from patron.models.import_run import ImportRun
 from patron.models.merge import CandidateStatus, MergeCandidate, MergeLog
 from patron.models.order import Order, OrderKind, OrderLine
 from patron.models.product import Product
+from patron.models.score import AnalysisRun, CustomerScore, RunStatus
 
 __all__ = [
+    "AnalysisRun",
     "ApiKey",
     "CandidateStatus",
     "Channel",
     "Consent",
     "ConsentStatus",
     "Customer",
+    "CustomerScore",
     "Event",
     "IdempotencyRecord",
     "Identity",
@@ -30,4 +33,5 @@ __all__ = [
     "Product",
     "Purpose",
     "Role",
+    "RunStatus",
 ]

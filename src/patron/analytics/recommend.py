@@ -1,0 +1,681 @@
+r"""Next best offer: the top-k products or categories to offer each customer, from what
+customers bought, as Ibis expressions.
+
+Three kinds of offer, in this order of precedence:
+
+* **cross-sell**: an item from a category the customer has never bought, scored by its
+  association with the items they did buy (item-to-item co-occurrence, Linden, Smith and
+  York 2003, measured by lift, Brin et al. 1997);
+* **up-sell**: a product (sku) of a category the customer already buys, from a price tier
+  above the one they usually buy in there;
+* **popular**: the items most customers bought, to fill the list up to ``k`` (and for
+  customers the associations say nothing about).
+
+Nothing bought within ``exclude_recent_days`` before ``as_of`` is offered again.
+
+Association rules (Agrawal, Imieliński and Swami 1993) are measured here on
+*customer-level baskets*: the basket of a customer is the set of items with a positive
+net quantity over their whole history before ``as_of`` (returns are negative lines and
+net off), so an item counts once per customer however often it was bought. With ``N`` the
+number of customers with a basket, ``n_A`` those whose basket holds ``A`` and ``n_AB``
+those whose basket holds both ``A`` and ``B``:
+
+.. math::
+
+    \operatorname{support}(A \Rightarrow B) = P(A \wedge B) = n_{AB} / N, \qquad
+    \operatorname{confidence}(A \Rightarrow B) = P(B \mid A) = n_{AB} / n_A,
+
+    \operatorname{lift}(A \Rightarrow B) = \frac{P(A \wedge B)}{P(A)\,P(B)}
+        = \frac{n_{AB}\, N}{n_A\, n_B}.
+
+Lift is symmetric and 1 when ``A`` and ``B`` are bought independently; above 1 the pair is
+bought together more often than chance (Brin, Motwani, Ullman and Tsur 1997 call it
+"interest"). Lift overrates rare pairs (two customers who both bought two rarities give a
+huge lift), hence the support floor ``min_pair_customers``.
+
+Every function returns a lazy ``ibis.Table`` (the evaluation returns numbers) built from
+portable operations only: group-bys, joins (equi, semi, anti and one inequality join),
+unions and ``row_number`` windows, so the same code runs on DuckDB and Spark. Nothing loops
+over customers in Python.
+
+References
+----------
+.. [1] Agrawal, R., Imieliński, T. and Swami, A. (1993). Mining association rules between
+   sets of items in large databases. *Proceedings of ACM SIGMOD 1993*, 207-216.
+.. [2] Brin, S., Motwani, R., Ullman, J. D. and Tsur, S. (1997). Dynamic itemset counting
+   and implication rules for market basket data. *Proceedings of ACM SIGMOD 1997*, 255-264.
+.. [3] Linden, G., Smith, B. and York, J. (2003). Amazon.com recommendations: item-to-item
+   collaborative filtering. *IEEE Internet Computing* 7(1), 76-80.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+import ibis
+from pydantic import BaseModel, ConfigDict, Field
+
+from patron.analytics.rfm import as_timestamp, as_utc
+from patron.analytics.schemas import ColumnKind, InvalidData, require_columns
+
+__all__ = [
+    "Kind",
+    "OfferEvaluation",
+    "OfferSettings",
+    "co_occurrence",
+    "evaluate",
+    "hit_rate_at_k",
+    "next_best_offers",
+    "popularity",
+]
+
+Moment = date | datetime
+Item = Literal["sku", "category"]
+Kind = Literal["cross-sell", "up-sell", "popular"]
+Scoring = Literal["max_lift", "sum_lift", "sum_confidence", "sum_lift_confidence"]
+
+KINDS: tuple[Kind, ...] = ("cross-sell", "up-sell", "popular")
+"""The kinds of offer in order of precedence (the first tie-break of the ranking)."""
+
+_RULE_WEIGHT: dict[str, Any] = {
+    "max_lift": lambda rules: rules["lift"],
+    "sum_lift": lambda rules: rules["lift"],
+    "sum_confidence": lambda rules: rules["confidence"],
+    "sum_lift_confidence": lambda rules: rules["lift"] * rules["confidence"],
+}
+
+_LINES: dict[str, ColumnKind] = {
+    "customer_id": "any",
+    "ts": "timestamp",
+    "sku": "any",
+    "category": "any",
+    "quantity": "numeric",
+    "unit_price": "numeric",
+}
+
+
+class OfferSettings(BaseModel):
+    """How next best offers are chosen: rules are data (DESIGN §6.3).
+
+    Attributes
+    ----------
+    k : int
+        Offers per customer.
+    item : {"sku", "category"}
+        What is offered by cross-sell and popular: a product or a whole category. Up-sell
+        always offers a product (a dearer one in a category the customer buys).
+    exclude_recent_days : int
+        An item with a purchase line in ``[as_of - days, as_of)`` is not offered.
+    min_pair_customers : int
+        Support floor of a co-occurrence pair: ``n_AB`` at least this.
+    price_tiers : int
+        Quantile tiers of product price within a category, for up-sell.
+    scoring : {"max_lift", "sum_lift", "sum_confidence"}
+        How the rules ``A => B`` from the items ``A`` a customer bought add up to the
+        score of ``B``: the largest lift, the summed lift, or the summed confidence
+        (the item-to-item score of Linden et al. 2003, the expected number of bought
+        items that "lead to" ``B``).
+    neighbours : int or None
+        Consequents kept per antecedent, the best by lift (the truncated similar-items
+        table of Linden et al. 2003); None keeps all. Bounds the work per customer.
+    up_sell_slots : int
+        Places of the ``k`` reserved for up-sell offers when there are any; 0 turns
+        up-sell off.
+    popularity_days : int or None
+        Popularity counts the customers of the last ``popularity_days`` before
+        ``as_of``; None counts the whole history.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    k: int = Field(default=3, ge=1, le=1000)
+    item: Item = "category"
+    exclude_recent_days: int = Field(default=90, ge=0)
+    min_pair_customers: int = Field(default=2, ge=1)
+    price_tiers: int = Field(default=3, ge=2, le=100)
+    scoring: Scoring = "max_lift"
+    neighbours: int | None = Field(default=20, ge=1)
+    up_sell_slots: int = Field(default=1, ge=0)
+    cross_sell_slots: int | None = Field(default=None, ge=0)
+    popularity_days: int | None = Field(default=None, ge=1)
+
+
+class OfferEvaluation(BaseModel):
+    """Hit rate of the offers and of the most-popular baseline on a time split."""
+
+    model_config = ConfigDict(frozen=True)
+
+    customers: int
+    """Customers evaluated: with a purchase before the cutoff and one in the horizon."""
+    hit_rate: float
+    """Share of them with at least one of their ``k`` offers among what they bought."""
+    popular_hit_rate: float
+    """The same for the ``k`` most popular items, with the same exclusions."""
+    k: int
+    item: Item
+
+
+def co_occurrence(
+    lines: Any, *, as_of: Moment, item: Item = "category", min_pair_customers: int = 2
+) -> Any:
+    r"""Association rules ``A => B`` between items bought by the same customers.
+
+    Baskets are customer-level: the items with a positive net quantity over each
+    customer's lines before ``as_of``. With ``N`` customers with a basket, ``n_A`` of them
+    holding ``A`` and ``n_AB`` holding both:
+
+    .. math::
+
+        \text{support} = n_{AB}/N, \quad \text{confidence} = n_{AB}/n_A, \quad
+        \text{lift} = \frac{n_{AB} N}{n_A n_B}
+        = \frac{P(A \wedge B)}{P(A)P(B)}.
+
+    Only pairs with ``n_AB >= min_pair_customers`` are kept; by the Apriori property
+    (Agrawal et al. 1993) items bought by fewer customers than that cannot be in such a
+    pair and are left out before the self-join. Each unordered pair is counted once and
+    then written in both directions.
+
+    Parameters
+    ----------
+    lines : ibis.Table
+        Order lines ``customer_id, ts, sku, category, quantity, unit_price``.
+    as_of : date or datetime
+        Only lines with ``ts < as_of`` count; naive values are UTC.
+    item : {"sku", "category"}
+        The item: the product, or its category (lines without a category are left out).
+    min_pair_customers : int
+        Support floor ``n_AB``, at least 1.
+
+    Returns
+    -------
+    ibis.Table
+        ``antecedent``, ``consequent`` (strings), ``pair_customers`` (``n_AB``, int64),
+        ``support``, ``confidence``, ``lift`` (float64), ordered by lift descending, then
+        antecedent and consequent.
+
+    References
+    ----------
+    Agrawal, Imieliński and Swami (1993); Brin, Motwani, Ullman and Tsur (1997).
+    """
+    if min_pair_customers < 1:
+        raise InvalidData(f"min_pair_customers must be at least 1, not {min_pair_customers}")
+    baskets = _baskets(_before(lines, as_of), item)
+    return _rules(baskets, min_pair_customers).order_by(
+        [ibis.desc("lift"), "antecedent", "consequent"]
+    )
+
+
+def popularity(
+    lines: Any, *, as_of: Moment, item: Item = "category", window_days: int | None = None
+) -> Any:
+    """Items by the number of customers who bought them (positive net quantity).
+
+    Parameters
+    ----------
+    lines : ibis.Table
+        Order lines ``customer_id, ts, sku, category, quantity, unit_price``.
+    as_of : date or datetime
+        End of the window, exclusive.
+    item : {"sku", "category"}
+        Rank products or categories.
+    window_days : int or None
+        Count only the lines of the last ``window_days`` days before ``as_of``; None
+        counts all.
+
+    Returns
+    -------
+    ibis.Table
+        ``item``, ``customers`` (int64), ``share`` (customers over all customers who
+        bought anything in the window) and ``rank`` (1 = most customers; ties broken by
+        ``item`` ascending, so ranks are distinct), ordered by rank.
+    """
+    history = _before(lines, as_of)
+    if window_days is not None:
+        if window_days < 1:
+            raise InvalidData(f"window_days must be at least 1, not {window_days}")
+        history = _last_days(history, as_of, window_days)
+    return _popularity(_baskets(history, item))
+
+
+def next_best_offers(lines: Any, *, as_of: Moment, settings: OfferSettings | None = None) -> Any:
+    """The top ``k`` offers of each customer who bought anything before ``as_of``.
+
+    Candidates of each kind:
+
+    * *cross-sell*: an item ``B`` whose category the customer never bought (with
+      ``item="category"`` the category itself; a product without a category is its own
+      category), reached by a rule ``A => B`` with lift above 1 from an item ``A`` in
+      their basket. The score combines those rules (``settings.scoring``): the largest
+      lift by default.
+    * *up-sell*: a product in a category the customer bought, whose price tier there is
+      above the customer's usual tier. A product's price is its mean price per unit
+      sold, ``sum(q p) / sum(q)`` over positive lines; the tier cut points are the
+      ``j / price_tiers`` quantiles of the product prices of the category, and tier
+      ``= 1 + #{cut points below the price}``. The customer's usual tier is the tier of
+      their own mean price per unit in the category. The score is the share of the
+      category's customers who bought the product, ``P(sku | category)``.
+    * *popular*: items by :func:`popularity`, the score being the share of customers.
+
+    An item with a purchase line within ``exclude_recent_days`` before ``as_of`` is never
+    offered (for up-sell the product itself). An item reached as several kinds keeps the
+    first. Up to ``up_sell_slots`` places go to up-sell when there are such candidates,
+    cross-sell takes the rest and popular items fill what is left.
+
+    Ranking, deterministic: kind (cross-sell, up-sell, popular), then score descending,
+    then item ascending.
+
+    Parameters
+    ----------
+    lines : ibis.Table
+        Order lines ``customer_id, ts, sku, category, quantity, unit_price``; returns
+        are lines with negative quantity.
+    as_of : date or datetime
+        The moment the offers are made: only earlier lines count.
+    settings : OfferSettings
+        ``OfferSettings()`` unless given.
+
+    Returns
+    -------
+    ibis.Table
+        ``customer_id``, ``rank`` (int64, 1..k), ``item`` (string: a category or a sku;
+        up-sell is always a sku), ``kind`` (string) and ``score`` (float64), ordered by
+        customer and rank. A customer may get fewer than ``k`` offers when there are
+        not enough items left after the exclusions.
+    """
+    return _offers(lines, as_of=as_of, settings=settings or OfferSettings(), popular_only=False)
+
+
+def hit_rate_at_k(offers: Any, actual: Any, *, k: int) -> float:
+    """Share of the customers in ``actual`` with one of their top ``k`` offers in it.
+
+    .. math::
+
+        \\text{hit rate@}k = \\frac{|\\{c : \\text{offers}_k(c) \\cap \\text{bought}(c)
+        \\neq \\emptyset\\}|}{|\\{c \\in \\text{actual}\\}|}
+
+    Parameters
+    ----------
+    offers : ibis.Table
+        ``customer_id``, ``rank``, ``item``, as from :func:`next_best_offers`.
+    actual : ibis.Table
+        ``customer_id``, ``item``: what each evaluated customer bought. A customer in
+        ``actual`` without offers counts as a miss.
+    k : int
+        Offers counted per customer: those of rank ``<= k``.
+
+    Returns
+    -------
+    float
+        The hit rate, in [0, 1].
+
+    Raises
+    ------
+    InvalidData
+        If ``k < 1`` or ``actual`` holds no customer.
+    """
+    if k < 1:
+        raise InvalidData(f"k must be at least 1, not {k}")
+    require_columns(offers, {"customer_id": "any", "rank": "numeric", "item": "any"}, what="offers")
+    require_columns(actual, {"customer_id": "any", "item": "any"}, what="actual purchases")
+    bought = actual.select("customer_id", "item").distinct()
+    row = _hit_counts(bought, {"hits": offers}, k=k).execute().iloc[0]
+    evaluated = int(row["customers"])
+    if evaluated == 0:
+        raise InvalidData("actual purchases hold no customer to evaluate")
+    return int(row["hits"]) / evaluated
+
+
+def evaluate(
+    lines: Any, *, cutoff: Moment, horizon_days: int, settings: OfferSettings | None = None
+) -> OfferEvaluation:
+    """Hit rate@k of the offers made at ``cutoff``, and of the most-popular baseline.
+
+    History is the lines before ``cutoff``; the offers are those of
+    :func:`next_best_offers` at ``cutoff``. The evaluated customers are those with a
+    basket in the history who bought (positive net quantity of an item) in
+    ``[cutoff, cutoff + horizon_days)``. Their actual items are what they bought there:
+    items of ``settings.item`` and, with ``item="category"``, also the skus, so that an
+    up-sell offer hits only when that very product is bought. The baseline offers each
+    customer the ``k`` most popular items of the history, with the same exclusion of
+    recent purchases.
+
+    Parameters
+    ----------
+    lines : ibis.Table
+        Order lines ``customer_id, ts, sku, category, quantity, unit_price``.
+    cutoff : date or datetime
+        The split: offers are made at this moment.
+    horizon_days : int
+        Length of the window after the cutoff in which purchases are hits.
+    settings : OfferSettings
+        ``OfferSettings()`` unless given.
+
+    Returns
+    -------
+    OfferEvaluation
+        Customers evaluated, hit rate of the offers, hit rate of the baseline, ``k`` and
+        the item.
+    """
+    settings = settings or OfferSettings()
+    if horizon_days < 1:
+        raise InvalidData(f"horizon_days must be at least 1, not {horizon_days}")
+    require_columns(lines, _LINES, what="order lines")
+    stamp = lines["ts"]
+    end = as_utc(cutoff) + timedelta(days=horizon_days)
+    window = lines.filter(
+        (stamp >= as_timestamp(cutoff, stamp)) & (stamp < as_timestamp(end, stamp))
+    )
+    bought = _baskets(window, settings.item).select("customer_id", "item")
+    if settings.item == "category":
+        bought = ibis.union(bought, _baskets(window, "sku").select("customer_id", "item"))
+    known = _baskets(_before(lines, cutoff), settings.item).select("customer_id").distinct()
+    actual = bought.semi_join(known, "customer_id")
+    offers = _offers(lines, as_of=cutoff, settings=settings, popular_only=False)
+    baseline = _offers(lines, as_of=cutoff, settings=settings, popular_only=True)
+    # one query for both hit counts
+    counts = _hit_counts(actual, {"hits": offers, "popular_hits": baseline}, k=settings.k)
+    row = counts.execute().iloc[0]
+    customers = int(row["customers"])
+    if customers == 0:
+        raise InvalidData(
+            f"no customer with a purchase before {cutoff} bought in the {horizon_days} days after"
+        )
+    return OfferEvaluation(
+        customers=customers,
+        hit_rate=int(row["hits"]) / customers,
+        popular_hit_rate=int(row["popular_hits"]) / customers,
+        k=settings.k,
+        item=settings.item,
+    )
+
+
+def _hit_counts(bought: Any, offers: dict[str, Any], *, k: int) -> Any:
+    """One row: ``customers`` in ``bought`` and, per offer table, how many of them it hit."""
+    customers = bought.select("customer_id").distinct()
+    for name, table in offers.items():
+        top = table.filter(table["rank"] <= k).select("customer_id", "item")
+        hits = top.join(bought, ["customer_id", "item"]).select("customer_id").distinct()
+        hits = hits.select(_hit_customer="customer_id", **{f"_{name}": ibis.literal(1)})
+        customers = customers.left_join(
+            hits, customers["customer_id"] == hits["_hit_customer"]
+        ).select(*customers.columns, f"_{name}")
+    return customers.aggregate(
+        customers=customers.count(),
+        **{name: customers[f"_{name}"].count() for name in offers},
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------------------
+
+
+def _offers(lines: Any, *, as_of: Moment, settings: OfferSettings, popular_only: bool) -> Any:
+    history = _before(lines, as_of)
+    baskets = _baskets(history, settings.item)
+    recent = _recent(history, as_of, settings)
+    popular = _popular_candidates(history, baskets, recent, as_of, settings)
+    others = [] if popular_only else [_cross_sell(history, baskets, recent, settings)]
+    if settings.up_sell_slots > 0 and not popular_only:
+        others.append(_up_sell(history, recent, settings))
+    if not others:
+        return _rank(popular.limit(0), popular, settings)
+    return _rank(ibis.union(*others), popular, settings)
+
+
+def _last_days(history: Any, as_of: Moment, days: int) -> Any:
+    """The lines of the last ``days`` days before ``as_of``."""
+    start = as_utc(as_of) - timedelta(days=days)
+    return history.filter(history["ts"] >= as_timestamp(start, history["ts"]))
+
+
+def _before(lines: Any, as_of: Moment) -> Any:
+    require_columns(lines, _LINES, what="order lines")
+    return lines.filter(lines["ts"] < as_timestamp(as_of, lines["ts"]))
+
+
+def _item_of(lines: Any, item: Item) -> Any:
+    """The item of each line as a string (null for a category-less line by category)."""
+    if item not in ("sku", "category"):
+        raise InvalidData(f"item must be 'sku' or 'category', not {item!r}")
+    return lines[item].cast("string")
+
+
+def _baskets(lines: Any, item: Item) -> Any:
+    """``customer_id, item``: the items of positive net quantity per customer."""
+    rows = lines.mutate(item=_item_of(lines, item))
+    rows = rows.filter(rows["item"].notnull())
+    net = rows.group_by(["customer_id", "item"]).aggregate(_net=rows["quantity"].sum())
+    return net.filter(net["_net"] > 0).select("customer_id", "item")
+
+
+def _recent(history: Any, as_of: Moment, settings: OfferSettings) -> Any:
+    """``customer_id, item``: items (and skus) with a purchase line in the recent window.
+
+    A purchase returned since still counts: it was bought recently, and a return is a
+    poor reason to offer the thing again.
+    """
+    rows = _last_days(history, as_of, settings.exclude_recent_days)
+    rows = rows.filter(rows["quantity"] > 0)
+    items = rows.select("customer_id", item=_item_of(rows, settings.item))
+    skus = rows.select("customer_id", item=_item_of(rows, "sku"))
+    recent = ibis.union(items, skus) if settings.item == "category" else items
+    return recent.filter(recent["item"].notnull()).distinct()
+
+
+def _rules(baskets: Any, min_pair_customers: int) -> Any:
+    total = baskets.aggregate(_n=baskets["customer_id"].nunique())
+    counts = baskets.group_by("item").aggregate(customers=baskets.count())
+    frequent = counts.filter(counts["customers"] >= min_pair_customers)
+    # integer codes make the self-join and the pair count, the bulk of the work, cheaper
+    frequent = frequent.mutate(_code=ibis.row_number().over(order_by="item"))
+    kept = baskets.join(frequent, "item").select("customer_id", "_code")
+    left = kept.select(_c=kept["customer_id"], _a=kept["_code"])
+    right = kept.select(_d=kept["customer_id"], _b=kept["_code"])
+    pairs = (
+        left.join(right, [left["_c"] == right["_d"], left["_a"] < right["_b"]])
+        .group_by(["_a", "_b"])
+        .aggregate(pair_customers=ibis._.count())
+    )
+    pairs = pairs.filter(pairs["pair_customers"] >= min_pair_customers)
+    # each unordered pair once, then both directions from a two-row table (not a union,
+    # which would count the pairs twice on engines that inline common subqueries)
+    flip = ibis.memtable({"_flip": [False, True]})
+    both = pairs.cross_join(flip)
+    both = both.select(
+        _x=ibis.ifelse(both["_flip"], both["_b"], both["_a"]),
+        _y=ibis.ifelse(both["_flip"], both["_a"], both["_b"]),
+        pair_customers=both["pair_customers"],
+    ).view()  # Ibis joins on columns computed over a join only through a view
+    n_a = frequent.select(_x="_code", antecedent="item", _n_a="customers")
+    n_b = frequent.select(_y="_code", consequent="item", _n_b="customers")
+    rules = both.join(n_a, "_x").join(n_b, "_y").cross_join(total)
+    pair = rules["pair_customers"].cast("float64")
+    return rules.select(
+        "antecedent",
+        "consequent",
+        pair_customers=rules["pair_customers"].cast("int64"),
+        support=pair / rules["_n"],
+        confidence=pair / rules["_n_a"],
+        lift=pair * rules["_n"] / (rules["_n_a"].cast("float64") * rules["_n_b"]),
+    )
+
+
+def _popularity(baskets: Any) -> Any:
+    counts = baskets.group_by("item").aggregate(customers=baskets.count())
+    total = baskets.aggregate(_n=baskets["customer_id"].nunique())
+    ranked = counts.cross_join(total)
+    order = ibis.row_number().over(order_by=[ibis.desc("customers"), "item"])
+    return ranked.select(
+        "item",
+        customers=ranked["customers"].cast("int64"),
+        share=ranked["customers"].cast("float64") / ranked["_n"],
+        rank=(order + 1).cast("int64"),
+    ).order_by("rank")
+
+
+def _category_of(history: Any, item: Item) -> Any:
+    """``item, category``: the category of each item; an uncategorised sku is its own."""
+    if item == "category":
+        rows = history.filter(history["category"].notnull())
+        return (
+            rows.select(item=_item_of(rows, "category")).distinct().mutate(category=ibis._["item"])
+        )
+    rows = history.select(item=_item_of(history, "sku"), _category=_item_of(history, "category"))
+    per = rows.group_by("item").aggregate(_category=rows["_category"].max())
+    return per.select("item", category=per["_category"].fill_null(per["item"]))
+
+
+def _candidate(table: Any, kind: Kind, score: Any) -> Any:
+    return table.select(
+        "customer_id",
+        item=table["item"].cast("string"),
+        kind=ibis.literal(kind, type="string"),
+        score=score.cast("float64"),
+        _priority=ibis.literal(KINDS.index(kind), type="int64"),
+    )
+
+
+def _cross_sell(history: Any, baskets: Any, recent: Any, settings: OfferSettings) -> Any:
+    rules = _rules(baskets, settings.min_pair_customers)
+    rules = rules.filter(rules["lift"] > 1)
+    rules = rules.mutate(_weight=_RULE_WEIGHT[settings.scoring](rules))
+    if settings.neighbours is not None:
+        nearest = ibis.row_number().over(
+            group_by="antecedent", order_by=[ibis.desc("_weight"), "consequent"]
+        )
+        rules = rules.filter(nearest < settings.neighbours)
+    reached = baskets.join(rules, baskets["item"] == rules["antecedent"])
+    weight = reached["_weight"]
+    score = weight.max() if settings.scoring == "max_lift" else weight.sum()
+    scored = reached.group_by(["customer_id", reached["consequent"].name("item")]).aggregate(
+        _score=score
+    )
+    categories = _category_of(history, settings.item)
+    owned = baskets.join(categories, "item").select("customer_id", "category").distinct()
+    scored = scored.join(categories, "item")
+    scored = scored.anti_join(owned, ["customer_id", "category"]).anti_join(
+        recent, ["customer_id", "item"]
+    )
+    return _candidate(scored, "cross-sell", scored["_score"])
+
+
+def _up_sell(history: Any, recent: Any, settings: OfferSettings) -> Any:
+    rows = history.filter(history["category"].notnull()).mutate(
+        item=_item_of(history, "sku"), category=_item_of(history, "category")
+    )
+    paid = rows["quantity"] * rows["unit_price"]
+    bought = rows["quantity"] > 0
+    # a sku's category is taken once, so a recategorised product is not counted twice
+    products = rows.group_by("item").aggregate(
+        category=rows["category"].max(),
+        _units=rows["quantity"].sum(where=bought),
+        _paid=paid.sum(where=bought),
+    )
+    products = products.filter(products["_units"] > 0).mutate(
+        price=products["_paid"].cast("float64") / products["_units"]
+    )
+    cuts = products.group_by("category").aggregate(
+        **{
+            f"_cut_{j}": products["price"].quantile(j / settings.price_tiers)
+            for j in range(1, settings.price_tiers)
+        }
+    )
+
+    def tier(table: Any, price: Any) -> Any:
+        steps = [
+            ibis.ifelse(price > table[f"_cut_{j}"], 1, 0) for j in range(1, settings.price_tiers)
+        ]
+        return sum(steps, ibis.literal(1)).cast("int64")
+
+    tiered = products.join(cuts, "category")
+    tiered = tiered.select("item", "category", _tier=tier(tiered, tiered["price"]))
+
+    # the customer's own mean price per unit in each category they bought
+    habits = rows.group_by(["customer_id", "category"]).aggregate(
+        _net=rows["quantity"].sum(),
+        _units=rows["quantity"].sum(where=bought),
+        _paid=paid.sum(where=bought),
+    )
+    habits = habits.filter(habits["_net"] > 0).join(cuts, "category")
+    usual = tier(habits, habits["_paid"].cast("float64") / habits["_units"])
+    habits = habits.select("customer_id", "category", _usual=usual).view()  # see _rules
+
+    baskets = _baskets(rows, "sku")
+    reach = baskets.join(products.select("item", "category"), "item")
+    sku_customers = reach.group_by("item").aggregate(_buyers=reach.count())
+    category_customers = (
+        reach.select("customer_id", "category")
+        .distinct()
+        .group_by("category")
+        .aggregate(_category_buyers=ibis._.count())
+    )
+    offers = habits.join(
+        tiered, [habits["category"] == tiered["category"], tiered["_tier"] > habits["_usual"]]
+    )
+    offers = offers.select("customer_id", "item", category=habits["category"])
+    offers = offers.anti_join(recent, ["customer_id", "item"])
+    offers = offers.join(sku_customers, "item").join(category_customers, "category")
+    share = offers["_buyers"].cast("float64") / offers["_category_buyers"]
+    return _candidate(offers, "up-sell", share)
+
+
+def _popular_candidates(
+    history: Any, baskets: Any, recent: Any, as_of: Moment, settings: OfferSettings
+) -> Any:
+    window = history
+    if settings.popularity_days is not None:
+        window = _last_days(history, as_of, settings.popularity_days)
+    # a view: the customers and the ranking both descend from the history
+    popular = _popularity(_baskets(window, settings.item)).view()
+    # customers with a basket and their number of recent items, in one pass
+    marks = ibis.union(
+        baskets.select("customer_id", _recent=ibis.literal(0, type="int64")),
+        recent.select("customer_id", _recent=ibis.literal(1, type="int64")),
+    )
+    customers = marks.group_by("customer_id").aggregate(
+        _excluded=marks["_recent"].sum(), _basket=(marks["_recent"] == 0).any()
+    )
+    customers = customers.filter(customers["_basket"])
+    # the kept offers of other kinds (at most k) and the recent purchases are all that
+    # can push a popular item out, so the top k + k + #recent always suffice
+    enough = customers.join(popular, popular["rank"] <= customers["_excluded"] + 2 * settings.k)
+    enough = enough.anti_join(recent, ["customer_id", "item"])
+    return _candidate(enough, "popular", enough["share"])
+
+
+def _rank(others: Any, popular: Any, settings: OfferSettings) -> Any:
+    """Cap cross-sell and up-sell, fill with popular items, and number the first k."""
+    # cross-sell and up-sell never offer the same item (a new category against a bought
+    # one, or a category against a sku), so only popular items can repeat them
+    within = ibis.row_number().over(
+        group_by=["customer_id", "_priority"], order_by=[ibis.desc("score"), "item"]
+    )
+    others = others.mutate(_within=within)
+    up_sell = others["_priority"] == KINDS.index("up-sell")
+    ups = others.group_by("customer_id").aggregate(_ups=others["_within"].count(where=up_sell))
+    others = others.join(ups, "customer_id")
+    reserved = ibis.least(others["_ups"], min(settings.up_sell_slots, settings.k))
+    kept = others.filter(
+        ibis.ifelse(
+            up_sell,
+            others["_within"] < reserved,
+            others["_within"]
+            < ibis.least(
+                settings.k - reserved,
+                settings.cross_sell_slots if settings.cross_sell_slots is not None else settings.k,
+            ),
+        )
+    ).select(*popular.columns)
+    offers = ibis.union(kept, popular)
+    first = ibis.row_number().over(group_by=["customer_id", "item"], order_by="_priority")
+    offers = offers.filter(first == 0)
+    order = ibis.row_number().over(
+        group_by="customer_id", order_by=["_priority", ibis.desc("score"), "item"]
+    )
+    ranked = offers.mutate(rank=(order + 1).cast("int64"))
+    ranked = ranked.filter(ranked["rank"] <= settings.k)
+    return ranked.select("customer_id", "rank", "item", "kind", "score").order_by(
+        ["customer_id", "rank"]
+    )
