@@ -24,6 +24,9 @@ from patron.kit.db import (
     recreate_postgres_database,
 )
 
+# the Spark session is shared by every module that tests the Spark path
+pytest_plugins = ["tests.fixtures.spark"]
+
 POSTGRES_SERVER = os.environ.get(
     "PATRON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432"
 )

@@ -77,6 +77,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal, Self
 
 import ibis
+import ibis.expr.datatypes as dt
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -84,7 +85,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sklearn.calibration import calibration_curve
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from threadpoolctl import threadpool_limits
 
 from patron.analytics.clv import BetaGeo, ModelNotFitted
 from patron.analytics.rfm import as_timestamp, as_utc
@@ -186,7 +187,13 @@ def _daily(rows: Any, *, as_of: Moment, customer: str, ts: str, amount: str) -> 
     """Customer days of ``rows``: ``_day`` (from the day of ``as_of``), ``_net`` amount,
     ``_gross`` (positive rows) and ``_returned`` (negative rows, negated)."""
     rows = _days(rows, as_of=as_of, ts=ts)
-    value = rows[amount].cast("float64")
+    value = rows[amount]
+    if value.type().is_decimal():
+        # sums of money stay exact, so every engine (and summing order) gives the same
+        # features and the classifier the same splits; one wide type keeps unions aligned
+        value = value.cast(dt.Decimal(38, value.type().scale or 0))
+    else:
+        value = value.cast("float64")
     return rows.group_by([customer, "_day"]).aggregate(
         _net=value.sum(),
         _gross=value.sum(where=value > 0),
@@ -219,10 +226,11 @@ def _per_customer(days: Any, *, customer: str, windows: tuple[int, ...]) -> Any:
         recency_days=(0 - per["_last"]).cast("float64"),
         age_days=(0 - per["_first"]).cast("float64"),
         purchase_days=count,
-        net_spend=per["_net"],
-        mean_spend=per["_net"] / count,
+        net_spend=per["_net"].cast("float64"),
+        mean_spend=per["_net"].cast("float64") / count,
         mean_gap_days=ibis.ifelse(count > 1, span / (count - 1), ibis.null("float64")),
-        return_share=per["_returned"].fill_null(0.0) / per["_gross"],
+        return_share=per["_returned"].cast("float64").fill_null(0.0)
+        / per["_gross"].cast("float64"),
         **{
             name: per[name].fill_null(0).cast("float64")
             for width in windows

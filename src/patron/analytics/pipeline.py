@@ -177,9 +177,11 @@ def analyze(
 
     # RFM: days since the last purchase, purchase days, net spend; scores and segments
     base = rfm.rfm_table(tx, as_of=moment, unit="D")
+    # each step's table is read by several later ones: materialise it once (a temporary
+    # table on DuckDB, a cached frame on Spark) instead of recomputing it per reader
     scored = rfm.segment(
         rfm.rfm_scores(base, bins=settings.rfm_bins), settings.rfm_segments, name="rfm_segment"
-    )
+    ).cache()
     tables["rfm_segments"] = _records(
         rfm.segment_summary(scored, segment_map=settings.rfm_segments, segment_column="rfm_segment")
     )
@@ -192,12 +194,14 @@ def analyze(
 
     # spend groups over the trailing window
     start = moment - timedelta(days=settings.spend_window_days)
-    spend = spend_groups.spend_per_period(tx, start=start, end=moment, period=settings.spend.period)
+    spend = spend_groups.spend_per_period(
+        tx, start=start, end=moment, period=settings.spend.period
+    ).cache()
     banded = spend_groups.spend_bands(
         spend,
         edges=settings.spend.edges,
         bands=None if settings.spend.edges else settings.spend.count,
-    )
+    ).cache()
     tables["spend_groups"] = _records(spend_groups.band_table(banded))
     tables["lorenz"] = _records(spend_groups.lorenz_curve(spend, points=50))
     models["gini"] = round(spend_groups.gini(spend), 6)
@@ -210,7 +214,7 @@ def analyze(
     done("lifecycle")
 
     # BG/NBD + Gamma-Gamma on the distinct triples, predictions joined back by triple
-    summary = summary_table(tx, as_of=moment)
+    summary = summary_table(tx, as_of=moment).cache()
     value, clv_models = _customer_value(summary, settings.clv)
     models.update(clv_models)
     done("CLV models")
@@ -219,7 +223,7 @@ def analyze(
     models["churn"] = {"horizon_days": settings.churn.horizon_days, "scored": len(churn)}
     done("churn")
 
-    offers = next_best_offers(lines, as_of=moment, settings=settings.offers)
+    offers = next_best_offers(lines, as_of=moment, settings=settings.offers).cache()
     done("next best offer")
 
     scores = _assemble(
@@ -390,21 +394,20 @@ def _assemble(
     ).drop("customer_id_right")
     table = table.left_join(value, "customer_id").drop("customer_id_right")
     table = table.left_join(risk, "customer_id").drop("customer_id_right")
-    frame = table.order_by("customer_id").to_pandas()
-    frame["offers"] = _offers_by_customer(offers, frame["customer_id"])
+    # each customer's offers as one list, in rank order, built in the engine
+    item = ibis.struct(
+        {"item": offers["item"], "kind": offers["kind"], "score": offers["score"].round(6)}
+    )
+    bundles = offers.group_by("customer_id").aggregate(
+        offer_items=item.collect(order_by=offers["rank"])
+    )
+    table = table.left_join(bundles, "customer_id").drop("customer_id_right")
+    # Arrow's own conversion: Ibis's to_pandas is several times slower on a million rows
+    fetched = table.order_by("customer_id").to_pyarrow()
+    items = fetched.column("offer_items").to_pylist()
+    frame = fetched.drop_columns(["offer_items"]).to_pandas()
+    frame["offers"] = [{"items": found or []} for found in items]
     return frame
-
-
-def _offers_by_customer(offers: Any, customer_ids: pd.Series) -> list[dict[str, Any]]:
-    rows = offers.order_by(["customer_id", "rank"]).to_pandas()
-    grouped: dict[Any, list[dict[str, Any]]] = {}
-    for customer_id, item, kind, score in zip(
-        rows["customer_id"], rows["item"], rows["kind"], rows["score"], strict=True
-    ):
-        grouped.setdefault(customer_id, []).append(
-            {"item": str(item), "kind": str(kind), "score": round(float(score), 6)}
-        )
-    return [{"items": grouped.get(cid, [])} for cid in customer_ids]
 
 
 def _profit(

@@ -34,9 +34,22 @@ bought together more often than chance (Brin, Motwani, Ullman and Tsur 1997 call
 huge lift), hence the support floor ``min_pair_customers``.
 
 Every function returns a lazy ``ibis.Table`` (the evaluation returns numbers) built from
-portable operations only: group-bys, joins (equi, semi, anti and one inequality join),
-unions and ``row_number`` windows, so the same code runs on DuckDB and Spark. Nothing loops
-over customers in Python.
+portable operations only: group-bys, joins (equi, semi, anti, and equi joins with an
+inequality beside), unions and ``row_number`` windows, so the same code runs on DuckDB and
+Spark (``tests/analytics/test_recommend.py`` runs it on both). Nothing loops over customers
+in Python.
+
+Measured on UCI Online Retail (Chen, Sain and Guo 2012; identified customers, products as
+items, no categories, so every cross-sell is a product never bought): offers made on
+2011-09-01 and judged on the next 90 days, 1,852 customers, 90 days of exclusion. The
+most-popular baseline hits 0.2144 of them at k = 3 and 0.4379 at k = 10. Plain lift loses
+to it: 0.0157 and 0.0497 with the default support floor of 2 customers, 0.1479 and 0.3596
+with a floor of 40, since lift prefers narrow products. Summing lift times confidence over
+rules of at least 40 customers (``scoring="sum_lift_confidence", min_pair_customers=40``,
+chosen on an earlier split, offers on 2011-06-01) wins: 0.2468 at k = 3 and 0.4622 at
+k = 10. Much of the baseline's strength is re-buying: it may offer a product bought more
+than 90 days ago, which cross-sell never does; against popular products never bought, its
+hit rate falls to 0.1312 and 0.3137.
 
 References
 ----------
@@ -46,20 +59,25 @@ References
    and implication rules for market basket data. *Proceedings of ACM SIGMOD 1997*, 255-264.
 .. [3] Linden, G., Smith, B. and York, J. (2003). Amazon.com recommendations: item-to-item
    collaborative filtering. *IEEE Internet Computing* 7(1), 76-80.
+.. [4] Chen, D., Sain, S. L. and Guo, K. (2012). Data mining for the online retail
+   industry. *Journal of Database Marketing and Customer Strategy Management* 19(3),
+   197-208.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 import ibis
 from pydantic import BaseModel, ConfigDict, Field
 
-from patron.analytics.rfm import as_timestamp, as_utc
+from patron.analytics.rfm import as_timestamp, as_utc, cut_name
 from patron.analytics.schemas import ColumnKind, InvalidData, require_columns
 
 __all__ = [
+    "KINDS",
     "Kind",
     "OfferEvaluation",
     "OfferSettings",
@@ -78,7 +96,8 @@ Scoring = Literal["max_lift", "sum_lift", "sum_confidence", "sum_lift_confidence
 KINDS: tuple[Kind, ...] = ("cross-sell", "up-sell", "popular")
 """The kinds of offer in order of precedence (the first tie-break of the ranking)."""
 
-_RULE_WEIGHT: dict[str, Any] = {
+# the weight of a rule A => B that a scoring takes the max or the sum of
+_RULE_WEIGHT: dict[str, Callable[[Any], Any]] = {
     "max_lift": lambda rules: rules["lift"],
     "sum_lift": lambda rules: rules["lift"],
     "sum_confidence": lambda rules: rules["confidence"],
@@ -111,14 +130,20 @@ class OfferSettings(BaseModel):
         Support floor of a co-occurrence pair: ``n_AB`` at least this.
     price_tiers : int
         Quantile tiers of product price within a category, for up-sell.
-    scoring : {"max_lift", "sum_lift", "sum_confidence"}
-        How the rules ``A => B`` from the items ``A`` a customer bought add up to the
-        score of ``B``: the largest lift, the summed lift, or the summed confidence
-        (the item-to-item score of Linden et al. 2003, the expected number of bought
-        items that "lead to" ``B``).
+    scoring : {"max_lift", "sum_lift", "sum_confidence", "sum_lift_confidence"}
+        How the rules ``A => B`` from the items ``A`` of a customer's basket add up to
+        the score of a cross-sell ``B``: the largest lift; the summed lift; the summed
+        confidence, ``sum_A P(B | A)`` (the item-to-item score of Linden et al. 2003,
+        which leans to popular items); or the summed lift times confidence,
+        ``sum_A P(B | A)^2 / P(B) = sum_A n_AB^2 N / (n_A^2 n_B)``, which asks for both a
+        likely and a specific consequent. Plain lift is the default; on UCI Online
+        Retail the last one did best (module docstring).
     neighbours : int or None
-        Consequents kept per antecedent, the best by lift (the truncated similar-items
-        table of Linden et al. 2003); None keeps all. Bounds the work per customer.
+        Rules kept per antecedent, the best by the weight the scoring sums (lift,
+        confidence or their product; the truncated similar-items table of Linden et
+        al. 2003); None keeps all. It bounds the work per customer: with thousands of
+        products the rules reached from every basket would otherwise be hundreds of
+        millions of rows.
     up_sell_slots : int
         Places of the ``k`` reserved for up-sell offers when there are any; 0 turns
         up-sell off.
@@ -137,7 +162,6 @@ class OfferSettings(BaseModel):
     scoring: Scoring = "max_lift"
     neighbours: int | None = Field(default=20, ge=1)
     up_sell_slots: int = Field(default=1, ge=0)
-    cross_sell_slots: int | None = Field(default=None, ge=0)
     popularity_days: int | None = Field(default=None, ge=1)
 
 
@@ -576,16 +600,18 @@ def _up_sell(history: Any, recent: Any, settings: OfferSettings) -> Any:
     products = products.filter(products["_units"] > 0).mutate(
         price=products["_paid"].cast("float64") / products["_units"]
     )
+    # the cut points of rfm.quantile_cut_points, per category
     cuts = products.group_by("category").aggregate(
         **{
-            f"_cut_{j}": products["price"].quantile(j / settings.price_tiers)
+            cut_name("price", j): products["price"].quantile(j / settings.price_tiers)
             for j in range(1, settings.price_tiers)
         }
     )
 
     def tier(table: Any, price: Any) -> Any:
         steps = [
-            ibis.ifelse(price > table[f"_cut_{j}"], 1, 0) for j in range(1, settings.price_tiers)
+            ibis.ifelse(price > table[cut_name("price", j)], 1, 0)
+            for j in range(1, settings.price_tiers)
         ]
         return sum(steps, ibis.literal(1)).cast("int64")
 
@@ -661,11 +687,7 @@ def _rank(others: Any, popular: Any, settings: OfferSettings) -> Any:
         ibis.ifelse(
             up_sell,
             others["_within"] < reserved,
-            others["_within"]
-            < ibis.least(
-                settings.k - reserved,
-                settings.cross_sell_slots if settings.cross_sell_slots is not None else settings.k,
-            ),
+            others["_within"] < settings.k - reserved,
         )
     ).select(*popular.columns)
     offers = ibis.union(kept, popular)

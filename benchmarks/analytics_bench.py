@@ -1,0 +1,351 @@
+"""The whole of ``patron analyze`` timed against the pandas + ``lifetimes`` route.
+
+Both routes analyse the same synthetic base, in the same run, each in a process of its
+own so that its peak memory is its own:
+
+* **Patron**: the Parquet inputs loaded into in-memory DuckDB tables (as the service hands
+  the store's Arrow tables to DuckDB), then ``patron.analytics.pipeline.analyze``: RFM,
+  spend groups, lifecycle stages, BG/NBD and Gamma-Gamma CLV with profit CLTV, churn risk,
+  next best offers and the assembled scores. The score write-back is timed on its own:
+  ``service.score_rows`` and ``AnalyticsRepository.insert_scores`` (``kit.db.bulk_insert``
+  in batches) with the commit, into a fresh migrated SQLite store whose customers were
+  inserted beforehand.
+* **Baseline**: the same analysis the popular way, pandas for RFM and spend groups,
+  ``lifetimes`` for BG/NBD, Gamma-Gamma and CLV, pandas features and the same
+  scikit-learn classifier for churn (see ``_analytics_routes.py`` for what it does).
+* **BG/NBD alone**: Patron's ``clv.BetaGeo().fit`` on the distinct ``(x, t_x, T)`` rows
+  with their customer counts, as the pipeline fits it, against ``lifetimes``'
+  ``BetaGeoFitter().fit`` on the same per-customer summary (and on the same distinct rows
+  with ``weights=``); the parameters must agree to 1e-3 relative.
+
+Reading the inputs is reported but left out of both headline times. The data is generated
+once per size and seed by ``patron.ingest.synthetic`` (six years of history, about ten
+orders per customer), converted to Parquet with DuckDB and kept in ``--data-dir``; none of
+that is timed.
+
+Usage: ``python benchmarks/analytics_bench.py [--customers 1000000 | --quick]
+[--seed 7] [--data-dir DIR] [--skip-baseline]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import ibis
+import pandas as pd
+import pyarrow.parquet as pq
+
+from _analytics_routes import Timings, baseline_route, lifetimes_bgnbd, peak_mb
+from patron.analytics import clv
+from patron.analytics.pipeline import analyze, summary_table
+from patron.analytics.repository import AnalyticsRepository
+from patron.analytics.service import score_rows
+from patron.ingest.synthetic import generate
+from patron.kit.db import bulk_insert, make_engine, make_sessionmaker, migrate, table_of
+from patron.models import AnalysisRun, Customer
+
+YEARS = 6.0  # 1M persons give about 9.9M orders of known customers (returns included)
+END = date(2026, 11, 1)  # the generator's history ends at the midnight (Moscow) starting it
+AS_OF = datetime(2026, 11, 1, tzinfo=UTC)  # after the last order: every order counts
+TABLES = ("transactions", "order_lines", "customers")
+_T = TypeVar("_T")
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def prepare(folder: Path, *, customers: int, seed: int) -> dict[str, Any]:
+    """Generate the base and write the Parquet inputs, unless ``folder`` has them already."""
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        meta: dict[str, Any] = json.loads(meta_path.read_text())
+        if meta.get("customers") == customers and meta.get("seed") == seed:
+            return meta
+    raw = folder / "raw"
+    print(f"generating {customers:,} customers over {YEARS:g} years into {folder} ...")
+    started = time.perf_counter()
+    truth = generate(raw, customers=customers, years=YEARS, seed=seed, end=END)
+    generated = time.perf_counter() - started
+    started = time.perf_counter()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    orders, people = raw / "orders.csv", raw / "customers.csv"
+    # one row per order line; ids "C0000042" become 42, guests (no id) become NULL
+    con.execute(f"""
+        CREATE TEMP TABLE lines AS
+        SELECT order_id,
+               CAST(substr(nullif(customer_id, ''), 2) AS BIGINT) AS customer_id,
+               placed_at AS ts, sku, nullif(category, '') AS category,
+               quantity, unit_price
+        FROM read_csv('{orders}', header = true, columns = {{
+            'order_id': 'VARCHAR', 'customer_id': 'VARCHAR', 'card': 'VARCHAR',
+            'placed_at': 'TIMESTAMPTZ', 'store': 'VARCHAR', 'channel': 'VARCHAR',
+            'sku': 'VARCHAR', 'name': 'VARCHAR', 'category': 'VARCHAR',
+            'quantity': 'DECIMAL(18,3)', 'unit_price': 'DECIMAL(18,4)', 'currency': 'VARCHAR'
+        }})
+    """)
+    # the types of AnalyticsRepository's Arrow schemas, so the engine sees what it sees there
+    con.execute(f"""
+        COPY (
+            SELECT customer_id, ts, CAST(sum(quantity * unit_price) AS DECIMAL(18,2)) AS amount
+            FROM lines WHERE customer_id IS NOT NULL
+            GROUP BY order_id, customer_id, ts ORDER BY ts, order_id
+        ) TO '{folder / "transactions.parquet"}' (FORMAT parquet)
+    """)
+    con.execute(f"""
+        COPY (
+            SELECT customer_id, ts, sku, category, quantity, unit_price
+            FROM lines WHERE customer_id IS NOT NULL ORDER BY ts, order_id, sku
+        ) TO '{folder / "order_lines.parquet"}' (FORMAT parquet)
+    """)
+    # one profile per person: the web-form and call-centre rows ("W…", "K…") describe
+    # persons who have a primary row, and the store merges them into it
+    con.execute(f"""
+        COPY (
+            SELECT CAST(substr(customer_id, 2) AS BIGINT) AS customer_id
+            FROM read_csv('{people}', header = true, all_varchar = true)
+            WHERE customer_id LIKE 'C%' ORDER BY 1
+        ) TO '{folder / "customers.parquet"}' (FORMAT parquet)
+    """)
+    tx = f"read_parquet('{folder / 'transactions.parquet'}')"
+    row = con.execute(f"""
+        SELECT count(*), count(*) FILTER (WHERE amount < 0), count(DISTINCT customer_id),
+               min(ts)::VARCHAR, max(ts)::VARCHAR FROM {tx}
+    """).fetchone()
+    lines = con.execute("SELECT count(*) FROM lines WHERE customer_id IS NOT NULL").fetchone()
+    assert row is not None and lines is not None
+    engine = ibis.duckdb.connect()
+    engine.raw_sql("SET enable_progress_bar = false")
+    summary = summary_table(engine.read_parquet(folder / "transactions.parquet"), as_of=AS_OF)
+    summary.to_parquet(folder / "summary.parquet")
+    meta = {
+        "customers": customers,
+        "seed": seed,
+        "years": YEARS,
+        "persons": truth.persons,
+        "orders": row[0],
+        "returns": row[1],
+        "buyers": row[2],
+        "first_order": row[3],
+        "last_order": row[4],
+        "order_lines": lines[0],
+        "guest_orders_left_out": truth.guest_orders,
+        "generate_s": round(generated, 1),
+        "convert_s": round(time.perf_counter() - started, 1),
+    }
+    shutil.rmtree(raw)  # the CSVs (3 GB at 1M customers) are not needed again
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+# -- the routes, each run in a child process -------------------------------------------------
+
+
+def in_child(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``function(*args, **kwargs)`` in a fresh spawned process, so its peak memory is its
+    own."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(function, *args, **kwargs).result()
+
+
+def _quiet() -> None:
+    # Ibis 12 reads pandas' deprecated option on every result (see pyproject.toml)
+    warnings.filterwarnings("ignore", "The 'future.infer_string' option is deprecated")
+    warnings.filterwarnings("ignore", "fetch_arrow_table")
+
+
+def patron_route(folder: Path) -> tuple[Timings, Timings, dict[str, Any]]:
+    """``analyze`` with its steps, then the score write-back; and what the run found."""
+    _quiet()
+    clock = Timings()
+    engine = ibis.duckdb.connect()
+    engine.raw_sql("SET enable_progress_bar = false")
+    tx, lines, customers = (
+        engine.create_table(name, pq.read_table(folder / f"{name}.parquet")) for name in TABLES
+    )
+    clock.lap("read Parquet")
+    result = analyze(tx, lines, customers, as_of=AS_OF, progress=clock.lap)
+    clock.record_peak()
+    found = {
+        "scores": len(result.scores),
+        "bg_nbd": result.models["bg_nbd"],
+        "gamma_gamma": result.models.get("gamma_gamma"),
+        "churn_scored": result.models["churn"]["scored"],
+    }
+
+    write = Timings()
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        store = make_engine(f"sqlite:///{Path(tmp) / 'patron.db'}")
+        migrate(store)
+        factory = make_sessionmaker(store)
+        with factory() as session:
+            ids = result.scores["customer_id"].astype("int64").tolist()
+            bulk_insert(session, table_of(Customer), [{"id": i} for i in ids])
+            session.add(AnalysisRun(id=1, as_of=AS_OF, model_version=result.model_version))
+            session.commit()
+        write.restart()
+        rows = score_rows(result, run_id=1)
+        write.lap("score_rows")
+        with factory() as session:
+            AnalyticsRepository(session).insert_scores(rows)
+            session.commit()
+        write.lap("insert + commit")
+        write.record_peak()
+        with factory() as session:
+            found["stored"] = AnalyticsRepository(session).count_scores(1)
+        store.dispose()
+    return clock, write, found
+
+
+def patron_bgnbd(summary_path: Path) -> tuple[float, float, float, int, dict[str, float]]:
+    """Patron's BG/NBD fit as ``pipeline._customer_value`` does it: grouping seconds, fit
+    seconds, peak MB, distinct rows and the parameters."""
+    key = ["x", "t_x_days", "T_days"]
+    summary = pd.read_parquet(summary_path, columns=key)
+    started = time.perf_counter()
+    triples = summary.groupby(key).size().rename("customers").reset_index()
+    triples["t_x"] = triples["t_x_days"] / 7.0
+    triples["T"] = triples["T_days"] / 7.0
+    grouping = time.perf_counter() - started
+    clv.BetaGeo().fit(triples.head(1000), weights="customers")  # warm-up; lifetimes gets one too
+    started = time.perf_counter()
+    model = clv.BetaGeo().fit(triples, weights="customers")
+    fit = time.perf_counter() - started
+    return grouping, fit, peak_mb(), len(triples), model.params
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or platform.machine(),
+    )
+    memory = ""
+    if Path("/proc/meminfo").exists():
+        kib = int(Path("/proc/meminfo").read_text().split()[1])  # MemTotal comes first
+        memory = f", {kib / 2**20:.0f} GB RAM"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}, load average {load}; Python "
+        f"{platform.python_version()}, DuckDB {duckdb.__version__}, pandas {pd.__version__}"
+    )
+
+
+def _row(name: str, seconds: float, peak: float, against: float | None) -> None:
+    """One table row; the ratio is ``against / seconds``, how many times faster."""
+    ratio = "" if against is None else f"{against / seconds:.1f}x"
+    print(f"| {name:<48} | {seconds:>9.2f} | {peak:>8,.0f} | {ratio:>8} |")
+
+
+def _steps(title: str, clock: Timings, *, without: tuple[str, ...] = ()) -> None:
+    total = clock.total(without=without)
+    print(f"\n{title}")
+    for step, seconds in clock.steps.items():
+        share = "" if step in without else f"{seconds / total:>6.1%}"
+        print(f"  {step:<22} {seconds:>8.2f} s {share}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000, help="persons")
+    parser.add_argument("--quick", action="store_true", help="100,000 customers")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--data-dir", type=Path, default=None, help="cache of the inputs")
+    parser.add_argument("--skip-baseline", action="store_true", help="no pandas+lifetimes route")
+    args = parser.parse_args()
+    customers = 100_000 if args.quick else args.customers
+    folder = args.data_dir or Path(tempfile.gettempdir()) / (
+        f"patron-analytics-bench-{customers}-{args.seed}"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = prepare(folder, customers=customers, seed=args.seed)
+    print(
+        f"input: {meta['persons']:,} customers ({meta['buyers']:,} buyers), "
+        f"{meta['orders']:,} orders of known customers ({meta['returns']:,} returns; "
+        f"{meta['guest_orders_left_out']:,} guest orders left out), "
+        f"{meta['order_lines']:,} order lines, {meta['first_order'][:10]} to "
+        f"{meta['last_order'][:10]}; as of {AS_OF:%Y-%m-%d}; data in {folder}"
+    )
+    print(f"machine: {machine()}")
+
+    patron, write, found = in_child(patron_route, folder)
+    base = None if args.skip_baseline else in_child(baseline_route, folder, pd.Timestamp(AS_OF))
+    summary = folder / "summary.parquet"
+    grouping, ours, ours_peak, distinct, ours_params = in_child(patron_bgnbd, summary)
+    theirs, theirs_peak, theirs_params = in_child(lifetimes_bgnbd, summary, grouped=False)
+    weighted, weighted_peak, _ = in_child(lifetimes_bgnbd, summary, grouped=True)
+
+    read = ("read Parquet",)
+    analysis = patron.total(without=read)
+    baseline = base.total(without=read) if base else None
+    print(
+        "\nWall time and peak memory of the route's process (the write-back runs in the\n"
+        "process of analyze(), so its peak includes the analysis); inputs already read.\n"
+        "Ratio: baseline time / this time."
+    )
+    print(f"| {'route':<48} | {'wall s':>9} | {'peak MB':>8} | {'ratio':>8} |")
+    print(f"|{'-' * 50}|{'-' * 10}:|{'-' * 9}:|{'-' * 9}:|")
+    _row("Patron analyze()", analysis, patron.peak_mb, baseline)
+    _row("Patron score write-back (SQLite)", write.total(), write.peak_mb, None)
+    if base and baseline:
+        _row("pandas + lifetimes route (baseline)", baseline, base.peak_mb, baseline)
+    _row(f"BG/NBD fit, Patron ({distinct:,} distinct rows)", ours, ours_peak, theirs)
+    _row("BG/NBD fit, lifetimes per customer (baseline)", theirs, theirs_peak, theirs)
+    _row("BG/NBD fit, lifetimes on distinct rows", weighted, weighted_peak, theirs)
+
+    _steps("Patron analyze() by step (s, share of analyze):", patron, without=read)
+    print(
+        "  (a step is timed when it reports; lifecycle stages and next best offers stay Ibis\n"
+        "  expressions until the joins of 'scores' run them, which also re-run RFM, spend\n"
+        "  bands and the CLV summary, so 'scores' carries most of their cost)"
+    )
+    _steps("Patron score write-back by step:", write)
+    if base:
+        _steps("pandas + lifetimes route by step:", base, without=read)
+        print("  (no lifecycle stages, next best offers or profit CLV: less work than analyze)")
+    print(f"\nBG/NBD grouping into distinct rows (pandas) before Patron's fit: {grouping:.2f} s")
+    names = ("r", "alpha", "a", "b")
+    worst = max(abs(ours_params[k] - theirs_params[k]) / abs(theirs_params[k]) for k in names)
+    print("BG/NBD parameters (weeks):")
+    for label, params in (("Patron", ours_params), ("lifetimes", theirs_params)):
+        print(f"  {label:<10} " + "  ".join(f"{k}={params[k]:.6g}" for k in names))
+    verdict = "agree" if worst <= 1e-3 else "DISAGREE"
+    print(f"  largest relative difference {worst:.1e}: {verdict} to 1e-3")
+    print(
+        f"\nPatron: {found['scores']:,} score rows, {found['stored']:,} stored, "
+        f"{found['churn_scored']:,} churn scores; pipeline BG/NBD {found['bg_nbd']}"
+    )
+    if base:
+        print(f"baseline: {base.notes['scores']}; BG/NBD in days {base.notes['bg_nbd']}")
+    print("\nGoals:")
+    print(f"  whole analysis <= 30 s: {analysis:.1f} s")
+    if baseline:
+        print(f"  >= 20x the pandas + lifetimes route: {baseline / analysis:.1f}x")
+    print(f"  BG/NBD fit <= 1 s: {ours:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
