@@ -324,7 +324,7 @@ def lifetimes_bgnbd(summary_path: Path, *, grouped: bool) -> tuple[float, float,
     if grouped:
         summary = summary.groupby(["x", "t_x", "T"]).size().rename("customers").reset_index()
     # a first small fit, so that neither side pays its one-off start-up in the timing
-    head = summary.head(1000)
+    head = summary.sample(min(len(summary), 1000), random_state=0)
     BetaGeoFitter(penalizer_coef=0.0).fit(
         head["x"], head["t_x"], head["T"], weights=head["customers"] if grouped else None
     )
