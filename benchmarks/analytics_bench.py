@@ -7,9 +7,9 @@ own so that its peak memory is its own:
   the store's Arrow tables to DuckDB), then ``patron.analytics.pipeline.analyze``: RFM,
   spend groups, lifecycle stages, BG/NBD and Gamma-Gamma CLV with profit CLTV, churn risk,
   next best offers and the assembled scores. The score write-back is timed on its own:
-  ``service.score_rows`` and ``AnalyticsRepository.insert_scores`` (``kit.db.bulk_insert``
-  in batches) with the commit, into a fresh migrated SQLite store whose customers were
-  inserted beforehand.
+  ``service.score_columns`` and ``AnalyticsRepository.insert_scores``
+  (``kit.db.bulk_insert_columns``) with the commit, into a fresh migrated SQLite store
+  whose customers were inserted beforehand.
 * **Baseline**: the same analysis the popular way, pandas for RFM and spend groups,
   ``lifetimes`` for BG/NBD, Gamma-Gamma and CLV, pandas features and the same
   scikit-learn classifier for churn (see ``_analytics_routes.py`` for what it does).
@@ -54,7 +54,7 @@ from _analytics_routes import Timings, baseline_route, lifetimes_bgnbd, peak_mb
 from patron.analytics import clv
 from patron.analytics.pipeline import analyze, summary_table
 from patron.analytics.repository import AnalyticsRepository
-from patron.analytics.service import score_rows
+from patron.analytics.service import score_columns
 from patron.ingest.synthetic import generate
 from patron.kit.db import bulk_insert, make_engine, make_sessionmaker, migrate, table_of
 from patron.models import AnalysisRun, Customer
@@ -201,8 +201,8 @@ def patron_route(folder: Path) -> tuple[Timings, Timings, dict[str, Any]]:
             session.add(AnalysisRun(id=1, as_of=AS_OF, model_version=result.model_version))
             session.commit()
         write.restart()
-        rows = score_rows(result, run_id=1)
-        write.lap("score_rows")
+        rows = score_columns(result, run_id=1)
+        write.lap("score_columns")
         with factory() as session:
             AnalyticsRepository(session).insert_scores(rows)
             session.commit()

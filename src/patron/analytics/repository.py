@@ -16,7 +16,7 @@ import pyarrow as pa
 from sqlalchemy import delete, desc, func, select, text, update
 from sqlalchemy.orm import Session
 
-from patron.kit.db import bulk_insert, table_of
+from patron.kit.db import bulk_insert_columns, table_of
 from patron.models import AnalysisRun, CustomerScore, RunStatus
 
 _BATCH = 200_000
@@ -121,9 +121,9 @@ class AnalyticsRepository:
         self.session.flush()
         return run
 
-    def insert_scores(self, rows: list[dict[str, Any]]) -> None:
-        for start in range(0, len(rows), _BATCH):
-            bulk_insert(self.session, table_of(CustomerScore), rows[start : start + _BATCH])
+    def insert_scores(self, columns: dict[str, list[Any]]) -> None:
+        """One run's scores, given column by column (see ``score_columns``)."""
+        bulk_insert_columns(self.session, table_of(CustomerScore), columns)
 
     def finish_run(self, run_id: int, **values: Any) -> None:
         self.session.execute(update(AnalysisRun).where(AnalysisRun.id == run_id).values(**values))

@@ -63,7 +63,7 @@ class AnalyticsService:
         customers = engine.create_table("customers", self.repository.customers())
         done("read")
         result = analyze(tx, lines, customers, as_of=as_of, settings=settings, progress=done)
-        self.repository.insert_scores(score_rows(result, run_id=run.id))
+        self.repository.insert_scores(score_columns(result, run_id=run.id))
         self.repository.finish_run(
             run.id,
             status=RunStatus.COMPLETED,
@@ -100,9 +100,9 @@ STEPS = ("read", *PIPELINE_STEPS, "write")
 """What :meth:`AnalyticsService.analyze` reports to its progress callback, in order."""
 
 
-def score_rows(result: AnalysisResult, *, run_id: int) -> list[dict[str, Any]]:
-    """The scores as rows of ``customer_scores``: money rounded to cents as ``Decimal``,
-    missing measures as ``None``.
+def score_columns(result: AnalysisResult, *, run_id: int) -> dict[str, list[Any]]:
+    """The scores as the columns of ``customer_scores``: money rounded to cents as
+    ``Decimal``, missing measures as ``None``.
 
     Each column is converted as a whole by Arrow, in C; a per-value Python conversion of
     a million customers would cost more than the analysis that produced them.
@@ -124,10 +124,7 @@ def score_rows(result: AnalysisResult, *, run_id: int) -> list[dict[str, Any]]:
     for name in _MONEY_COLUMNS:
         columns[name] = _cents(frame[name]).to_pylist()
     assert set(columns) == set(SCORE_COLUMNS)
-    names = ["run_id", "as_of", *columns]
-    fixed = [[run_id] * len(frame), [result.as_of] * len(frame)]
-    rows = zip(*fixed, *columns.values(), strict=True)
-    return [dict(zip(names, values, strict=True)) for values in rows]
+    return {"run_id": [run_id] * len(frame), "as_of": [result.as_of] * len(frame), **columns}
 
 
 def _arrow(values: pd.Series, kind: pa.DataType) -> pa.Array:
