@@ -486,8 +486,9 @@ class ChurnModel:
 
     def _pull(self, table: Any, *, at: Moment) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Feature rows ordered by customer, and their BG/NBD summary."""
-        # a fixed row order makes the training sample and the fit reproducible
-        frame = table.order_by(self.customer).to_pandas()
+        # a fixed row order makes the training sample and the fit reproducible; Arrow's
+        # own conversion to pandas is several times faster than Ibis's on a million rows
+        frame = table.order_by(self.customer).to_pyarrow().to_pandas()
         if frame.empty:
             raise InvalidData(f"no customer has a purchase before {as_utc(at):%Y-%m-%d %H:%M} UTC")
         return frame, _beta_geo_summary(frame, self.settings.unit)

@@ -306,13 +306,13 @@ def _customer_value(summary: Any, settings: CLVSettings) -> tuple[Any, dict[str,
         _T_weeks=(summary["T_days"].cast("float64") / _WEEK_DAYS).round().cast("int64"),
     )
     key = ["x", "_t_x_weeks", "_T_weeks"]
-    triples = summary.group_by(key).aggregate(customers=summary.count()).to_pandas()
+    triples = summary.group_by(key).aggregate(customers=summary.count()).to_pyarrow().to_pandas()
     triples["t_x"] = triples["_t_x_weeks"].astype("float64")
     triples["T"] = triples["_T_weeks"].astype("float64")
     if triples.empty:
         raise InvalidData("no customer has a purchase before the as-of date: nothing to analyse")
     bg = clv.BetaGeo().fit(triples, weights="customers")
-    repeaters = summary.filter(summary["x"] > 0).select("x", "monetary").to_pandas()
+    repeaters = summary.filter(summary["x"] > 0).select("x", "monetary").to_pyarrow().to_pandas()
     models: dict[str, Any] = {
         "bg_nbd": {
             **{k: round(v, 6) for k, v in bg.params.items()},

@@ -225,7 +225,7 @@ def co_occurrence(
     if min_pair_customers < 1:
         raise InvalidData(f"min_pair_customers must be at least 1, not {min_pair_customers}")
     baskets = _baskets(_before(lines, as_of), item)
-    return _rules(baskets, min_pair_customers).order_by(
+    return _rules(_weighted(baskets), min_pair_customers).order_by(
         [ibis.desc("lift"), "antecedent", "consequent"]
     )
 
@@ -259,7 +259,7 @@ def popularity(
         if window_days < 1:
             raise InvalidData(f"window_days must be at least 1, not {window_days}")
         history = _last_days(history, as_of, window_days)
-    return _popularity(_baskets(history, item))
+    return _popularity(_weighted(_baskets(history, item)))
 
 
 def next_best_offers(lines: Any, *, as_of: Moment, settings: OfferSettings | None = None) -> Any:
@@ -434,18 +434,43 @@ def _hit_counts(bought: Any, offers: dict[str, Any], *, k: int) -> Any:
 # building blocks
 # ---------------------------------------------------------------------------------------
 
+# items per int64 word of a basket signature: a sum of distinct powers of two below 2**62
+# stays exact in int64 on every engine
+_WORD_BITS = 62
+
 
 def _offers(lines: Any, *, as_of: Moment, settings: OfferSettings, popular_only: bool) -> Any:
+    """The offers, built from a few materialised tables (``Table.cache``).
+
+    Each cached table is evaluated once, when this is called, instead of once per use
+    inside the final query; the tables live as long as the returned expression.
+    """
     history = _before(lines, as_of)
-    baskets = _baskets(history, settings.item)
-    recent = _recent(history, as_of, settings)
-    popular = _popular_candidates(history, baskets, recent, as_of, settings)
-    others = [] if popular_only else [_cross_sell(history, baskets, recent, settings)]
-    if settings.up_sell_slots > 0 and not popular_only:
-        others.append(_up_sell(history, recent, settings))
-    if not others:
-        return _rank(popular.limit(0), popular, settings)
-    return _rank(ibis.union(*others), popular, settings)
+    recent = _recent(history, as_of, settings).cache()
+    up_sell = settings.up_sell_slots > 0 and not popular_only
+    holdings = None
+    if settings.item == "category" or up_sell:
+        holdings = _holdings(history).cache()
+    if holdings is not None and settings.item == "category":
+        # the category baskets are the holdings of positive net quantity
+        held = holdings.filter(holdings["_net"] > 0)
+        baskets = held.select("customer_id", item=held["category"])
+    else:
+        baskets = _baskets(history, settings.item).cache()
+    members, contents = _basket_kinds(baskets)
+    if settings.popularity_days is None:
+        popular = _popularity(contents)
+    else:
+        window = _last_days(history, as_of, settings.popularity_days)
+        popular = _popularity(_weighted(_baskets(window, settings.item)))
+    popular = popular.cache()
+    customers = _customers(members, contents, popular, recent).cache()
+    offers: dict[Kind, Any] = {"popular": _popular_candidates(customers, popular, recent, settings)}
+    if not popular_only:
+        offers["cross-sell"] = _cross_sell(history, contents, customers, recent, settings)
+    if up_sell:
+        offers["up-sell"] = _up_sell(history, holdings, recent, settings)
+    return _rank(offers, settings)
 
 
 def _last_days(history: Any, as_of: Moment, days: int) -> Any:
@@ -474,6 +499,71 @@ def _baskets(lines: Any, item: Item) -> Any:
     return net.filter(net["_net"] > 0).select("customer_id", "item")
 
 
+def _weighted(baskets: Any) -> Any:
+    """Customer baskets as ``_basket, item, _members``: each customer a kind of its own."""
+    return baskets.select(
+        _basket=baskets["customer_id"], item="item", _members=ibis.literal(1, type="int64")
+    )
+
+
+def _holdings(history: Any) -> Any:
+    """``customer_id, category, _net, _units, _paid`` over the lines with a category.
+
+    The net quantity makes the category baskets (``_net > 0``); units and money paid on
+    the purchase lines make the customer's usual price tier for up-sell. One pass over
+    the lines serves both.
+    """
+    rows = history.filter(history["category"].notnull()).mutate(
+        category=_item_of(history, "category")
+    )
+    bought = rows["quantity"] > 0
+    return rows.group_by(["customer_id", "category"]).aggregate(
+        _net=rows["quantity"].sum(),
+        _units=rows["quantity"].sum(where=bought),
+        _paid=(rows["quantity"] * rows["unit_price"]).sum(where=bought),
+    )
+
+
+def _basket_kinds(baskets: Any) -> tuple[Any, Any]:
+    """Customers grouped by identical baskets: ``customer_id, _basket`` and the contents
+    of each kind of basket, ``_basket, item, _members``.
+
+    Everything cross-sell and popularity compute from a basket is the same for every
+    customer who holds it, and customers hold far fewer kinds of basket than there are
+    customers (12 categories: 4,002 kinds among 946,504 customers of the synthetic
+    chain), so the rules and the cross-sell scores are computed once per kind. A kind is
+    told by its signature: item number ``i`` is bit ``i mod 62`` of word ``i div 62``,
+    and a basket is the sums of its items' bits per word (one int64 column per word).
+    The kind is named after its first customer, whose own basket gives its contents.
+    Runs a count of the items and caches the tables.
+    """
+    items = baskets.select("item").distinct()
+    items = items.mutate(_code=ibis.row_number().over(order_by="item"))
+    items = items.select(
+        "item",
+        _word=(items["_code"] // _WORD_BITS).cast("int64"),
+        # a power of two is exact in float64, so the cast is too
+        _bit=(ibis.literal(2, type="int64") ** (items["_code"] % _WORD_BITS)).cast("int64"),
+    ).cache()
+    words = max(1, -(-int(items.count().execute()) // _WORD_BITS))
+    coded = baskets.join(items, "item")
+    signatures = coded.group_by("customer_id").aggregate(
+        **{
+            f"_w{j}": ibis.ifelse(coded["_word"] == j, coded["_bit"], 0).sum().cast("int64")
+            for j in range(words)
+        }
+    )
+    signatures = signatures.cache()
+    keys = [f"_w{j}" for j in range(words)]
+    kinds = signatures.group_by(keys).aggregate(
+        _basket=signatures["customer_id"].min(), _members=signatures.count()
+    )
+    members = signatures.join(kinds, keys).select("customer_id", "_basket")
+    kinds = kinds.select("_basket", "_members")
+    contents = baskets.join(kinds, baskets["customer_id"] == kinds["_basket"])
+    return members.cache(), contents.select("_basket", "item", "_members").cache()
+
+
 def _recent(history: Any, as_of: Moment, settings: OfferSettings) -> Any:
     """``customer_id, item``: items (and skus) with a purchase line in the recent window.
 
@@ -488,19 +578,39 @@ def _recent(history: Any, as_of: Moment, settings: OfferSettings) -> Any:
     return recent.filter(recent["item"].notnull()).distinct()
 
 
-def _rules(baskets: Any, min_pair_customers: int) -> Any:
-    total = baskets.aggregate(_n=baskets["customer_id"].nunique())
-    counts = baskets.group_by("item").aggregate(customers=baskets.count())
+def _customers(members: Any, contents: Any, popular: Any, recent: Any) -> Any:
+    """``customer_id, _basket, _recent``: the customers with a basket, their kind of
+    basket and how many of their recent purchases are items that could be offered as
+    cross-sell or popular (the most such offers their exclusion can remove)."""
+    offerable = ibis.union(
+        contents.select("item").distinct(), popular.select("item")
+    ).distinct()
+    counts = recent.semi_join(offerable, "item").group_by("customer_id").aggregate(
+        _recent=ibis._.count()
+    )
+    counts = counts.select(_customer="customer_id", _recent="_recent")
+    joined = members.left_join(counts, members["customer_id"] == counts["_customer"])
+    return joined.select(
+        "customer_id", "_basket", _recent=joined["_recent"].fill_null(0).cast("int64")
+    )
+
+
+def _rules(contents: Any, min_pair_customers: int) -> Any:
+    """The rules of :func:`co_occurrence` from baskets ``_basket, item, _members``, each
+    basket standing for ``_members`` customers."""
+    kinds = contents.select("_basket", "_members").distinct()
+    total = kinds.aggregate(_n=kinds["_members"].sum())
+    counts = contents.group_by("item").aggregate(customers=contents["_members"].sum())
     frequent = counts.filter(counts["customers"] >= min_pair_customers)
     # integer codes make the self-join and the pair count, the bulk of the work, cheaper
     frequent = frequent.mutate(_code=ibis.row_number().over(order_by="item"))
-    kept = baskets.join(frequent, "item").select("customer_id", "_code")
-    left = kept.select(_c=kept["customer_id"], _a=kept["_code"])
-    right = kept.select(_d=kept["customer_id"], _b=kept["_code"])
+    kept = contents.join(frequent, "item").select("_basket", "_members", "_code")
+    left = kept.select(_c=kept["_basket"], _a=kept["_code"], _m=kept["_members"])
+    right = kept.select(_d=kept["_basket"], _b=kept["_code"])
     pairs = (
         left.join(right, [left["_c"] == right["_d"], left["_a"] < right["_b"]])
         .group_by(["_a", "_b"])
-        .aggregate(pair_customers=ibis._.count())
+        .aggregate(pair_customers=ibis._["_m"].sum())
     )
     pairs = pairs.filter(pairs["pair_customers"] >= min_pair_customers)
     # each unordered pair once, then both directions from a two-row table (not a union,
@@ -526,9 +636,11 @@ def _rules(baskets: Any, min_pair_customers: int) -> Any:
     )
 
 
-def _popularity(baskets: Any) -> Any:
-    counts = baskets.group_by("item").aggregate(customers=baskets.count())
-    total = baskets.aggregate(_n=baskets["customer_id"].nunique())
+def _popularity(contents: Any) -> Any:
+    """:func:`popularity` from baskets ``_basket, item, _members``."""
+    counts = contents.group_by("item").aggregate(customers=contents["_members"].sum())
+    kinds = contents.select("_basket", "_members").distinct()
+    total = kinds.aggregate(_n=kinds["_members"].sum())
     ranked = counts.cross_join(total)
     order = ibis.row_number().over(order_by=[ibis.desc("customers"), "item"])
     return ranked.select(
@@ -537,18 +649,6 @@ def _popularity(baskets: Any) -> Any:
         share=ranked["customers"].cast("float64") / ranked["_n"],
         rank=(order + 1).cast("int64"),
     ).order_by("rank")
-
-
-def _category_of(history: Any, item: Item) -> Any:
-    """``item, category``: the category of each item; an uncategorised sku is its own."""
-    if item == "category":
-        rows = history.filter(history["category"].notnull())
-        return (
-            rows.select(item=_item_of(rows, "category")).distinct().mutate(category=ibis._["item"])
-        )
-    rows = history.select(item=_item_of(history, "sku"), _category=_item_of(history, "category"))
-    per = rows.group_by("item").aggregate(_category=rows["_category"].max())
-    return per.select("item", category=per["_category"].fill_null(per["item"]))
 
 
 def _candidate(table: Any, kind: Kind, score: Any) -> Any:
@@ -561,8 +661,26 @@ def _candidate(table: Any, kind: Kind, score: Any) -> Any:
     )
 
 
-def _cross_sell(history: Any, baskets: Any, recent: Any, settings: OfferSettings) -> Any:
-    rules = _rules(baskets, settings.min_pair_customers)
+def _best(candidates: Any, places: int | Any) -> Any:
+    """The first ``places`` candidates of each customer by score, then item, numbered
+    from 0 in ``_within``."""
+    within = ibis.row_number().over(
+        group_by="customer_id", order_by=[ibis.desc("score"), "item"]
+    )
+    ranked = candidates.mutate(_within=within)
+    return ranked.filter(ranked["_within"] < places)
+
+
+def _cross_sell(
+    history: Any, contents: Any, customers: Any, recent: Any, settings: OfferSettings
+) -> Any:
+    """The best ``k`` cross-sell offers of each customer.
+
+    Scored once per kind of basket, whose candidates are numbered by score (``_place``).
+    A customer's best ``k`` are among the first ``k + _recent`` places of their kind,
+    since at most ``_recent`` of those are excluded as recent purchases.
+    """
+    rules = _rules(contents, settings.min_pair_customers)
     rules = rules.filter(rules["lift"] > 1)
     rules = rules.mutate(_weight=_RULE_WEIGHT[settings.scoring](rules))
     if settings.neighbours is not None:
@@ -570,22 +688,49 @@ def _cross_sell(history: Any, baskets: Any, recent: Any, settings: OfferSettings
             group_by="antecedent", order_by=[ibis.desc("_weight"), "consequent"]
         )
         rules = rules.filter(nearest < settings.neighbours)
-    reached = baskets.join(rules, baskets["item"] == rules["antecedent"])
+    reached = contents.join(rules, contents["item"] == rules["antecedent"])
     weight = reached["_weight"]
     score = weight.max() if settings.scoring == "max_lift" else weight.sum()
-    scored = reached.group_by(["customer_id", reached["consequent"].name("item")]).aggregate(
+    scored = reached.group_by(["_basket", reached["consequent"].name("item")]).aggregate(
         _score=score
     )
-    categories = _category_of(history, settings.item)
-    owned = baskets.join(categories, "item").select("customer_id", "category").distinct()
-    scored = scored.join(categories, "item")
-    scored = scored.anti_join(owned, ["customer_id", "category"]).anti_join(
-        recent, ["customer_id", "item"]
+    if settings.item == "category":
+        scored = scored.mutate(category=scored["item"])
+        owned = contents.select("_basket", category=contents["item"])
+    else:
+        categories = _category_of(history)
+        scored = scored.join(categories, "item")
+        owned = contents.join(categories, "item").select("_basket", "category").distinct()
+    scored = scored.anti_join(owned, ["_basket", "category"])
+    place = ibis.row_number().over(group_by="_basket", order_by=[ibis.desc("_score"), "item"])
+    scored = scored.select("_basket", "item", "_score", _place=place).cache()
+    offers = customers.join(
+        scored,
+        [
+            customers["_basket"] == scored["_basket"],
+            scored["_place"] < customers["_recent"] + settings.k,
+        ],
     )
-    return _candidate(scored, "cross-sell", scored["_score"])
+    offers = offers.anti_join(recent, ["customer_id", "item"])
+    return _best(_candidate(offers, "cross-sell", offers["_score"]), settings.k)
 
 
-def _up_sell(history: Any, recent: Any, settings: OfferSettings) -> Any:
+def _category_of(history: Any) -> Any:
+    """``item, category``: the category of each sku; an uncategorised sku is its own."""
+    rows = history.select(item=_item_of(history, "sku"), _category=_item_of(history, "category"))
+    per = rows.group_by("item").aggregate(_category=rows["_category"].max())
+    return per.select("item", category=per["_category"].fill_null(per["item"]))
+
+
+def _up_sell(history: Any, holdings: Any, recent: Any, settings: OfferSettings) -> Any:
+    """The best ``min(up_sell_slots, k)`` up-sell offers of each customer.
+
+    The products of each category are laid out once per usual tier below the top, best
+    share first (``_place``). A customer's best offers in a category are among the first
+    ``slots + _taken`` places of their usual tier's list, ``_taken`` being their recent
+    purchases of products of the category (each can remove one place); their best
+    overall are among their best per category.
+    """
     rows = history.filter(history["category"].notnull()).mutate(
         item=_item_of(history, "sku"), category=_item_of(history, "category")
     )
@@ -606,7 +751,7 @@ def _up_sell(history: Any, recent: Any, settings: OfferSettings) -> Any:
             cut_name("price", j): products["price"].quantile(j / settings.price_tiers)
             for j in range(1, settings.price_tiers)
         }
-    )
+    ).cache()
 
     def tier(table: Any, price: Any) -> Any:
         steps = [
@@ -618,16 +763,7 @@ def _up_sell(history: Any, recent: Any, settings: OfferSettings) -> Any:
     tiered = products.join(cuts, "category")
     tiered = tiered.select("item", "category", _tier=tier(tiered, tiered["price"]))
 
-    # the customer's own mean price per unit in each category they bought
-    habits = rows.group_by(["customer_id", "category"]).aggregate(
-        _net=rows["quantity"].sum(),
-        _units=rows["quantity"].sum(where=bought),
-        _paid=paid.sum(where=bought),
-    )
-    habits = habits.filter(habits["_net"] > 0).join(cuts, "category")
-    usual = tier(habits, habits["_paid"].cast("float64") / habits["_units"])
-    habits = habits.select("customer_id", "category", _usual=usual).view()  # see _rules
-
+    # the score of a product: the share of the category's customers who bought it
     baskets = _baskets(rows, "sku")
     reach = baskets.join(products.select("item", "category"), "item")
     sku_customers = reach.group_by("item").aggregate(_buyers=reach.count())
@@ -637,66 +773,94 @@ def _up_sell(history: Any, recent: Any, settings: OfferSettings) -> Any:
         .group_by("category")
         .aggregate(_category_buyers=ibis._.count())
     )
-    offers = habits.join(
-        tiered, [habits["category"] == tiered["category"], tiered["_tier"] > habits["_usual"]]
+    catalogue = tiered.join(sku_customers, "item").join(category_customers, "category")
+    catalogue = catalogue.select(
+        "item",
+        "category",
+        "_tier",
+        _share=catalogue["_buyers"].cast("float64") / catalogue["_category_buyers"],
+    ).cache()
+    usual_tiers = ibis.memtable({"_usual": list(range(1, settings.price_tiers))})
+    ladder = catalogue.join(usual_tiers, catalogue["_tier"] > usual_tiers["_usual"])
+    place = ibis.row_number().over(
+        group_by=["category", "_usual"], order_by=[ibis.desc("_share"), "item"]
     )
-    offers = offers.select("customer_id", "item", category=habits["category"])
+    ladder = ladder.select("item", "category", "_usual", "_share", _place=place)
+
+    # the customer's usual tier: that of their own mean price per unit in the category
+    habits = holdings.filter(holdings["_net"] > 0).join(cuts, "category")
+    usual = tier(habits, habits["_paid"].cast("float64") / habits["_units"])
+    habits = habits.select("customer_id", "category", _usual=usual)
+    taken = recent.join(catalogue.select("item", "category"), "item")
+    taken = taken.group_by(["customer_id", "category"]).aggregate(_taken=ibis._.count())
+    taken = taken.select(_customer="customer_id", _category="category", _taken="_taken")
+    habits = habits.left_join(
+        taken,
+        [habits["customer_id"] == taken["_customer"], habits["category"] == taken["_category"]],
+    )
+    habits = habits.select(
+        "customer_id", "category", "_usual", _taken=habits["_taken"].fill_null(0)
+    ).view()  # see _rules
+
+    slots = min(settings.up_sell_slots, settings.k)
+    offers = habits.join(
+        ladder,
+        [
+            habits["category"] == ladder["category"],
+            habits["_usual"] == ladder["_usual"],
+            ladder["_place"] < habits["_taken"] + slots,
+        ],
+    )
+    offers = offers.select("customer_id", "item", "_share")
     offers = offers.anti_join(recent, ["customer_id", "item"])
-    offers = offers.join(sku_customers, "item").join(category_customers, "category")
-    share = offers["_buyers"].cast("float64") / offers["_category_buyers"]
-    return _candidate(offers, "up-sell", share)
+    return _best(_candidate(offers, "up-sell", offers["_share"]), slots)
 
 
 def _popular_candidates(
-    history: Any, baskets: Any, recent: Any, as_of: Moment, settings: OfferSettings
+    customers: Any, popular: Any, recent: Any, settings: OfferSettings
 ) -> Any:
-    window = history
-    if settings.popularity_days is not None:
-        window = _last_days(history, as_of, settings.popularity_days)
-    # a view: the customers and the ranking both descend from the history
-    popular = _popularity(_baskets(window, settings.item)).view()
-    # customers with a basket and their number of recent items, in one pass
-    marks = ibis.union(
-        baskets.select("customer_id", _recent=ibis.literal(0, type="int64")),
-        recent.select("customer_id", _recent=ibis.literal(1, type="int64")),
-    )
-    customers = marks.group_by("customer_id").aggregate(
-        _excluded=marks["_recent"].sum(), _basket=(marks["_recent"] == 0).any()
-    )
-    customers = customers.filter(customers["_basket"])
-    # the kept offers of other kinds (at most k) and the recent purchases are all that
-    # can push a popular item out, so the top k + k + #recent always suffice
-    enough = customers.join(popular, popular["rank"] <= customers["_excluded"] + 2 * settings.k)
+    """Popular items for each customer with a basket, enough to fill any list.
+
+    The kept offers of other kinds (at most ``k``, each removing at most one popular
+    item) and the customer's recent purchases among the items are all that can push a
+    popular item out, so the first ``k + _recent`` ranks always suffice.
+    """
+    enough = customers.join(popular, popular["rank"] <= customers["_recent"] + settings.k)
     enough = enough.anti_join(recent, ["customer_id", "item"])
     return _candidate(enough, "popular", enough["share"])
 
 
-def _rank(others: Any, popular: Any, settings: OfferSettings) -> Any:
-    """Cap cross-sell and up-sell, fill with popular items, and number the first k."""
-    # cross-sell and up-sell never offer the same item (a new category against a bought
-    # one, or a category against a sku), so only popular items can repeat them
-    within = ibis.row_number().over(
-        group_by=["customer_id", "_priority"], order_by=[ibis.desc("score"), "item"]
-    )
-    others = others.mutate(_within=within)
-    up_sell = others["_priority"] == KINDS.index("up-sell")
-    ups = others.group_by("customer_id").aggregate(_ups=others["_within"].count(where=up_sell))
-    others = others.join(ups, "customer_id")
-    reserved = ibis.least(others["_ups"], min(settings.up_sell_slots, settings.k))
-    kept = others.filter(
-        ibis.ifelse(
-            up_sell,
-            others["_within"] < reserved,
-            others["_within"] < settings.k - reserved,
-        )
-    ).select(*popular.columns)
-    offers = ibis.union(kept, popular)
-    first = ibis.row_number().over(group_by=["customer_id", "item"], order_by="_priority")
-    offers = offers.filter(first == 0)
+def _rank(offers: dict[Kind, Any], settings: OfferSettings) -> Any:
+    """Cap cross-sell and up-sell, fill with popular items, and number the first k.
+
+    Cross-sell and up-sell come as the best few per customer (``_within`` numbers
+    them); popular items are all the candidates.
+    """
+    columns = ["customer_id", "item", "kind", "score", "_priority"]
+    kept = []
+    cross = offers.get("cross-sell")
+    up = offers.get("up-sell")
+    if up is not None:
+        # the up-sell places, at most min(up_sell_slots, k) per customer, are reserved
+        ups = up.group_by("customer_id").aggregate(_ups=up.count())
+        ups = ups.select(_customer="customer_id", _ups="_ups")
+        if cross is not None:
+            cross = cross.left_join(ups, cross["customer_id"] == ups["_customer"])
+            cross = cross.filter(cross["_within"] < settings.k - cross["_ups"].fill_null(0))
+    if cross is not None:
+        kept.append(cross.select(*columns))
+    if up is not None:
+        up = up.select(*columns)
+        # an item offered by two kinds keeps the first kind
+        kept.append(up if not kept else up.anti_join(kept[0], ["customer_id", "item"]))
+    ranked = offers["popular"]
+    if kept:
+        others = ibis.union(*kept)
+        ranked = ibis.union(others, ranked.anti_join(others, ["customer_id", "item"]))
     order = ibis.row_number().over(
         group_by="customer_id", order_by=["_priority", ibis.desc("score"), "item"]
     )
-    ranked = offers.mutate(rank=(order + 1).cast("int64"))
+    ranked = ranked.mutate(rank=(order + 1).cast("int64"))
     ranked = ranked.filter(ranked["rank"] <= settings.k)
     return ranked.select("customer_id", "rank", "item", "kind", "score").order_by(
         ["customer_id", "rank"]
