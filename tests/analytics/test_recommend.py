@@ -317,6 +317,71 @@ def test_offers_by_sku_cross_sell_products_of_new_categories() -> None:
     assert got["c8"] == [("S1", "popular", 0.375), ("B1", "popular", 0.25)]
 
 
+# A second shop, for the exclusions that reach past the best candidates and for the
+# customers of a category who hold a product of it without a positive net quantity in it.
+SHOP: list[Line] = [
+    ("p1", "2024-02-01 10:00", "A1", "A", 1, "1.00"),
+    ("p1", "2024-02-01 10:00", "B1", "B", 1, "1.00"),
+    ("p2", "2024-02-02 10:00", "A1", "A", 1, "1.00"),
+    ("p2", "2024-02-02 10:00", "B1", "B", 1, "1.00"),
+    ("p2", "2024-03-02 10:00", "A4", "A", 1, "4.00"),
+    ("p3", "2024-02-03 10:00", "A2", "A", 1, "2.00"),
+    ("p3", "2024-02-03 10:00", "A3", "A", 1, "3.00"),
+    ("p3", "2024-02-03 10:00", "C1", "C", 1, "1.00"),
+    ("p4", "2024-01-04 10:00", "A1", "A", 1, "1.00"),
+    ("p4", "2024-06-10 10:00", "B1", "B", 1, "1.00"),  # recent, returned
+    ("p4", "2024-06-12 10:00", "B1", "B", -1, "1.00"),
+    ("p4", "2024-06-20 10:00", "A4", "A", 1, "4.00"),  # recent, returned
+    ("p4", "2024-06-22 10:00", "A4", "A", -1, "4.00"),
+    ("p5", "2024-01-05 10:00", "A1", "A", 1, "1.00"),
+    ("p5", "2024-03-05 10:00", "A4", "A", 1, "4.00"),
+    ("p6", "2024-02-06 10:00", "D1", "D", 1, "1.00"),
+    ("p7", "2024-03-07 10:00", "A2", "A", -1, "2.00"),  # a return of an earlier purchase
+    ("p7", "2024-03-07 10:00", "A3", "A", 1, "3.00"),
+    ("p8", "2024-03-08 10:00", "A2", "0", 1, "2.00"),  # sold under an old category code
+    ("p9", "2024-03-09 10:00", "A4", "A", 1, "4.00"),
+]
+
+# Category baskets (N = 8): p1 p2 {A, B}, p3 {A, C}, p4 p5 p9 {A}, p6 {D}, p8 {0}; p7
+# nets to zero in A. n: A 6, B 2. Confidence A => B = 2/6, A => C = 1/6 (both lift 4/3).
+# Two price tiers in A, cut at the median of A1..A4 (1, 2, 3, 4): 2.5, so A3 and A4 are
+# the upper tier; A2 stays in A (the larger code). p1..p5 pay 2.5 or less on average.
+# A's customers hold a product of A with a positive net quantity: p1..p5, p9, and also
+# p7 (A3; A nets to zero) and p8 (A2, sold as "0"): 8. A4 has 3 buyers (p2 p5 p9; p4
+# returned it), A3 has 2 (p3 p7): shares 3/8 and 2/8.
+SHOP_OFFERS: dict[str, list[Offer]] = {
+    "p1": [("C", "cross-sell", 1 / 6), ("A4", "up-sell", 3 / 8)],
+    "p2": [("C", "cross-sell", 1 / 6), ("A4", "up-sell", 3 / 8)],
+    "p3": [("B", "cross-sell", 1 / 3), ("A4", "up-sell", 3 / 8)],
+    # B and A4 were bought in June: the next of each kind takes their place
+    "p4": [("C", "cross-sell", 1 / 6), ("A3", "up-sell", 2 / 8)],
+    "p5": [("B", "cross-sell", 1 / 3), ("A4", "up-sell", 3 / 8)],
+    # no rule leaves D or 0, nothing is dearer: popular A (6/8) and B (2/8)
+    "p6": [("A", "popular", 6 / 8), ("B", "popular", 2 / 8)],
+    "p8": [("A", "popular", 6 / 8), ("B", "popular", 2 / 8)],
+    # already in A's upper tier: both places go to cross-sell
+    "p9": [("B", "cross-sell", 1 / 3), ("C", "cross-sell", 1 / 6)],
+}
+
+
+def test_exclusions_and_returns_reach_past_the_best_offers() -> None:
+    # given a shop where p4 bought and returned the best cross-sell and up-sell items,
+    # and where two customers of A hold a product of it without a net purchase in A
+    settings = OfferSettings(
+        k=2,
+        exclude_recent_days=RECENT,
+        scoring="sum_confidence",
+        min_pair_customers=1,
+        price_tiers=2,
+    )
+
+    # when
+    offers = next_best_offers(order_lines(SHOP), as_of=AS_OF, settings=settings)
+
+    # then: p7 has no basket and gets nothing
+    _close(_offers(offers), SHOP_OFFERS)
+
+
 def test_evaluate_scores_offers_and_the_popular_baseline() -> None:
     # given the purchases after AS_OF: c6 bakery, c8 dairy, c7 snacks, c5 home; c9 is new
     lines = order_lines(LINES)
