@@ -72,7 +72,9 @@ def main(argv: list[str]) -> int:
         ensure_installed(dev=True)
         _run(BIN / "ruff", "check", "src", "tests", "benchmarks", "dev.py")
         _run(BIN / "mypy")
-        return _call(BIN / "pytest", *argv[1:])
+        # one worker per core: the suite is mostly database and engine work
+        workers = [] if any(a.startswith("-n") for a in argv[1:]) else ["-n", "auto"]
+        return _call(BIN / "pytest", *workers, *argv[1:])
     ensure_installed(dev=False)
     if job == "demo":
         return _call(BIN / "patron", "demo", *argv[1:])
