@@ -39,7 +39,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.utils import summary_data_from_transaction_data
-from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from patron.analytics.churn import ChurnSettings
@@ -258,15 +257,7 @@ def _churn(
     rows = np.sort(
         rng.choice(len(train), size=min(len(train), settings.max_train_rows), replace=False)
     )
-    classifier = HistGradientBoostingClassifier(
-        max_iter=settings.max_iter,
-        learning_rate=settings.learning_rate,
-        max_leaf_nodes=settings.max_leaf_nodes,
-        min_samples_leaf=settings.min_samples_leaf,
-        l2_regularization=settings.l2_regularization,
-        early_stopping=False,
-        random_state=settings.random_state,
-    )
+    classifier = settings.classifier()
     with threadpool_limits(limits=1):
         classifier.fit(train.to_numpy(np.float64)[rows], churned[rows])
         risk = classifier.predict_proba(current.to_numpy(np.float64))[:, 1]

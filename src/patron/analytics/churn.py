@@ -159,6 +159,18 @@ class ChurnSettings(BaseModel):
             raise ValueError(f"windows must be distinct positive numbers of days, not {windows}")
         return windows
 
+    def classifier(self) -> HistGradientBoostingClassifier:
+        """The configured, unfitted classifier (log loss, no early stopping: deterministic)."""
+        return HistGradientBoostingClassifier(
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization,
+            early_stopping=False,
+            random_state=self.random_state,
+        )
+
 
 # --------------------------------------------------------------------------------------------
 # Features and labels (Ibis)
@@ -537,15 +549,7 @@ class ChurnModel:
         self.feature_names = tuple(name for name in frame.columns if name != self.customer)
         rng = np.random.default_rng(settings.random_state)
         rows = _sample(rng, len(frame), settings.max_train_rows)
-        classifier = HistGradientBoostingClassifier(
-            max_iter=settings.max_iter,
-            learning_rate=settings.learning_rate,
-            max_leaf_nodes=settings.max_leaf_nodes,
-            min_samples_leaf=settings.min_samples_leaf,
-            l2_regularization=settings.l2_regularization,
-            early_stopping=False,
-            random_state=settings.random_state,
-        )
+        classifier = settings.classifier()
         with threadpool_limits(limits=settings.threads):
             classifier.fit(self._matrix(frame)[rows], churned[rows])
         self._classifier = classifier

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import ibis
@@ -23,7 +22,6 @@ from patron.kit.clock import utcnow
 from patron.kit.errors import NotFound
 from patron.models import AnalysisRun, CustomerScore, RunStatus
 
-_CENT = Decimal("0.01")
 _MONEY_COLUMNS = ("monetary", "expected_spend", "clv", "profit_clv")
 _INT_COLUMNS = ("recency_days", "frequency", "r_score", "f_score", "m_score", "spend_band")
 _FLOAT_COLUMNS = ("p_alive", "expected_purchases", "churn_risk")
