@@ -134,17 +134,26 @@ CALLS: dict[Permission, tuple[str, str, dict[str, Any] | None]] = {
     Permission.READ_ANALYTICS: ("GET", "/analytics/runs", None),
     # an empty base has nothing to analyse: allowed in, then refused as 422
     Permission.RUN_ANALYTICS: ("POST", "/analytics/runs", None),
+    Permission.READ_SEGMENTS: ("GET", "/segments", None),
+    Permission.WRITE_SEGMENTS: (
+        "POST",
+        "/segments",
+        {"name": "moscow", "rule": {"kind": "profile", "field": "city", "value": "Moscow"}},
+    ),
 }
 
 
 def test_role_table_is_what_the_brief_says() -> None:
     reads = {Permission.READ_CUSTOMERS, Permission.LOOKUP_CUSTOMERS}
     reads |= {Permission.READ_ORDERS, Permission.READ_EVENTS, Permission.READ_ANALYTICS}
+    reads |= {Permission.READ_SEGMENTS}
     writes = {Permission.WRITE_CUSTOMERS, Permission.WRITE_ORDERS, Permission.WRITE_EVENTS}
+    writes |= {Permission.WRITE_SEGMENTS}
     expected = {
         Role.ADMIN: frozenset(Permission),
         Role.MARKETER: reads | writes,
-        Role.ANALYST: reads | {Permission.RUN_ANALYTICS},
+        # analysts build segments from what they find, but do not change customers
+        Role.ANALYST: reads | {Permission.RUN_ANALYTICS, Permission.WRITE_SEGMENTS},
         Role.POS: {Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS},
     }
     assert expected == ROLE_PERMISSIONS
@@ -175,6 +184,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         for method, op in ops.items()
     }
     assert sorted(operations) == [
+        "DELETE /segments/{segment_id}",
         "GET /analytics/runs",
         "GET /analytics/runs/latest",
         "GET /analytics/runs/{run_id}",
@@ -186,7 +196,16 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /events",
         "GET /orders",
         "GET /orders/{order_id}",
+        "GET /segments",
+        "GET /segments/moves",
+        "GET /segments/{segment_id}",
+        "GET /segments/{segment_id}/builds",
+        "GET /segments/{segment_id}/changes",
+        "GET /segments/{segment_id}/count",
+        "GET /segments/{segment_id}/export.csv",
+        "GET /segments/{segment_id}/members",
         "PATCH /customers/{customer_id}",
+        "PATCH /segments/{segment_id}",
         "POST /analytics/runs",
         "POST /customers",
         "POST /customers/{customer_id}/consents",
@@ -195,6 +214,10 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "POST /events",
         "POST /merges/{merge_id}/undo",
         "POST /orders",
+        "POST /segments",
+        "POST /segments/preview",
+        "POST /segments/{segment_id}/build",
+        "POST /segments/{segment_id}/duplicate",
     ]
     assert all(op["security"] == [{"APIKeyHeader": []}] for op in operations.values())
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"

@@ -15,6 +15,7 @@ from patron.api.errors import ErrorOut, ValidationErrorOut, install_error_handle
 from patron.customers.endpoints import router as customers_router
 from patron.events.endpoints import router as events_router
 from patron.kit.db import make_engine, make_sessionmaker
+from patron.segments.endpoints import router as segments_router
 
 API_PREFIX = "/api/v1"
 
@@ -50,7 +51,8 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app = FastAPI(
         title="Patron",
         version=patron.__version__,
-        summary="Customer hub (profiles, identities, consents, orders, events) and analytics.",
+        summary="Customer hub (profiles, identities, consents, orders, events), analytics "
+        "and segments.",
         lifespan=lifespan,
     )
     app.state.engine = bound
@@ -59,4 +61,5 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.include_router(customers_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(events_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(analytics_router, prefix=API_PREFIX, responses=_ERRORS)
+    app.include_router(segments_router, prefix=API_PREFIX, responses=_ERRORS)
     return app

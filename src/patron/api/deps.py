@@ -54,16 +54,20 @@ class Permission(StrEnum):
     WRITE_EVENTS = "events:write"
     READ_ANALYTICS = "analytics:read"
     RUN_ANALYTICS = "analytics:run"
+    READ_SEGMENTS = "segments:read"
+    WRITE_SEGMENTS = "segments:write"
 
 
 _READ = {Permission.READ_CUSTOMERS, Permission.LOOKUP_CUSTOMERS}
 _READ |= {Permission.READ_ORDERS, Permission.READ_EVENTS, Permission.READ_ANALYTICS}
+_READ |= {Permission.READ_SEGMENTS}
 _WRITE = {Permission.WRITE_CUSTOMERS, Permission.WRITE_ORDERS, Permission.WRITE_EVENTS}
+_WRITE |= {Permission.WRITE_SEGMENTS}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MARKETER: frozenset(_READ | _WRITE),
-    Role.ANALYST: frozenset(_READ | {Permission.RUN_ANALYTICS}),
+    Role.ANALYST: frozenset(_READ | {Permission.RUN_ANALYTICS, Permission.WRITE_SEGMENTS}),
     # a till records sales and recognises the customer at the counter, nothing more
     Role.POS: frozenset({Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS}),
 }

@@ -21,6 +21,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from patron.cli.segments import segment_app
 from patron.kit.clock import utcnow
 from patron.kit.db import make_engine, make_sessionmaker, migrate, unit_of_work
 from patron.kit.errors import InvalidInput, PatronError
@@ -39,6 +40,7 @@ report_app = typer.Typer(help="Reports on the latest (or a chosen) analysis run.
 app.add_typer(customers_app, name="customers")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(report_app, name="report")
+app.add_typer(segment_app, name="segment")
 
 console = Console()
 errors = Console(stderr=True)

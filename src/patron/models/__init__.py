@@ -10,6 +10,7 @@ from patron.models.merge import CandidateStatus, MergeCandidate, MergeLog
 from patron.models.order import Order, OrderKind, OrderLine
 from patron.models.product import Product
 from patron.models.score import AnalysisRun, CustomerScore, RunStatus
+from patron.models.segment import Segment, SegmentBuild, SegmentMembership
 
 __all__ = [
     "AnalysisRun",
@@ -34,4 +35,7 @@ __all__ = [
     "Purpose",
     "Role",
     "RunStatus",
+    "Segment",
+    "SegmentBuild",
+    "SegmentMembership",
 ]
