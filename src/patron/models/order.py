@@ -58,6 +58,8 @@ class Order(Base):
     __table_args__ = (
         UniqueConstraint("source", "external_id", name="uq_orders_source_external_id"),
         Index("ix_orders_customer_placed", "customer_id", "placed_at"),
+        # segment rules read a time window of everyone's orders: this covers that scan
+        Index("ix_orders_placed_customer", "placed_at", "customer_id", "kind", "total"),
         # partial: only guest orders carry these, and most orders are not guests'
         *(
             Index(
