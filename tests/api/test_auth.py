@@ -140,19 +140,24 @@ CALLS: dict[Permission, tuple[str, str, dict[str, Any] | None]] = {
         "/segments",
         {"name": "moscow", "rule": {"kind": "profile", "field": "city", "value": "Moscow"}},
     ),
+    Permission.READ_CAMPAIGNS: ("GET", "/campaigns", None),
+    # no such campaign or customer: allowed in, then 404
+    Permission.WRITE_CAMPAIGNS: ("PATCH", "/campaigns/1", {"goal": "more"}),
+    Permission.LAUNCH_CAMPAIGNS: ("POST", "/campaigns/1/launch", None),
 }
 
 
 def test_role_table_is_what_the_brief_says() -> None:
     reads = {Permission.READ_CUSTOMERS, Permission.LOOKUP_CUSTOMERS}
     reads |= {Permission.READ_ORDERS, Permission.READ_EVENTS, Permission.READ_ANALYTICS}
-    reads |= {Permission.READ_SEGMENTS}
+    reads |= {Permission.READ_SEGMENTS, Permission.READ_CAMPAIGNS}
     writes = {Permission.WRITE_CUSTOMERS, Permission.WRITE_ORDERS, Permission.WRITE_EVENTS}
-    writes |= {Permission.WRITE_SEGMENTS}
+    writes |= {Permission.WRITE_SEGMENTS, Permission.WRITE_CAMPAIGNS, Permission.LAUNCH_CAMPAIGNS}
     expected = {
         Role.ADMIN: frozenset(Permission),
         Role.MARKETER: reads | writes,
-        # analysts build segments from what they find, but do not change customers
+        # analysts build segments from what they find, but change no customer and launch
+        # no campaign
         Role.ANALYST: reads | {Permission.RUN_ANALYTICS, Permission.WRITE_SEGMENTS},
         Role.POS: {Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS},
     }
@@ -188,6 +193,11 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /analytics/runs",
         "GET /analytics/runs/latest",
         "GET /analytics/runs/{run_id}",
+        "GET /campaigns",
+        "GET /campaigns/{campaign_id}",
+        "GET /campaigns/{campaign_id}/preview",
+        "GET /campaigns/{campaign_id}/recipients",
+        "GET /campaigns/{campaign_id}/trail",
         "GET /customers",
         "GET /customers/lookup",
         "GET /customers/{customer_id}",
@@ -204,9 +214,14 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /segments/{segment_id}/count",
         "GET /segments/{segment_id}/export.csv",
         "GET /segments/{segment_id}/members",
+        "PATCH /campaigns/{campaign_id}",
         "PATCH /customers/{customer_id}",
         "PATCH /segments/{segment_id}",
         "POST /analytics/runs",
+        "POST /campaigns",
+        "POST /campaigns/{campaign_id}/cancel",
+        "POST /campaigns/{campaign_id}/launch",
+        "POST /campaigns/{campaign_id}/schedule",
         "POST /customers",
         "POST /customers/{customer_id}/consents",
         "POST /customers/{customer_id}/identities",
@@ -218,6 +233,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "POST /segments/preview",
         "POST /segments/{segment_id}/build",
         "POST /segments/{segment_id}/duplicate",
+        "POST /suppressions",
     ]
     assert all(op["security"] == [{"APIKeyHeader": []}] for op in operations.values())
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 import patron
 from patron.analytics.endpoints import router as analytics_router
 from patron.api.errors import ErrorOut, ValidationErrorOut, install_error_handlers
+from patron.campaigns.endpoints import router as campaigns_router
 from patron.customers.endpoints import router as customers_router
 from patron.events.endpoints import router as events_router
 from patron.kit.db import make_engine, make_sessionmaker
@@ -51,8 +52,8 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app = FastAPI(
         title="Patron",
         version=patron.__version__,
-        summary="Customer hub (profiles, identities, consents, orders, events), analytics "
-        "and segments.",
+        summary="Customer hub (profiles, identities, consents, orders, events), analytics, "
+        "segments and campaigns.",
         lifespan=lifespan,
     )
     app.state.engine = bound
@@ -62,4 +63,5 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.include_router(events_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(analytics_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(segments_router, prefix=API_PREFIX, responses=_ERRORS)
+    app.include_router(campaigns_router, prefix=API_PREFIX, responses=_ERRORS)
     return app

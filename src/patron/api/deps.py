@@ -56,13 +56,16 @@ class Permission(StrEnum):
     RUN_ANALYTICS = "analytics:run"
     READ_SEGMENTS = "segments:read"
     WRITE_SEGMENTS = "segments:write"
+    READ_CAMPAIGNS = "campaigns:read"
+    WRITE_CAMPAIGNS = "campaigns:write"
+    LAUNCH_CAMPAIGNS = "campaigns:launch"
 
 
 _READ = {Permission.READ_CUSTOMERS, Permission.LOOKUP_CUSTOMERS}
 _READ |= {Permission.READ_ORDERS, Permission.READ_EVENTS, Permission.READ_ANALYTICS}
-_READ |= {Permission.READ_SEGMENTS}
+_READ |= {Permission.READ_SEGMENTS, Permission.READ_CAMPAIGNS}
 _WRITE = {Permission.WRITE_CUSTOMERS, Permission.WRITE_ORDERS, Permission.WRITE_EVENTS}
-_WRITE |= {Permission.WRITE_SEGMENTS}
+_WRITE |= {Permission.WRITE_SEGMENTS, Permission.WRITE_CAMPAIGNS, Permission.LAUNCH_CAMPAIGNS}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),

@@ -21,6 +21,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from patron.cli.campaigns import campaign_app
 from patron.cli.segments import segment_app
 from patron.kit.clock import utcnow
 from patron.kit.db import make_engine, make_sessionmaker, migrate, unit_of_work
@@ -41,6 +42,7 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(report_app, name="report")
 app.add_typer(segment_app, name="segment")
+app.add_typer(campaign_app, name="campaign")
 
 console = Console()
 errors = Console(stderr=True)

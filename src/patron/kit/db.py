@@ -245,7 +245,8 @@ def _write_rows(
     """COPY on PostgreSQL, one ``executemany`` on SQLite; values already driver-ready."""
     driver = session.connection().connection.driver_connection
     assert driver is not None
-    joined = ", ".join(names)
+    quote = session.get_bind().dialect.identifier_preparer.quote  # a column may be "group"
+    joined = ", ".join(quote(name) for name in names)
     if session.get_bind().dialect.name == "postgresql":
         with (
             driver.cursor() as cursor,

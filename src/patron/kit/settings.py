@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     )
     default_currency: str = Field(default="RUB", min_length=3, max_length=3)
     import_chunk_rows: int = Field(default=50_000, ge=1)
+    frequency_cap_messages: int = Field(
+        default=3,
+        ge=1,
+        description="At most this many marketing messages per customer and channel, across "
+        "all campaigns, within frequency_cap_days.",
+    )
+    frequency_cap_days: int = Field(default=7, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,16 @@
 """SQLAlchemy models, one file per entity. Importing this package registers every table."""
 
 from patron.models.access import ApiKey, IdempotencyRecord, Role
+from patron.models.campaign import (
+    Campaign,
+    CampaignChange,
+    CampaignKind,
+    CampaignRecipient,
+    CampaignStatus,
+    ContentType,
+    RecipientGroup,
+    Suppression,
+)
 from patron.models.consent import Channel, Consent, ConsentStatus, Purpose
 from patron.models.customer import Customer
 from patron.models.event import Event
@@ -15,10 +25,16 @@ from patron.models.segment import Segment, SegmentBuild, SegmentMembership
 __all__ = [
     "AnalysisRun",
     "ApiKey",
+    "Campaign",
+    "CampaignChange",
+    "CampaignKind",
+    "CampaignRecipient",
+    "CampaignStatus",
     "CandidateStatus",
     "Channel",
     "Consent",
     "ConsentStatus",
+    "ContentType",
     "Customer",
     "CustomerScore",
     "Event",
@@ -33,9 +49,11 @@ __all__ = [
     "OrderLine",
     "Product",
     "Purpose",
+    "RecipientGroup",
     "Role",
     "RunStatus",
     "Segment",
     "SegmentBuild",
     "SegmentMembership",
+    "Suppression",
 ]

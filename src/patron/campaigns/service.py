@@ -1,0 +1,327 @@
+"""Campaign logic: plan, change, schedule, launch (freezing the audience), cancel; preview
+messages; keep the audit trail. It never commits; the request or task boundary does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from patron.analytics.service import AnalyticsService
+from patron.campaigns.groups import control_mask, first_wave_mask
+from patron.campaigns.repository import REASONS, CampaignRepository
+from patron.campaigns.schemas import (
+    CampaignIn,
+    CampaignUpdate,
+    Message,
+    Offer,
+    Schedule,
+)
+from patron.campaigns.templates import Rendered, check, render
+from patron.customers.schemas import PROFILE_FIELDS
+from patron.customers.service import CustomerService
+from patron.kit.clock import utcnow
+from patron.kit.errors import Conflict, InvalidInput, NotFound
+from patron.kit.settings import get_settings
+from patron.models import (
+    Campaign,
+    CampaignChange,
+    CampaignRecipient,
+    CampaignStatus,
+    RecipientGroup,
+)
+from patron.segments.schemas import SCORE_TYPES, ConsentCondition
+from patron.segments.service import SegmentService
+
+TRANSITIONS: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus]] = {
+    "schedule": (frozenset({CampaignStatus.DRAFT}), CampaignStatus.SCHEDULED),
+    "launch": (
+        frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED}),
+        CampaignStatus.RUNNING,
+    ),
+    "cancel": (
+        frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.RUNNING}),
+        CampaignStatus.CANCELLED,
+    ),
+}
+"""Which states each action leaves from, and where it goes. Completion is not an action a
+person takes: a campaign completes when every message has a final state."""
+
+_EDITABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
+
+
+class CampaignService:
+    """Campaigns on one session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.repo = CampaignRepository(session)
+        self.segments = SegmentService(session)
+
+    # -- the plan ----------------------------------------------------------------------------
+
+    def create(self, plan: CampaignIn, *, actor: str) -> Campaign:
+        """Save a draft plan; its segment must exist and its templates must check."""
+        if self.repo.by_name(plan.name) is not None:
+            raise Conflict(f"a campaign named {plan.name!r} exists already")
+        segment = self.segments.find(plan.segment)
+        check(plan.message)
+        campaign = self.repo.add(
+            Campaign(
+                name=plan.name,
+                goal=plan.goal,
+                kind=plan.kind,
+                content_type=plan.content_type,
+                segment_id=segment.id,
+                channel=plan.channel,
+                offer=plan.offer.model_dump(mode="json"),
+                message=plan.message.model_dump(mode="json"),
+                schedule=plan.schedule.model_dump(mode="json"),
+                budget=plan.budget,
+                currency=plan.currency or get_settings().default_currency,
+                kpi=plan.kpi.model_dump(mode="json"),
+                control_share=plan.control_share,
+                test_share=plan.test_share,
+                attribution_days=plan.attribution_days,
+                created_by=actor,
+            )
+        )
+        self.repo.record(
+            campaign, actor=actor, action="created", changes=plan.model_dump(mode="json")
+        )
+        return campaign
+
+    def update(self, campaign_id: int, changes: CampaignUpdate, *, actor: str) -> Campaign:
+        """Change a plan that has not launched; the trail keeps each field's old and new value."""
+        campaign = self.get(campaign_id)
+        if campaign.status not in _EDITABLE:
+            raise Conflict(f"campaign {campaign.id} is {campaign.status.value}: its plan is fixed")
+        given = changes.model_dump(mode="json", exclude_unset=True)
+        diff: dict[str, Any] = {}
+        for field, value in given.items():
+            if field == "segment":
+                segment = self.segments.find(value)
+                old, new, target, stored = campaign.segment_id, segment.id, "segment_id", segment.id
+            else:
+                raw = getattr(changes, field)
+                stored = raw if field == "budget" else value
+                if field == "message":
+                    check(Message.model_validate(value))
+                old, new, target = _plain(getattr(campaign, field)), value, field
+            if old != new:
+                diff[target] = {"from": old, "to": new}
+                setattr(campaign, target, stored)
+        if diff:
+            campaign.updated_at = utcnow()
+            self.repo.record(campaign, actor=actor, action="updated", changes=diff)
+        self.session.flush()
+        return campaign
+
+    def get(self, campaign_id: int) -> Campaign:
+        campaign = self.repo.get(campaign_id)
+        if campaign is None:
+            raise NotFound(f"campaign {campaign_id} not found")
+        return campaign
+
+    def find(self, name_or_id: str) -> Campaign:
+        """A campaign by name, or by id when given digits that name none."""
+        campaign = self.repo.by_name(name_or_id)
+        if campaign is None and name_or_id.isdigit():
+            campaign = self.repo.get(int(name_or_id))
+        if campaign is None:
+            raise NotFound(f"campaign {name_or_id!r} not found")
+        return campaign
+
+    def listing(
+        self, *, status: CampaignStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> Sequence[Campaign]:
+        return self.repo.listing(
+            status=status.value if status else None, limit=limit, offset=offset
+        )
+
+    def trail(self, campaign: Campaign) -> Sequence[CampaignChange]:
+        return self.repo.trail(campaign.id)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def schedule(self, campaign_id: int, *, actor: str) -> Campaign:
+        """Approve a draft to run on its schedule: the plan is checked once more."""
+        campaign = self.get(campaign_id)
+        check(Message.model_validate(campaign.message))
+        when = Schedule.model_validate(campaign.schedule).runs(after=utcnow(), count=1)
+        if not when:
+            raise InvalidInput(f"campaign {campaign.id}'s schedule has no time left to run")
+        self._move(campaign, "schedule", actor=actor, changes={"next_run": when[0].isoformat()})
+        return campaign
+
+    def cancel(self, campaign_id: int, *, actor: str, reason: str = "") -> Campaign:
+        """Stop a campaign; a running one keeps its frozen audience for the record."""
+        campaign = self.get(campaign_id)
+        self._move(campaign, "cancel", actor=actor, changes={"reason": reason})
+        campaign.finished_at = utcnow()
+        return campaign
+
+    def launch(self, campaign_id: int, *, actor: str, at: datetime | None = None) -> Campaign:
+        """Freeze the audience and start the campaign.
+
+        Every customer the segment selects now gets one row: left out with the first
+        reason that applies (no address for the channel, no consent in force, suppressed,
+        over the frequency cap), or held out as control by hashing, or treated; with a
+        test share, treatment is split into the test wave (0) and the mass wave (1).
+        Nothing is written when no one would be sent a message.
+        """
+        campaign = self.get(campaign_id)
+        allowed, _ = TRANSITIONS["launch"]
+        if campaign.status not in allowed:
+            raise Conflict(f"campaign {campaign.id} is {campaign.status.value}: it cannot launch")
+        moment = at or utcnow()
+        message = Message.model_validate(campaign.message)
+        check(message)
+        segment = self.segments.get(campaign.segment_id)
+        compiler = self.segments.repo.compiler(as_of=moment)
+        selected = compiler.predicate(
+            self.segments.rule_of(segment), where=f"segment {segment.name!r}"
+        )
+        consented = compiler.predicate(ConsentCondition(channel=campaign.channel))
+        settings = get_settings()
+        screened = self.repo.screen(
+            selected,
+            channel=campaign.channel,
+            consented=consented,
+            cap_messages=settings.frequency_cap_messages,
+            cap_since=moment - timedelta(days=settings.frequency_cap_days),
+        )
+        counts = dict.fromkeys(REASONS, 0)
+        for _, reason in screened:
+            if reason is not None:
+                counts[reason] += 1
+        if not screened:
+            raise InvalidInput(
+                f"campaign {campaign.id}: segment {segment.name!r} selects no one: nothing sent"
+            )
+        if all(reason is not None for _, reason in screened):
+            worst = max(counts, key=lambda r: counts[r])
+            raise InvalidInput(
+                f"campaign {campaign.id}: all {len(screened):,} customers of segment "
+                f"{segment.name!r} are left out ({_reasons(counts)}; mostly {worst} for "
+                f"{campaign.channel.value}): nothing sent"
+            )
+        self._freeze(campaign, screened, moment)
+        groups = self.repo.group_counts(campaign.id)
+        campaign.audience = {
+            "selected": len(screened),
+            "excluded": counts,
+            "control": sum(n for (g, _, _), n in groups.items() if g == RecipientGroup.CONTROL),
+            "treatment": sum(n for (g, _, _), n in groups.items() if g == RecipientGroup.TREATMENT),
+            "test_wave": groups.get((RecipientGroup.TREATMENT.value, 0, None), 0),
+        }
+        campaign.launched_at = moment
+        self._move(campaign, "launch", actor=actor, changes={"audience": campaign.audience})
+        return campaign
+
+    def _freeze(
+        self, campaign: Campaign, screened: list[tuple[int, str | None]], moment: datetime
+    ) -> None:
+        ids = np.fromiter((c for c, _ in screened), dtype=np.int64, count=len(screened))
+        reasons = [r for _, r in screened]
+        eligible = np.array([r is None for r in reasons], dtype=bool)
+        control = eligible & control_mask(
+            ids, campaign_id=campaign.id, share=campaign.control_share
+        )
+        treated = eligible & ~control
+        wave: list[int | None] = [None] * len(ids)
+        if campaign.test_share:
+            first = first_wave_mask(ids, campaign_id=campaign.id, share=campaign.test_share)
+            wave = [(0 if f else 1) if t else None for t, f in zip(treated, first, strict=True)]
+        else:
+            wave = [1 if t else None for t in treated]
+        group = np.where(
+            control, RecipientGroup.CONTROL.value,
+            np.where(treated, RecipientGroup.TREATMENT.value, RecipientGroup.EXCLUDED.value),
+        )  # fmt: skip
+        self.repo.freeze(
+            campaign.id,
+            {
+                "campaign_id": [campaign.id] * len(ids),
+                "customer_id": ids.tolist(),
+                "group": group.tolist(),
+                "wave": wave,
+                "reason": reasons,
+                "frozen_at": [moment] * len(ids),
+            },
+        )
+
+    def _move(
+        self, campaign: Campaign, action: str, *, actor: str, changes: dict[str, Any]
+    ) -> None:
+        allowed, target = TRANSITIONS[action]
+        if campaign.status not in allowed:
+            raise Conflict(f"campaign {campaign.id} is {campaign.status.value}: it cannot {action}")
+        changes = {"status": {"from": campaign.status.value, "to": target.value}, **changes}
+        campaign.status = target
+        campaign.updated_at = utcnow()
+        self.repo.record(campaign, actor=actor, action=action, changes=changes)
+        self.session.flush()
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def recipients(
+        self, campaign: Campaign, *, group: RecipientGroup | None = None, limit: int = 50,
+        offset: int = 0,
+    ) -> Sequence[CampaignRecipient]:  # fmt: skip
+        return self.repo.recipients(
+            campaign.id, group=group.value if group else None, limit=limit, offset=offset
+        )
+
+    def preview(self, campaign: Campaign, customer_id: int) -> Rendered:
+        """The message as this customer would get it (with a sample coupon code)."""
+        context = self.context(campaign, customer_id, coupon="PREVIEW-0000")
+        return render(Message.model_validate(campaign.message), context)
+
+    def context(self, campaign: Campaign, customer_id: int, *, coupon: str) -> dict[str, Any]:
+        """What a template sees for one customer: profile, contacts, newest scores and
+        recommended offers, the campaign's offer and the coupon."""
+        customers = CustomerService(self.session)
+        person = customers.get_active(customer_id)
+        contacts: dict[str, str] = {}
+        for identity in sorted(customers.repo.identities_of(customer_id), key=lambda i: i.value):
+            contacts.setdefault(identity.kind.value, identity.value)
+        profile: dict[str, Any] = {field: getattr(person, field) for field in PROFILE_FIELDS}
+        profile |= {
+            "id": person.id,
+            "full_name": person.full_name,
+            "email": contacts.get("email"),
+            "phone": contacts.get("phone"),
+            "attributes": dict(person.attributes),
+        }
+        newest = AnalyticsService(self.session).scores_of(customer_id, limit=1)
+        scores: dict[str, Any] = dict.fromkeys(SCORE_TYPES)
+        offers: list[dict[str, Any]] = []
+        if newest:
+            score = newest[0]
+            scores = {field: getattr(score, field) for field in SCORE_TYPES}
+            offers = list((score.offers or {}).get("items", []))
+        return {
+            "customer": profile,
+            "scores": scores,
+            "offers": offers,
+            "offer": Offer.model_validate(campaign.offer).model_dump(mode="json"),
+            "coupon": coupon,
+            "campaign": {"id": campaign.id, "name": campaign.name, "goal": campaign.goal},
+            "unsubscribe_url": "",
+        }
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {n:,}" for reason, n in counts.items() if n)
+
+
+def _plain(value: Any) -> Any:
+    # the trail is JSON: enums as their values, money as text
+    if isinstance(value, Decimal):
+        return str(value)
+    return getattr(value, "value", value)
