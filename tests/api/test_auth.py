@@ -228,6 +228,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "POST /customers/{customer_id}/merge",
         "POST /events",
         "POST /merges/{merge_id}/undo",
+        "POST /messages/{message_id}/feedback",
         "POST /orders",
         "POST /segments",
         "POST /segments/preview",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from patron.campaigns.schemas import CampaignIn, CampaignUpdate, Message, Schedule
+from patron.campaigns.schemas import CampaignIn, CampaignUpdate, MessageTemplate, Schedule
 from patron.campaigns.service import CampaignService
 from patron.campaigns.templates import check
 from patron.kit.errors import Conflict, InvalidInput
@@ -118,7 +118,7 @@ def test_templates_are_checked_before_launch_and_name_the_problem(
     part: str, source: str, message: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
-        check(Message.model_validate(MESSAGE | {part: source}))
+        check(MessageTemplate.model_validate(MESSAGE | {part: source}))
     assert caught.value.message.startswith(message)
 
 

@@ -14,6 +14,8 @@ from patron.analytics.endpoints import router as analytics_router
 from patron.api.errors import ErrorOut, ValidationErrorOut, install_error_handlers
 from patron.campaigns.endpoints import router as campaigns_router
 from patron.customers.endpoints import router as customers_router
+from patron.dispatch.endpoints import public as tracking_router
+from patron.dispatch.endpoints import router as dispatch_router
 from patron.events.endpoints import router as events_router
 from patron.kit.db import make_engine, make_sessionmaker
 from patron.segments.endpoints import router as segments_router
@@ -64,4 +66,6 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.include_router(analytics_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(segments_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(campaigns_router, prefix=API_PREFIX, responses=_ERRORS)
+    app.include_router(dispatch_router, prefix=API_PREFIX, responses=_ERRORS)
+    app.include_router(tracking_router)
     return app

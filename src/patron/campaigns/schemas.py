@@ -50,7 +50,7 @@ class Offer(_Plan):
         return self
 
 
-class Message(_Plan):
+class MessageTemplate(_Plan):
     """Jinja2 templates (run sandboxed) of the subject, the HTML and the plain-text body."""
 
     subject: str = Field(min_length=1, max_length=500)
@@ -144,7 +144,7 @@ class CampaignIn(BaseModel):
     segment: str = Field(min_length=1, description="The target segment, by name.")
     channel: Channel = Channel.EMAIL
     offer: Offer = Offer()
-    message: Message
+    message: MessageTemplate
     schedule: Schedule = Schedule()
     budget: Decimal = Field(ge=0, decimal_places=2)
     currency: str | None = Field(default=None, min_length=3, max_length=3)
@@ -165,7 +165,7 @@ class CampaignUpdate(BaseModel):
     segment: str | None = None
     channel: Channel | None = None
     offer: Offer | None = None
-    message: Message | None = None
+    message: MessageTemplate | None = None
     schedule: Schedule | None = None
     budget: Decimal | None = Field(default=None, ge=0, decimal_places=2)
     kpi: Kpi | None = None

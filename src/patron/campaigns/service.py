@@ -17,13 +17,14 @@ from patron.campaigns.repository import REASONS, CampaignRepository
 from patron.campaigns.schemas import (
     CampaignIn,
     CampaignUpdate,
-    Message,
+    MessageTemplate,
     Offer,
     Schedule,
 )
 from patron.campaigns.templates import Rendered, check, render
 from patron.customers.schemas import PROFILE_FIELDS
 from patron.customers.service import CustomerService
+from patron.dispatch.service import DispatchService
 from patron.kit.clock import utcnow
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.settings import get_settings
@@ -110,7 +111,7 @@ class CampaignService:
                 raw = getattr(changes, field)
                 stored = raw if field == "budget" else value
                 if field == "message":
-                    check(Message.model_validate(value))
+                    check(MessageTemplate.model_validate(value))
                 old, new, target = _plain(getattr(campaign, field)), value, field
             if old != new:
                 diff[target] = {"from": old, "to": new}
@@ -151,7 +152,7 @@ class CampaignService:
     def schedule(self, campaign_id: int, *, actor: str) -> Campaign:
         """Approve a draft to run on its schedule: the plan is checked once more."""
         campaign = self.get(campaign_id)
-        check(Message.model_validate(campaign.message))
+        check(MessageTemplate.model_validate(campaign.message))
         when = Schedule.model_validate(campaign.schedule).runs(after=utcnow(), count=1)
         if not when:
             raise InvalidInput(f"campaign {campaign.id}'s schedule has no time left to run")
@@ -179,7 +180,7 @@ class CampaignService:
         if campaign.status not in allowed:
             raise Conflict(f"campaign {campaign.id} is {campaign.status.value}: it cannot launch")
         moment = at or utcnow()
-        message = Message.model_validate(campaign.message)
+        message = MessageTemplate.model_validate(campaign.message)
         check(message)
         segment = self.segments.get(campaign.segment_id)
         compiler = self.segments.repo.compiler(as_of=moment)
@@ -220,7 +221,13 @@ class CampaignService:
             "test_wave": groups.get((RecipientGroup.TREATMENT.value, 0, None), 0),
         }
         campaign.launched_at = moment
-        self._move(campaign, "launch", actor=actor, changes={"audience": campaign.audience})
+        # the messages are decided here, so they are written in this same transaction
+        first_wave = 0 if campaign.test_share else 1
+        queued = DispatchService(self.session).enqueue(campaign, wave=first_wave, at=moment)
+        self._move(
+            campaign, "launch", actor=actor,
+            changes={"audience": campaign.audience, "queued": queued, "wave": first_wave},
+        )  # fmt: skip
         return campaign
 
     def _freeze(
@@ -280,7 +287,7 @@ class CampaignService:
     def preview(self, campaign: Campaign, customer_id: int) -> Rendered:
         """The message as this customer would get it (with a sample coupon code)."""
         context = self.context(campaign, customer_id, coupon="PREVIEW-0000")
-        return render(Message.model_validate(campaign.message), context)
+        return render(MessageTemplate.model_validate(campaign.message), context)
 
     def context(self, campaign: Campaign, customer_id: int, *, coupon: str) -> dict[str, Any]:
         """What a template sees for one customer: profile, contacts, newest scores and

@@ -21,7 +21,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from patron.campaigns.schemas import Message, Offer
+from patron.campaigns.schemas import MessageTemplate, Offer
 from patron.customers.schemas import PROFILE_FIELDS
 from patron.kit.errors import InvalidInput
 from patron.segments.schemas import SCORE_TYPES
@@ -43,7 +43,7 @@ class Rendered:
     text: str
 
 
-def check(message: Message) -> None:
+def check(message: MessageTemplate) -> None:
     """Refuse a message whose templates do not parse or use a name they cannot have.
 
     Raises
@@ -67,7 +67,7 @@ def check(message: Message) -> None:
     render(message, sample_context())
 
 
-def render(message: Message, context: dict[str, Any]) -> Rendered:
+def render(message: MessageTemplate, context: dict[str, Any]) -> Rendered:
     """The three parts rendered with ``context``; a missing field is an error naming it."""
     out = {}
     for part in _PARTS:

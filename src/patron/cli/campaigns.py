@@ -112,6 +112,17 @@ def launch(campaign: str) -> None:
         )
 
 
+@campaign_app.command("release")
+def release(campaign: str) -> None:
+    """Send the mass wave after reviewing the test wave."""
+    from patron.dispatch.service import DispatchService
+
+    with unit_of_work(_store()) as session:
+        found = CampaignService(session).find(campaign)
+        count = DispatchService(session).release(found)
+        _console().print(f"campaign {found.id}: {count:,} messages of the mass wave queued")
+
+
 @campaign_app.command("cancel")
 def cancel(campaign: str, reason: Annotated[str, typer.Option(help="Why")] = "") -> None:
     """Stop a campaign."""

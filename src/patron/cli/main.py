@@ -339,6 +339,35 @@ def report_customers(
 
 
 @app.command()
+def worker(
+    until_idle: Annotated[
+        bool, typer.Option(help="Stop when nothing is queued or in flight")
+    ] = False,
+    poll: Annotated[float, typer.Option(help="Seconds between looks at an empty outbox")] = 1.0,
+) -> None:
+    """Send queued messages (email over the PATRON_SMTP_* server), with retries."""
+    from patron.dispatch.tasks import WorkerStats, run_worker, smtp_transport
+
+    settings = get_settings()
+    factory = open_store()
+
+    def report(stats: WorkerStats) -> None:
+        console.print(
+            f"sent {stats.sent:,}, retrying {stats.retried:,}, failed {stats.failed:,}, "
+            f"skipped {stats.skipped:,}"
+        )
+
+    done = run_worker(
+        factory, smtp_transport(settings), settings=settings, until_idle=until_idle,
+        poll_seconds=poll, report=report,
+    )  # fmt: skip
+    for campaign in done.completed:
+        console.print(f"campaign {campaign} completed")
+    console.print(f"worker stopped: {done.sent:,} sent, {done.failed:,} failed, "
+                  f"{done.skipped:,} skipped")  # fmt: skip
+
+
+@app.command()
 def demo(
     customers: Annotated[int, typer.Option(help="Persons to generate")] = 20_000,
     seed: Annotated[int, typer.Option()] = 7,

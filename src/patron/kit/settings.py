@@ -30,6 +30,31 @@ class Settings(BaseSettings):
         "all campaigns, within frequency_cap_days.",
     )
     frequency_cap_days: int = Field(default=7, ge=1)
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where recipients reach this server: tracking and unsubscribe links.",
+    )
+    secret_key: str = Field(
+        default="patron-development-key",
+        min_length=16,
+        description="Signs tracking and unsubscribe links; set your own in production.",
+    )
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_connections: int = Field(default=4, ge=1, le=64)
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    worker_batch: int = Field(default=200, ge=1, le=10_000)
+    worker_lease_seconds: int = Field(
+        default=120,
+        ge=1,
+        description="How long a claimed message stays with its worker; after that another "
+        "worker (or the same one, restarted) takes it over.",
+    )
+    retry_base_seconds: int = Field(default=60, ge=1)
+    max_attempts: int = Field(default=5, ge=1, le=50)
 
 
 @lru_cache(maxsize=1)

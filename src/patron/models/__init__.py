@@ -17,6 +17,7 @@ from patron.models.event import Event
 from patron.models.identity import Identity, IdentityKind
 from patron.models.import_run import ImportRun
 from patron.models.merge import CandidateStatus, MergeCandidate, MergeLog
+from patron.models.message import Message, MessageStatus
 from patron.models.order import Order, OrderKind, OrderLine
 from patron.models.product import Product
 from patron.models.score import AnalysisRun, CustomerScore, RunStatus
@@ -44,6 +45,8 @@ __all__ = [
     "ImportRun",
     "MergeCandidate",
     "MergeLog",
+    "Message",
+    "MessageStatus",
     "Order",
     "OrderKind",
     "OrderLine",

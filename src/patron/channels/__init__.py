@@ -1,0 +1,1 @@
+"""Channels: transports behind one Protocol (``base``), email over SMTP (``email``)."""

@@ -1,0 +1,101 @@
+"""What every channel is: a transport behind one typed Protocol.
+
+A transport gets rendered :class:`Envelope` s and returns one :class:`Outcome` each. It
+never touches the store. Before it lets go of messages for good it calls ``handing_over``
+with them, and that callback makes their "sent" state durable: this is where
+exactly-once is decided. The SMTP transport sends a message's whole content, then calls
+``handing_over``, then writes the final ``.`` that commits the server to it. A crash
+before the callback has committed leaves the server holding an unfinished message, which
+it discards, and the outbox row claimable again after its lease: it is sent once, later.
+A crash after the ``.`` is written leaves a message marked sent that the server accepts.
+The only gap is between the commit returning and the ``.`` reaching the socket, a few
+microseconds, in which a crash would lose the message while it is marked sent; the
+opposite order (commit after the server's reply) would instead send a duplicate for a
+crash anywhere in the server's round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from patron.models.consent import Channel
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One rendered message, ready for a transport."""
+
+    message_id: int
+    """The outbox row."""
+    key: str
+    """An idempotency key the provider sees (the email's ``Message-ID``)."""
+    to: str
+    sender: str
+    subject: str
+    text: str
+    html: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one envelope.
+
+    ``sent``: the provider accepted it. ``retry``: a temporary failure (try again later).
+    ``failed``: a permanent one; ``hard_bounce`` says the address itself is bad, so the
+    customer is suppressed on the channel at once.
+    """
+
+    message_id: int
+    result: Literal["sent", "retry", "failed"]
+    reason: str | None = None
+    hard_bounce: bool = False
+
+
+HandingOver = Callable[[Sequence[Envelope]], None]
+
+
+class Transport(Protocol):
+    """A channel's delivery mechanism."""
+
+    channel: Channel
+
+    def deliver(self, envelopes: Sequence[Envelope], *, handing_over: HandingOver) -> list[Outcome]:
+        """Deliver every envelope, calling ``handing_over`` with each before it is released
+        for good; one outcome per envelope, in order."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass
+class MemoryTransport:
+    """Keeps what it is given: the transport of tests and dry runs.
+
+    ``fail`` maps an address to the outcome it gets instead of delivery, so that tests
+    can make a provider refuse one recipient.
+    """
+
+    channel: Channel = Channel.EMAIL
+    delivered: list[Envelope] = field(default_factory=list)
+    fail: dict[str, tuple[Literal["retry", "failed"], str, bool]] = field(default_factory=dict)
+
+    def deliver(self, envelopes: Sequence[Envelope], *, handing_over: HandingOver) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        ready = [e for e in envelopes if e.to not in self.fail]
+        handing_over(ready)
+        for envelope in envelopes:
+            if envelope.to in self.fail:
+                result, reason, hard = self.fail[envelope.to]
+                outcomes.append(Outcome(envelope.message_id, result, reason, hard))
+            else:
+                self.delivered.append(envelope)
+                outcomes.append(Outcome(envelope.message_id, "sent"))
+        return outcomes
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Dispatch: the transactional outbox, workers, retries, tracking and feedback."""

@@ -1,0 +1,205 @@
+"""All SQL of dispatch: writing the outbox, claiming due messages, recording outcomes.
+
+Claiming is one statement per backend. PostgreSQL selects due rows ``FOR UPDATE SKIP
+LOCKED`` so that workers on several hosts never take the same row and never wait on each
+other. SQLite has one writer at a time, so a plain ``UPDATE ... WHERE id IN (SELECT ...
+LIMIT n)`` is atomic there; run one worker per SQLite store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from patron.kit.db import bulk_insert_columns, table_of
+from patron.models import (
+    AnalysisRun,
+    Campaign,
+    CampaignRecipient,
+    CampaignStatus,
+    Customer,
+    CustomerScore,
+    Identity,
+    Message,
+    MessageStatus,
+    RecipientGroup,
+    RunStatus,
+)
+from patron.models.message import FINAL
+
+
+class DispatchRepository:
+    """The outbox in one session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- writing the outbox --------------------------------------------------------------
+
+    def wave_recipients(
+        self, campaign_id: int, wave: int, kind: str | None
+    ) -> list[tuple[int, str | None]]:
+        """Treatment customers of one wave without a message yet, with their address for
+        the channel (the first by value)."""
+        address: Any = None
+        if kind is not None:
+            address = (
+                select(func.min(Identity.value))
+                .where(Identity.customer_id == CampaignRecipient.customer_id, Identity.kind == kind)
+                .scalar_subquery()
+            )
+        query = (
+            select(CampaignRecipient.customer_id, address)
+            .where(
+                CampaignRecipient.campaign_id == campaign_id,
+                CampaignRecipient.group == RecipientGroup.TREATMENT,
+                CampaignRecipient.wave == wave,
+                CampaignRecipient.customer_id.not_in(
+                    select(Message.customer_id).where(Message.campaign_id == campaign_id)
+                ),
+            )
+            .order_by(CampaignRecipient.customer_id)
+        )
+        return [(int(c), a) for c, a in self.session.execute(query)]
+
+    def enqueue(self, columns: dict[str, Sequence[Any]]) -> None:
+        bulk_insert_columns(self.session, table_of(Message), columns)
+
+    # -- claiming ------------------------------------------------------------------------
+
+    def claim(self, *, worker: str, limit: int, now: datetime, lease: timedelta) -> list[int]:
+        """Take up to ``limit`` due messages: queued and due, or sending with a lease that
+        ran out (their worker died). Returns their ids, oldest first."""
+        due = or_(
+            and_(Message.status == MessageStatus.QUEUED, Message.next_attempt_at <= now),
+            and_(Message.status == MessageStatus.SENDING, Message.lease_until < now),
+        )
+        candidates = select(Message.id).where(due).order_by(Message.id).limit(limit)
+        if self.session.get_bind().dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+            ids = list(self.session.scalars(candidates))
+            if not ids:
+                return []
+            chosen: Any = Message.id.in_(ids)
+        else:
+            chosen = Message.id.in_(candidates.scalar_subquery())
+        claimed = self.session.execute(
+            update(Message)
+            .where(chosen)
+            .values(
+                status=MessageStatus.SENDING,
+                lease_until=now + lease,
+                worker=worker,
+                attempts=Message.attempts + 1,
+            )
+            .returning(Message.id)
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(int(i) for i in claimed.scalars())
+
+    def messages(self, ids: Sequence[int]) -> list[Message]:
+        return list(
+            self.session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))
+        )
+
+    def mark(self, ids: Sequence[int], **values: Any) -> None:
+        """Set the same values on several messages."""
+        if ids:
+            self.session.execute(
+                update(Message)
+                .where(Message.id.in_(ids))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+
+    # -- contexts ------------------------------------------------------------------------
+
+    def customers(self, ids: Sequence[int]) -> dict[int, Customer]:
+        rows = self.session.scalars(select(Customer).where(Customer.id.in_(ids)))
+        return {c.id: c for c in rows}
+
+    def contacts(self, ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        """Each customer's first identity value of each kind."""
+        rows = self.session.execute(
+            select(Identity.customer_id, Identity.kind, func.min(Identity.value))
+            .where(Identity.customer_id.in_(ids))
+            .group_by(Identity.customer_id, Identity.kind)
+        )
+        found: dict[int, dict[str, str]] = {}
+        for customer, kind, value in rows:
+            found.setdefault(int(customer), {})[
+                str(kind.value if hasattr(kind, "value") else kind)
+            ] = value
+        return found
+
+    def newest_scores(self, ids: Sequence[int], *, until: datetime) -> dict[int, CustomerScore]:
+        """Scores of the newest completed analysis run up to ``until``."""
+        run = self.session.scalar(
+            select(AnalysisRun.id)
+            .where(AnalysisRun.status == RunStatus.COMPLETED, AnalysisRun.as_of <= until)
+            .order_by(AnalysisRun.as_of.desc(), AnalysisRun.id.desc())
+            .limit(1)
+        )
+        if run is None:
+            return {}
+        rows = self.session.scalars(
+            select(CustomerScore).where(
+                CustomerScore.run_id == run, CustomerScore.customer_id.in_(ids)
+            )
+        )
+        return {s.customer_id: s for s in rows}
+
+    # -- campaigns -----------------------------------------------------------------------
+
+    def campaigns(self, ids: Sequence[int]) -> dict[int, Campaign]:
+        rows = self.session.scalars(select(Campaign).where(Campaign.id.in_(ids)))
+        return {c.id: c for c in rows}
+
+    def running(self) -> Sequence[Campaign]:
+        return self.session.scalars(
+            select(Campaign).where(Campaign.status == CampaignStatus.RUNNING).order_by(Campaign.id)
+        ).all()
+
+    def status_counts(self, campaign_id: int) -> dict[str, int]:
+        rows = self.session.execute(
+            select(Message.status, func.count())
+            .where(Message.campaign_id == campaign_id)
+            .group_by(Message.status)
+        )
+        return {str(getattr(s, "value", s)): int(n) for s, n in rows}
+
+    def unfinished(self, campaign_id: int) -> int:
+        """Messages of a campaign not yet in a final state."""
+        query = (
+            select(func.count())
+            .select_from(Message)
+            .where(Message.campaign_id == campaign_id, Message.status.not_in(list(FINAL)))
+        )
+        return int(self.session.scalar(query) or 0)
+
+    def pending_waves(self, campaign_id: int) -> list[int]:
+        """Waves with treatment customers but no messages yet."""
+        have = select(Message.wave).where(Message.campaign_id == campaign_id).distinct()
+        rows = self.session.scalars(
+            select(CampaignRecipient.wave)
+            .where(
+                CampaignRecipient.campaign_id == campaign_id,
+                CampaignRecipient.group == RecipientGroup.TREATMENT,
+                CampaignRecipient.wave.not_in(have),
+            )
+            .distinct()
+        )
+        return sorted(int(w) for w in rows if w is not None)
+
+    def due_count(self, *, now: datetime) -> int:
+        """Messages a worker could take now or that are still in flight."""
+        query = (
+            select(func.count())
+            .select_from(Message)
+            .where(Message.status.in_([MessageStatus.QUEUED, MessageStatus.SENDING]))
+        )
+        return int(self.session.scalar(query) or 0)

@@ -1,0 +1,321 @@
+"""Dispatch logic: write a wave to the outbox, render claimed messages, settle outcomes
+(retries with exponential backoff, failures parked with their reason, hard bounces
+suppressed), release mass waves, complete campaigns, and take feedback. No commits here:
+the worker loop (:mod:`patron.dispatch.tasks`) and the HTTP boundary commit."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.orm import Session
+
+from patron.campaigns.repository import ADDRESS_KIND, CampaignRepository
+from patron.campaigns.schemas import MessageTemplate, Offer, Schedule
+from patron.campaigns.templates import render
+from patron.channels.base import Envelope, Outcome
+from patron.channels.email import message_key
+from patron.customers.schemas import PROFILE_FIELDS, ConsentIn
+from patron.customers.service import CustomerService
+from patron.dispatch import links
+from patron.dispatch.repository import DispatchRepository
+from patron.kit.clock import utcnow
+from patron.kit.errors import InvalidInput, NotFound
+from patron.kit.settings import Settings, get_settings
+from patron.models import (
+    Campaign,
+    CampaignStatus,
+    Channel,
+    ConsentStatus,
+    Message,
+    MessageStatus,
+)
+from patron.segments.schemas import SCORE_TYPES
+
+_COUPON_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
+
+
+def coupon_code(prefix: str) -> str:
+    """A unique, unguessable code: 10 characters from ``secrets`` (about 50 bits)."""
+    body = "".join(secrets.choice(_COUPON_ALPHABET) for _ in range(10))
+    return f"{prefix}-{body}" if prefix else body
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What rendering a claim gave: envelopes to send and rows skipped with their reason."""
+
+    envelopes: list[Envelope]
+    skipped: dict[int, str]
+
+
+class DispatchService:
+    """The outbox on one session."""
+
+    def __init__(self, session: Session, *, settings: Settings | None = None) -> None:
+        self.session = session
+        self.settings = settings or get_settings()
+        self.repo = DispatchRepository(session)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def enqueue(self, campaign: Campaign, *, wave: int, at: datetime | None = None) -> int:
+        """Write the outbox rows of one wave of a campaign's treatment group; returns how
+        many. A coupon offer gets its codes here, one per recipient."""
+        kind = ADDRESS_KIND.get(campaign.channel)
+        rows = self.repo.wave_recipients(campaign.id, wave, kind)
+        if not rows:
+            return 0
+        offer = Offer.model_validate(campaign.offer)
+        moment = at or utcnow()
+        count = len(rows)
+        coupons: list[str | None] = [None] * count
+        if offer.kind == "coupon":
+            coupons = [coupon_code(offer.coupon_prefix or "") for _ in range(count)]
+        self.repo.enqueue(
+            {
+                "campaign_id": [campaign.id] * count,
+                "customer_id": [c for c, _ in rows],
+                "channel": [campaign.channel.value] * count,
+                "wave": [wave] * count,
+                "address": [a for _, a in rows],
+                "coupon": coupons,
+                "status": [MessageStatus.QUEUED.value] * count,
+                "attempts": [0] * count,
+                "next_attempt_at": [moment] * count,
+                "created_at": [moment] * count,
+            }
+        )
+        return count
+
+    def release(self, campaign: Campaign, *, at: datetime | None = None) -> int:
+        """Send the mass wave after the test wave: the rows are written now."""
+        if campaign.status is not CampaignStatus.RUNNING:
+            raise InvalidInput(f"campaign {campaign.id} is {campaign.status.value}, not running")
+        if 1 not in self.repo.pending_waves(campaign.id):
+            raise InvalidInput(f"campaign {campaign.id} has no wave waiting for release")
+        count = self.enqueue(campaign, wave=1, at=at)
+        CampaignRepository(self.session).record(
+            campaign, actor="dispatch", action="release", changes={"wave": 1, "messages": count}
+        )
+        return count
+
+    # -- sending -------------------------------------------------------------------------
+
+    def render(self, messages: Sequence[Message], *, now: datetime) -> Rendered:
+        """Envelopes for claimed messages. A message that cannot go (no or malformed
+        address, a template failing on this customer's data) is skipped with the reason;
+        it never stops the others."""
+        campaigns = self.repo.campaigns(sorted({m.campaign_id for m in messages}))
+        people = [m.customer_id for m in messages]
+        customers = self.repo.customers(people)
+        contacts = self.repo.contacts(people)
+        scores = self.repo.newest_scores(people, until=now)
+        envelopes: list[Envelope] = []
+        skipped: dict[int, str] = {}
+        base, secret = self.settings.public_url, self.settings.secret_key
+        for message in messages:
+            campaign = campaigns[message.campaign_id]
+            template = MessageTemplate.model_validate(campaign.message)
+            address = message.address
+            if not address:
+                skipped[message.id] = f"no {campaign.channel.value} address"
+                continue
+            if campaign.channel is Channel.EMAIL:
+                try:
+                    validate_email(address, check_deliverability=False)
+                except EmailNotValidError as exc:
+                    skipped[message.id] = f"malformed address {address!r}: {exc}"
+                    continue
+            unsubscribe = links.unsubscribe_url(message.id, base=base, secret=secret)
+            context = self._context(
+                campaign, customers[message.customer_id], contacts.get(message.customer_id, {}),
+                scores.get(message.customer_id), coupon=message.coupon, unsubscribe=unsubscribe,
+            )  # fmt: skip
+            try:
+                body = render(template, context)
+            except InvalidInput as exc:
+                skipped[message.id] = f"template: {exc.message}"
+                continue
+            envelopes.append(
+                Envelope(
+                    message_id=message.id,
+                    key=message_key(message.id, campaign_id=campaign.id, domain=_domain(template)),
+                    to=address,
+                    sender=template.sender,
+                    subject=body.subject,
+                    text=f"{body.text}\n\nUnsubscribe: {unsubscribe}\n",
+                    html=links.track_html(body.html, message.id, base=base, secret=secret),
+                    headers=(
+                        ("List-Unsubscribe", f"<{unsubscribe}>"),
+                        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+                        ("X-Patron-Campaign", str(campaign.id)),
+                    ),
+                )
+            )
+        return Rendered(envelopes=envelopes, skipped=skipped)
+
+    def _context(
+        self,
+        campaign: Campaign,
+        customer: Any,
+        contacts: dict[str, str],
+        score: Any,
+        *,
+        coupon: str | None,
+        unsubscribe: str,
+    ) -> dict[str, Any]:
+        profile: dict[str, Any] = {field: getattr(customer, field) for field in PROFILE_FIELDS}
+        profile |= {
+            "id": customer.id,
+            "full_name": customer.full_name,
+            "email": contacts.get("email"),
+            "phone": contacts.get("phone"),
+            "attributes": dict(customer.attributes),
+        }
+        values: dict[str, Any] = dict.fromkeys(SCORE_TYPES)
+        offers: list[dict[str, Any]] = []
+        if score is not None:
+            values = {field: getattr(score, field) for field in SCORE_TYPES}
+            offers = list((score.offers or {}).get("items", []))
+        return {
+            "customer": profile,
+            "scores": values,
+            "offers": offers,
+            "offer": Offer.model_validate(campaign.offer).model_dump(mode="json"),
+            "coupon": coupon,
+            "campaign": {"id": campaign.id, "name": campaign.name, "goal": campaign.goal},
+            "unsubscribe_url": unsubscribe,
+        }
+
+    def handed_over(self, envelopes: Sequence[Envelope], *, now: datetime) -> None:
+        """Mark messages sent before the transport releases them (see channels.base)."""
+        ids = [e.message_id for e in envelopes]
+        self.repo.mark(ids, status=MessageStatus.SENT, sent_at=now, lease_until=None, reason=None)
+        subjects = {e.message_id: e.subject for e in envelopes}
+        for message in self.repo.messages(ids):
+            message.subject = subjects[message.id][:500]
+
+    def settle(
+        self, outcomes: Sequence[Outcome], skipped: dict[int, str], *, now: datetime
+    ) -> dict[str, int]:
+        """Record what the transport said: temporary failures wait (60 s, 120 s, 240 s...
+        by default) until the attempts run out; permanent ones are parked with the reason;
+        a hard bounce suppresses the customer on the channel at once. Returns how many
+        messages ended sent, queued for a retry, failed and skipped."""
+        self.repo.mark(list(skipped), status=MessageStatus.SKIPPED, lease_until=None)
+        for message_id, reason in skipped.items():
+            self.repo.mark([message_id], reason=reason)
+        tally = {"sent": 0, "retry": 0, "failed": 0, "skipped": len(skipped)}
+        tally["sent"] = sum(1 for o in outcomes if o.result == "sent")
+        troubled = {o.message_id: o for o in outcomes if o.result != "sent" or o.reason}
+        campaigns = CampaignRepository(self.session)
+        for message in self.repo.messages(list(troubled)) if troubled else []:
+            outcome = troubled[message.id]
+            message.reason = outcome.reason
+            if outcome.result == "sent":
+                continue
+            message.lease_until = None
+            if outcome.result == "retry" and message.attempts < self.settings.max_attempts:
+                wait = self.settings.retry_base_seconds * 2 ** (message.attempts - 1)
+                message.status = MessageStatus.QUEUED
+                message.next_attempt_at = now + timedelta(seconds=wait)
+                tally["retry"] += 1
+                continue
+            tally["failed"] += 1
+            message.status = MessageStatus.FAILED
+            message.sent_at = None
+            if outcome.result == "retry":
+                message.reason = f"gave up after {message.attempts} attempts: {outcome.reason}"
+            if outcome.hard_bounce:
+                message.bounced_at = now
+                campaigns.suppress(message.customer_id, message.channel, reason="hard_bounce")
+        return tally
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    def housekeeping(self, *, now: datetime) -> list[int]:
+        """Release mass waves whose review time has passed, and complete running
+        campaigns whose every message is final; returns the campaigns completed."""
+        completed: list[int] = []
+        trail = CampaignRepository(self.session)
+        for campaign in self.repo.running():
+            waiting = self.repo.pending_waves(campaign.id)
+            if waiting:
+                hours = Schedule.model_validate(campaign.schedule).test_review_hours
+                launched = campaign.launched_at or now
+                if (
+                    0 not in waiting
+                    and hours is not None
+                    and now >= launched + timedelta(hours=hours)
+                ):
+                    self.release(campaign, at=now)
+                continue
+            if self.repo.unfinished(campaign.id) == 0:
+                counts = self.repo.status_counts(campaign.id)
+                campaign.status = CampaignStatus.COMPLETED
+                campaign.finished_at = now
+                trail.record(
+                    campaign, actor="dispatch", action="complete",
+                    changes={"status": {"from": "running", "to": "completed"}, "messages": counts},
+                )  # fmt: skip
+                completed.append(campaign.id)
+        self.session.flush()
+        return completed
+
+    # -- feedback ------------------------------------------------------------------------
+
+    def opened(self, message_id: int, *, now: datetime) -> None:
+        message = self._message(message_id)
+        if message.opened_at is None:
+            message.opened_at = now
+
+    def clicked(self, message_id: int, *, now: datetime) -> None:
+        message = self._message(message_id)
+        message.opened_at = message.opened_at or now  # a click proves the open
+        if message.clicked_at is None:
+            message.clicked_at = now
+
+    def unsubscribed(self, message_id: int, *, now: datetime) -> None:
+        """Withdraw the marketing consent for the channel and suppress, at once."""
+        message = self._message(message_id)
+        if message.unsubscribed_at is None:
+            message.unsubscribed_at = now
+        CustomerService(self.session).record_consent(
+            message.customer_id,
+            ConsentIn(channel=message.channel, status=ConsentStatus.WITHDRAWN, decided_at=now),
+            source="unsubscribe",
+        )
+        CampaignRepository(self.session).suppress(
+            message.customer_id, message.channel, reason="unsubscribed"
+        )
+
+    def complained(self, message_id: int, *, now: datetime) -> None:
+        """A spam complaint: treated as an unsubscribe, and counted apart."""
+        message = self._message(message_id)
+        message.complained_at = message.complained_at or now
+        self.unsubscribed(message_id, now=now)
+
+    def bounced(self, message_id: int, *, now: datetime, hard: bool) -> None:
+        """A bounce reported after delivery (a DSN or a provider's webhook)."""
+        message = self._message(message_id)
+        message.bounced_at = message.bounced_at or now
+        if hard:
+            CampaignRepository(self.session).suppress(
+                message.customer_id, message.channel, reason="hard_bounce"
+            )
+
+    def _message(self, message_id: int) -> Message:
+        found = self.repo.messages([message_id])
+        if not found:
+            raise NotFound(f"message {message_id} not found")
+        return found[0]
+
+
+def _domain(template: MessageTemplate) -> str:
+    _, _, domain = template.sender.rpartition("@")
+    return domain.rstrip(">").strip() or "patron.local"

@@ -1,0 +1,72 @@
+"""The outbox: one row per message a campaign decided to send, and what became of it.
+
+A row is written in the same transaction as the decision to send (the launch, or the
+release of the mass wave), so a decision is never lost and never made twice. Workers
+claim rows under a lease and walk them to a final state: ``sent``, ``failed`` (with the
+reason, after the retries) or ``skipped`` (with the reason, such as a malformed
+address). Feedback (opened, clicked, unsubscribed, bounced, complained) is stamped on
+the row it concerns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from patron.kit.clock import utcnow
+from patron.kit.db import Base, BigId, str_enum
+from patron.models.consent import Channel
+
+
+class MessageStatus(StrEnum):
+    """Where a message is. ``queued`` and ``sending`` are on the way; the rest are final."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+FINAL = frozenset({MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SKIPPED})
+
+
+class Message(Base):
+    """One message to one customer in one campaign."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigId, ForeignKey("campaigns.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    channel: Mapped[Channel] = mapped_column(str_enum(Channel, 16))
+    wave: Mapped[int] = mapped_column(SmallInteger, default=1)
+    address: Mapped[str | None] = mapped_column(String(320))
+    coupon: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[MessageStatus] = mapped_column(
+        str_enum(MessageStatus), default=MessageStatus.QUEUED
+    )
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime | None]
+    clicked_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+    bounced_at: Mapped[datetime | None]
+    complained_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # the decision to message a customer in a campaign is taken once
+        UniqueConstraint("campaign_id", "customer_id", name="uq_messages_campaign_customer"),
+        # workers look for due rows by status and time
+        Index("ix_messages_status_due", "status", "next_attempt_at"),
+        Index("ix_messages_campaign_status", "campaign_id", "status"),
+    )

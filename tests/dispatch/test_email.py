@@ -1,0 +1,230 @@
+"""Email end to end: the outbox written at launch, a worker delivering to a real SMTP
+server (aiosmtpd), MIME read back, bounces, retries, tracking and unsubscribe."""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from patron.api.app import create_app
+from patron.campaigns.service import CampaignService
+from patron.channels.email import SmtpSettings, SmtpTransport
+from patron.customers.service import CustomerService
+from patron.dispatch.tasks import run_worker
+from patron.kit.settings import Settings
+from patron.models import (
+    CampaignStatus,
+    Channel,
+    ConsentStatus,
+    Identity,
+    IdentityKind,
+    Message,
+    MessageStatus,
+    Suppression,
+)
+from patron.segments.schemas import SegmentIn, parse_rule
+from patron.segments.service import SegmentService
+from tests.campaigns.test_plan import plan
+from tests.fixtures.segments import store_base
+from tests.fixtures.smtp import Inbox, smtp_server
+
+__all__ = ["smtp_server"]
+
+SETTINGS = Settings(
+    public_url="https://crm.example.com",
+    secret_key="a-test-secret-of-enough-length",
+    worker_batch=50,
+    retry_base_seconds=60,
+    max_attempts=3,
+)
+
+
+@pytest.fixture
+def launched(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The small base, Zhanna with a malformed email, and a campaign to the subscribers
+    (Anna, Dina, Zhanna) launched with no control group."""
+    with session_factory() as session:
+        store_base(session)
+        session.add(
+            Identity(
+                customer_id=8, kind=IdentityKind.EMAIL, value="zhanna@@example", raw_value="x",
+                source="test",
+            )
+        )  # fmt: skip
+        SegmentService(session).create(
+            SegmentIn(name="subscribers", rule=parse_rule({"kind": "consent", "channel": "email"})),
+            actor="test",
+        )
+        service = CampaignService(session)
+        campaign = service.create(
+            plan(
+                segment="subscribers", control_share=0.0,
+                offer={"kind": "coupon", "coupon_prefix": "KEEP", "cost": "100.00"},
+                message={
+                    "subject": "{{ customer.first_name }}, a gift for you",
+                    "html": '<html><body><p>Hi {{ customer.first_name }}</p><a href='
+                            '"https://shop.example.com/sale?x=1">Shop</a> <a href='
+                            '"{{ unsubscribe_url }}">Unsubscribe</a></body></html>',
+                    "text": "Hi {{ customer.first_name }}, your code is {{ coupon }}.",
+                    "sender": "Магазин <news@shop.example.com>",
+                },
+            ),
+            actor="maria",
+        )  # fmt: skip
+        service.launch(campaign.id, actor="maria")
+        session.commit()
+    return session_factory
+
+
+def transport(port: int) -> SmtpTransport:
+    return SmtpTransport(SmtpSettings(host="127.0.0.1", port=port, connections=2, timeout=10))
+
+
+def messages(factory: sessionmaker[Session]) -> dict[int, Message]:
+    with factory() as session:
+        return {m.customer_id: m for m in session.scalars(select(Message))}
+
+
+def test_a_campaign_is_delivered_as_proper_mime_and_completes(
+    launched: sessionmaker[Session], smtp_server: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp_server
+    # the outbox was written at launch: one row per treated customer
+    queued = messages(launched)
+    assert sorted(queued) == [1, 5, 8]
+    assert all(m.status is MessageStatus.QUEUED for m in queued.values())
+    assert re.fullmatch(r"KEEP-[A-HJ-NP-Z2-9]{10}", queued[1].coupon or "")
+    assert len({m.coupon for m in queued.values()}) == 3
+
+    stats = run_worker(launched, transport(port), settings=SETTINGS, until_idle=True)
+    assert (stats.sent, stats.skipped, stats.failed) == (2, 1, 0)
+    assert stats.completed == [1]
+
+    done = messages(launched)
+    assert done[8].status is MessageStatus.SKIPPED
+    assert (done[8].reason or "").startswith("malformed address 'zhanna@@example'")
+    assert {done[1].status, done[5].status} == {MessageStatus.SENT}
+    assert sorted(r.recipients[0] for r in inbox.received) == [
+        "anna@example.ru", "dina@example.ru"
+    ]  # fmt: skip
+    anna = next(r for r in inbox.received if r.recipients == ["anna@example.ru"]).parsed()
+    assert anna["Subject"] == "Anna, a gift for you"
+    assert anna["From"] == "Магазин <news@shop.example.com>"
+    assert anna["Message-ID"] == f"<patron.c1.m{done[1].id}@shop.example.com>"
+    assert anna.get_content_type() == "multipart/alternative"
+    text, html = (part.get_content() for part in anna.iter_parts())
+    assert text.startswith(f"Hi Anna, your code is {done[1].coupon}.")
+    unsubscribe = anna["List-Unsubscribe"].strip("<>")
+    assert unsubscribe.startswith(f"https://crm.example.com/u/{done[1].id}-")
+    assert anna["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert f'href="{unsubscribe}"' in html
+    assert f'<img src="https://crm.example.com/t/o/{done[1].id}-' in html
+    assert "https://crm.example.com/t/c/" in html
+
+    with launched() as session:
+        campaign = CampaignService(session).get(1)
+        assert campaign.status is CampaignStatus.COMPLETED
+        trail = [c.action for c in CampaignService(session).trail(campaign)]
+        assert trail == ["created", "launch", "complete"]
+
+
+def test_a_hard_bounce_fails_and_suppresses_a_temporary_one_retries(
+    launched: sessionmaker[Session], smtp_server: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp_server
+    inbox.refuse = {
+        "dina@example.ru": "550 5.1.1 no such mailbox",
+        "anna@example.ru": "451 4.3.0 try again later",
+    }
+    run_worker(launched, transport(port), settings=SETTINGS, until_idle=False, stop=_after_one())
+    found = messages(launched)
+    assert found[5].status is MessageStatus.FAILED
+    assert found[5].reason == "RCPT TO: 550 5.1.1 no such mailbox"
+    assert found[5].bounced_at is not None
+    assert found[1].status is MessageStatus.QUEUED and found[1].attempts == 1
+    assert found[1].reason == "RCPT TO: 451 4.3.0 try again later"
+    waited = found[1].next_attempt_at - (found[1].lease_until or found[1].created_at)
+    assert waited >= timedelta(seconds=0)
+    with launched() as session:
+        suppressed = session.scalars(select(Suppression)).all()
+        assert [(s.customer_id, s.channel, s.reason) for s in suppressed] == [
+            (5, Channel.EMAIL, "hard_bounce")
+        ]
+        # the campaign waits for Anna's retry before it can complete
+        assert CampaignService(session).get(1).status is CampaignStatus.RUNNING
+    assert inbox.received == []
+
+
+def test_retries_back_off_and_give_up_with_the_reason(
+    launched: sessionmaker[Session], smtp_server: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp_server
+    inbox.refuse = {"anna@example.ru": "451 4.3.0 try again later"}
+    quick = SETTINGS.model_copy(update={"retry_base_seconds": 1, "max_attempts": 2})
+    stats = run_worker(launched, transport(port), settings=quick, until_idle=True, poll_seconds=0.2)
+    assert stats.retried == 1 and stats.failed == 1
+    anna = messages(launched)[1]
+    assert anna.status is MessageStatus.FAILED and anna.attempts == 2
+    assert anna.reason == "gave up after 2 attempts: RCPT TO: 451 4.3.0 try again later"
+    assert stats.completed == [1]
+
+
+def test_opens_clicks_and_one_click_unsubscribe(
+    launched: sessionmaker[Session],
+    smtp_server: tuple[Inbox, int],
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inbox, port = smtp_server
+    run_worker(launched, transport(port), settings=SETTINGS, until_idle=True)
+    anna = next(r for r in inbox.received if r.recipients == ["anna@example.ru"]).parsed()
+    html = anna.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    pixel = re.search(r'<img src="https://crm.example.com(/t/o/[^"]+)"', html)
+    link = re.search(r'href="https://crm.example.com(/t/c/[^"]+)"', html)
+    assert pixel is not None and link is not None
+    monkeypatch.setenv("PATRON_SECRET_KEY", SETTINGS.secret_key)
+    from patron.kit.settings import get_settings
+
+    get_settings.cache_clear()
+    with TestClient(create_app(engine), base_url="http://testserver") as web:
+        assert web.get(pixel.group(1)).headers["content-type"] == "image/gif"
+        target = link.group(1).replace("&amp;", "&")
+        followed = web.get(target, follow_redirects=False)
+        assert followed.status_code == 302
+        assert followed.headers["location"] == "https://shop.example.com/sale?x=1"
+        assert parse_qs(urlsplit(target).query)["u"] == ["https://shop.example.com/sale?x=1"]
+        forged = target.replace("u=https%3A%2F%2Fshop.", "u=https%3A%2F%2Fevil.")
+        assert web.get(forged, follow_redirects=False).status_code == 404
+        path = urlsplit(anna["List-Unsubscribe"].strip("<>")).path
+        assert "Unsubscribe from these messages?" in web.get(path).text
+        done = web.post(path, data={"List-Unsubscribe": "One-Click"})
+        assert done.status_code == 200 and "You are unsubscribed" in done.text
+        assert web.post("/u/1-0000", data={}).status_code == 404
+    get_settings.cache_clear()
+    with launched() as session:
+        message = session.scalars(select(Message).where(Message.customer_id == 1)).one()
+        assert message.opened_at is not None and message.clicked_at is not None
+        assert message.unsubscribed_at is not None
+        consents = CustomerService(session).effective_consents(1)
+        email = next(c for c in consents if c.channel is Channel.EMAIL)
+        assert (email.status, email.source) == (ConsentStatus.WITHDRAWN, "unsubscribe")
+        reasons = [s.reason for s in session.scalars(select(Suppression))]
+        assert reasons == ["unsubscribed"]
+
+
+def _after_one() -> threading.Event:
+    """A stop event that is set once the worker has done one batch."""
+
+    class Once(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            self.set()
+            return True
+
+    return Once()
