@@ -197,6 +197,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /campaigns/{campaign_id}",
         "GET /campaigns/{campaign_id}/preview",
         "GET /campaigns/{campaign_id}/recipients",
+        "GET /campaigns/{campaign_id}/report",
         "GET /campaigns/{campaign_id}/trail",
         "GET /customers",
         "GET /customers/lookup",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,9 +55,33 @@ def test_demo_recovers_the_generators_truth(engine: Engine, tmp_path: Path) -> N
     for title in ("RFM segments", "Spend groups", "CLV deciles", "Lifecycle stages"):
         assert title in printed
 
+    # the campaign: every treated customer got one real email, saved as an .eml file; the
+    # campaign completed; the measured incremental revenue covers the simulator's truth
+    campaign = result.campaign
+    treated = campaign.audience["treatment"]
+    assert treated > 0 and campaign.audience["control"] > 1
+    assert campaign.worker.sent == treated == campaign.eml_files
+    outbox = tmp_path / "data" / "outbox" / f"campaign-{campaign.campaign_id}"
+    assert len(list(outbox.glob("*.eml"))) == treated
+    report = campaign.report
+    assert report.status == "completed" and report.window_closed
+    assert [g.customers for g in report.groups] == [treated, campaign.audience["control"]]
+    measured = report.effects[0].incremental_revenue
+    assert measured.low is not None and measured.high is not None
+    assert measured.low <= campaign.true_incremental_revenue <= measured.high
+    assert "the simulator's true effect" in quiet.file.getvalue()  # type: ignore[attr-defined]
+
     again = run_demo(factory, console=quiet, customers=1_500, seed=3, data_dir=tmp_path / "data")
-    assert again.hub == hub
+    # the hub now also holds the simulated response of the first campaign
+    simulated = sum((g.revenue for g in report.groups), Decimal(0))
+    assert again.hub.revenue == hub.revenue + simulated
+    assert again.hub.orders == hub.orders + sum(g.converted for g in report.groups)
+    assert again.hub.customers == hub.customers
     assert again.imports["orders"].imported == 0
     # a second analysis is a new run with the same scores: the history keeps both
     assert again.analysis.id == analysis.id + 1
     assert again.analysis.results == analysis.results
+    # and a second campaign, measured over the fortnight after the first one's
+    assert again.campaign.campaign_id == campaign.campaign_id + 1
+    assert report.window_end is not None
+    assert again.campaign.report.window_start == report.window_end + timedelta(days=1)

@@ -12,6 +12,7 @@ from patron.api.deps import PagingDep, Permission, SessionDep, require
 from patron.api.idempotency import IdempotencyDep
 from patron.campaigns.schemas import CampaignIn, CampaignOut, CampaignUpdate, ChangeOut, PreviewOut
 from patron.campaigns.service import CampaignService
+from patron.measure.service import CampaignReport, MeasureService
 from patron.models import ApiKey, CampaignStatus, Channel, RecipientGroup
 
 router = APIRouter(tags=["campaigns"])
@@ -150,6 +151,14 @@ def preview_message(
     return PreviewOut(
         customer_id=customer_id, subject=rendered.subject, html=rendered.html, text=rendered.text
     )
+
+
+@router.get("/campaigns/{campaign_id}/report", response_model=CampaignReport)
+def campaign_report(*, campaign_id: int, service: ServiceDep, _key: Reader) -> CampaignReport:
+    """What the campaign earned against its control group: per group size, delivery,
+    opens, clicks, conversions and revenue; the incremental effect with 95% intervals;
+    cost, incremental profit, ROI, and the KPI planned against actual."""
+    return MeasureService(service.session).report(service.get(campaign_id))
 
 
 @router.post("/suppressions", status_code=201)

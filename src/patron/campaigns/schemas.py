@@ -152,6 +152,9 @@ class CampaignIn(BaseModel):
     control_share: float = Field(default=0.10, ge=0.0, le=0.5)
     test_share: float | None = Field(default=None, gt=0.0, lt=1.0)
     attribution_days: int = Field(default=14, ge=1, le=365)
+    cost_per_message: Decimal = Field(default=Decimal("0.00"), ge=0, decimal_places=2)
+    margin_rate: Decimal = Field(default=Decimal("0.30"), ge=0, le=1, decimal_places=2)
+    """Gross margin on the incremental revenue, for the incremental profit and ROI."""
 
 
 class CampaignUpdate(BaseModel):
@@ -172,6 +175,8 @@ class CampaignUpdate(BaseModel):
     control_share: float | None = Field(default=None, ge=0.0, le=0.5)
     test_share: float | None = Field(default=None, gt=0.0, lt=1.0)
     attribution_days: int | None = Field(default=None, ge=1, le=365)
+    cost_per_message: Decimal | None = Field(default=None, ge=0, decimal_places=2)
+    margin_rate: Decimal | None = Field(default=None, ge=0, le=1, decimal_places=2)
 
 
 class CampaignOut(BaseModel):
@@ -195,6 +200,8 @@ class CampaignOut(BaseModel):
     control_share: float
     test_share: float | None
     attribution_days: int
+    cost_per_message: Decimal
+    margin_rate: Decimal
     status: CampaignStatus
     created_by: str
     created_at: datetime

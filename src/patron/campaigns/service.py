@@ -88,6 +88,8 @@ class CampaignService:
                 control_share=plan.control_share,
                 test_share=plan.test_share,
                 attribution_days=plan.attribution_days,
+                cost_per_message=plan.cost_per_message,
+                margin_rate=plan.margin_rate,
                 created_by=actor,
             )
         )
@@ -109,7 +111,7 @@ class CampaignService:
                 old, new, target, stored = campaign.segment_id, segment.id, "segment_id", segment.id
             else:
                 raw = getattr(changes, field)
-                stored = raw if field == "budget" else value
+                stored = raw if field in ("budget", "cost_per_message", "margin_rate") else value
                 if field == "message":
                     check(MessageTemplate.model_validate(value))
                 old, new, target = _plain(getattr(campaign, field)), value, field

@@ -123,6 +123,24 @@ def release(campaign: str) -> None:
         _console().print(f"campaign {found.id}: {count:,} messages of the mass wave queued")
 
 
+@campaign_app.command("report")
+def report(
+    campaign: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """What a campaign earned against its control group."""
+    from patron.measure.report import print_report
+    from patron.measure.service import MeasureService
+
+    with unit_of_work(_store()) as session:
+        found = CampaignService(session).find(campaign)
+        result = MeasureService(session).report(found)
+    if as_json:
+        _console().print_json(result.model_dump_json())
+        return
+    print_report(_console(), result, currency=found.currency)
+
+
 @campaign_app.command("cancel")
 def cancel(campaign: str, reason: Annotated[str, typer.Option(help="Why")] = "") -> None:
     """Stop a campaign."""

@@ -1,5 +1,6 @@
-"""``patron demo``: a synthetic retailer imported through the normal path, summarised and
-analysed.
+"""``patron demo``: a synthetic retailer imported through the normal path, summarised,
+analysed, and marketed to: a campaign to the best customers at risk, sent through a local
+SMTP server, measured against its control group on a simulated response.
 
 The data comes from Patron's own seeded generator (a simulator, see
 ``patron.ingest.synthetic``), so the demo works on any machine. Running it again on the
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patron.analytics.report import print_report
 from patron.analytics.tasks import RunSummary, run_analysis
+from patron.cli.demo_campaign import CampaignDemo, run_campaign_demo
 from patron.customers.repository import CustomerRepository
 from patron.events.repository import OrderRepository
 from patron.ingest.mapping import Kind, Mapping
@@ -79,6 +81,7 @@ class DemoResult:
     imports: dict[str, ImportSummary]
     hub: HubSummary
     analysis: RunSummary
+    campaign: CampaignDemo
 
 
 def run_demo(
@@ -117,4 +120,5 @@ def run_demo(
     console.print(f"analysing the base as of {DEMO_END:%Y-%m-%d} ...")
     analysis = run_analysis(factory, as_of=datetime.combine(DEMO_END, time(), tzinfo=UTC))
     print_report(console, analysis.results, as_of=analysis.as_of)
-    return DemoResult(truth=truth, imports=imports, hub=hub, analysis=analysis)
+    campaign = run_campaign_demo(factory, console=console, workspace=data_dir, as_of=analysis.as_of)
+    return DemoResult(truth=truth, imports=imports, hub=hub, analysis=analysis, campaign=campaign)

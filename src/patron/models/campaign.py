@@ -93,6 +93,8 @@ class Campaign(Base):
     control_share: Mapped[float] = mapped_column(Float, default=0.10)
     test_share: Mapped[float | None] = mapped_column(Float)
     attribution_days: Mapped[int] = mapped_column(default=14)
+    cost_per_message: Mapped[Decimal] = mapped_column(default=Decimal("0.00"))
+    margin_rate: Mapped[Decimal] = mapped_column(default=Decimal("0.30"))
     status: Mapped[CampaignStatus] = mapped_column(
         str_enum(CampaignStatus), default=CampaignStatus.DRAFT
     )

@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-24 09:35:38.269633
+Create Date: 2026-11-24 09:40:47.647672
 """
 
 from collections.abc import Sequence
@@ -79,6 +79,8 @@ def upgrade() -> None:
         sa.Column("control_share", sa.Float(), nullable=False),
         sa.Column("test_share", sa.Float(), nullable=True),
         sa.Column("attribution_days", sa.Integer(), nullable=False),
+        sa.Column("cost_per_message", sa.Numeric(precision=18, scale=2), nullable=False),
+        sa.Column("margin_rate", sa.Numeric(precision=18, scale=2), nullable=False),
         sa.Column(
             "status",
             sa.Enum(

@@ -1,0 +1,1 @@
+"""Measurement: what each campaign truly earned against its control group."""
