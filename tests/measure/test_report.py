@@ -104,7 +104,7 @@ def test_the_report_compares_treatment_with_control_exactly(
             session.execute(select(CampaignRecipient.customer_id, CampaignRecipient.group)).all()
         )
     ids = np.arange(1, PEOPLE + 1)
-    treated = np.array([groups[i] is RecipientGroup.TREATMENT for i in ids])
+    treated = np.array([groups[int(i)] is RecipientGroup.TREATMENT for i in ids])
     bought = (ids % 3 == 0) | (treated & (ids % 7 == 0))
     revenue = np.where(bought, ids * 10.0, 0.0) - np.where(ids == 6, 50.0, 0.0)
     n_t, n_c = int(treated.sum()), int((~treated).sum())
