@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -146,6 +147,10 @@ class SmtpTransport:
         if session is None:
             s = self.settings
             session = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            # the final dot is a tiny write after the content: without NODELAY, Nagle's
+            # algorithm holds it until the server's delayed ACK, 40 ms per message
+            if session.sock is not None:
+                session.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             session.ehlo()
             if s.starttls:
                 session.starttls(context=ssl.create_default_context())

@@ -118,9 +118,13 @@ class DispatchService:
         envelopes: list[Envelope] = []
         skipped: dict[int, str] = {}
         base, secret = self.settings.public_url, self.settings.secret_key
+        templates = {c.id: MessageTemplate.model_validate(c.message) for c in campaigns.values()}
+        offers = {
+            c.id: Offer.model_validate(c.offer).model_dump(mode="json") for c in campaigns.values()
+        }
         for message in messages:
             campaign = campaigns[message.campaign_id]
-            template = MessageTemplate.model_validate(campaign.message)
+            template = templates[campaign.id]
             address = message.address
             if not address:
                 skipped[message.id] = f"no {campaign.channel.value} address"
@@ -134,7 +138,8 @@ class DispatchService:
             unsubscribe = links.unsubscribe_url(message.id, base=base, secret=secret)
             context = self._context(
                 campaign, customers[message.customer_id], contacts.get(message.customer_id, {}),
-                scores.get(message.customer_id), coupon=message.coupon, unsubscribe=unsubscribe,
+                scores.get(message.customer_id), offer=offers[campaign.id],
+                coupon=message.coupon, unsubscribe=unsubscribe,
             )  # fmt: skip
             try:
                 body = render(template, context)
@@ -166,6 +171,7 @@ class DispatchService:
         contacts: dict[str, str],
         score: Any,
         *,
+        offer: dict[str, Any],
         coupon: str | None,
         unsubscribe: str,
     ) -> dict[str, Any]:
@@ -186,7 +192,7 @@ class DispatchService:
             "customer": profile,
             "scores": values,
             "offers": offers,
-            "offer": Offer.model_validate(campaign.offer).model_dump(mode="json"),
+            "offer": offer,
             "coupon": coupon,
             "campaign": {"id": campaign.id, "name": campaign.name, "goal": campaign.goal},
             "unsubscribe_url": unsubscribe,
