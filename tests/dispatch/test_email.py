@@ -228,3 +228,31 @@ def _after_one() -> threading.Event:
             return True
 
     return Once()
+
+
+def test_suppressed_after_launch_or_cancelled_is_skipped_with_the_reason(
+    launched: sessionmaker[Session], smtp_server: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp_server
+    with launched() as session:
+        from patron.campaigns.repository import CampaignRepository
+
+        CampaignRepository(session).suppress(5, Channel.EMAIL, reason="unsubscribed")
+        session.commit()
+    run_worker(launched, transport(port), settings=SETTINGS, until_idle=True)
+    found = messages(launched)
+    assert found[5].status is MessageStatus.SKIPPED
+    assert found[5].reason == "suppressed on email since the launch"
+    assert [r.recipients for r in inbox.received] == [["anna@example.ru"]]
+
+
+def test_a_cancelled_campaign_sends_nothing_more(
+    launched: sessionmaker[Session], smtp_server: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp_server
+    with launched() as session:
+        CampaignService(session).cancel(1, actor="maria", reason="wrong offer")
+        session.commit()
+    run_worker(launched, transport(port), settings=SETTINGS, until_idle=True)
+    assert {m.reason for m in messages(launched).values()} == {"campaign cancelled"}
+    assert inbox.received == []

@@ -28,6 +28,7 @@ from patron.models import (
     MessageStatus,
     RecipientGroup,
     RunStatus,
+    Suppression,
 )
 from patron.models.message import FINAL
 
@@ -152,6 +153,17 @@ class DispatchRepository:
             )
         )
         return {s.customer_id: s for s in rows}
+
+    def suppressed(self, ids: Sequence[int], channel: str) -> set[int]:
+        """Which of these customers are suppressed on the channel now."""
+        rows = self.session.scalars(
+            select(Suppression.customer_id).where(
+                Suppression.customer_id.in_(ids),
+                Suppression.channel == channel,
+                Suppression.lifted_at.is_(None),
+            )
+        )
+        return {int(c) for c in rows}
 
     # -- campaigns -----------------------------------------------------------------------
 

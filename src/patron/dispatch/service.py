@@ -122,10 +122,20 @@ class DispatchService:
         offers = {
             c.id: Offer.model_validate(c.offer).model_dump(mode="json") for c in campaigns.values()
         }
+        # an unsubscribe or a bounce after the launch stops the messages still queued
+        suppressed: set[tuple[int, str]] = set()
+        for channel in {m.channel.value for m in messages}:
+            suppressed |= {(c, channel) for c in self.repo.suppressed(people, channel)}
         for message in messages:
             campaign = campaigns[message.campaign_id]
             template = templates[campaign.id]
             address = message.address
+            if campaign.status is CampaignStatus.CANCELLED:
+                skipped[message.id] = "campaign cancelled"
+                continue
+            if (message.customer_id, message.channel.value) in suppressed:
+                skipped[message.id] = f"suppressed on {message.channel.value} since the launch"
+                continue
             if not address:
                 skipped[message.id] = f"no {campaign.channel.value} address"
                 continue
