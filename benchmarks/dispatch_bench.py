@@ -261,13 +261,17 @@ def main() -> None:
             _, queued, launch_s = launch(factory, number)
             rendered, built, size = render_rate(factory)
             rates: list[tuple[int, int, float]] = []
+            print(f"launched: {queued:,} queued in {launch_s:.2f} s; rendered {rendered:,.0f}/s",
+                  flush=True)  # fmt: skip
             for connections in args.connections:
+                expected = queued
                 if rates:
                     number += 1
-                    launch(factory, number)
+                    _, expected, _ = launch(factory, number)
                 sent, seconds = deliver(factory, port, connections)
-                assert sent == queued, (sent, queued)
+                assert sent == expected, (sent, expected)
                 rates.append((connections, sent, seconds))
+                print(f"  {connections} connections: {sent / seconds:,.0f}/s", flush=True)
             number += 1
             launch(factory, number)
             plain = baseline(factory, port, args.baseline)
