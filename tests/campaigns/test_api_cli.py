@@ -77,8 +77,18 @@ def test_api_plans_launches_and_shows_the_audience(
     )
     assert bad.status_code == 422
     assert bad.json()["error"].startswith("message.text: undefined variable 'promo'")
+    assert api.post(f"/campaigns/{cid}/pause", json={}, headers=analyst).status_code == 403
+    paused = api.post(f"/campaigns/{cid}/pause", json={"reason": "typo"}, headers=marketer)
+    assert paused.json()["status"] == "paused"
+    resumed = api.post(f"/campaigns/{cid}/resume", headers=marketer)
+    assert resumed.json()["status"] == "running"
+    assert api.get(f"/campaigns/{cid}/runs", headers=analyst).json() == []
     stopped = api.post(f"/campaigns/{cid}/cancel", json={"reason": "test"}, headers=marketer)
     assert stopped.json()["status"] == "cancelled"
+    trail = api.get(f"/campaigns/{cid}/trail", headers=analyst).json()
+    assert [t["action"] for t in trail] == [
+        "created", "launch", "pause", "hold", "resume", "requeue", "cancel",
+    ]  # fmt: skip
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -126,6 +136,12 @@ def test_cli_campaign_commands(
     )
     code, out, _ = run(capsys, "campaign", "show", "1")
     assert code == 0 and "keep moscow (retention, running)" in out
+    code, out, _ = run(capsys, "campaign", "pause", "1", "--reason", "typo")
+    assert (code, out.strip()) == (0, "campaign 1 paused")
+    code, out, _ = run(capsys, "campaign", "resume", "keep moscow")
+    assert (code, out.strip()) == (0, "campaign 1 running again")
+    code, out, _ = run(capsys, "campaign", "runs", "1")
+    assert code == 0 and out.strip().endswith("next run: none")
     path.write_text("name: broken\nkind: retail\n", encoding="utf-8")
     code, _, err = run(capsys, "campaign", "create", str(path))
     assert code == 2

@@ -116,6 +116,28 @@ def cancel_campaign(
     )
 
 
+@router.post("/campaigns/{campaign_id}/pause", response_model=CampaignOut)
+def pause_campaign(
+    *, campaign_id: int, body: CancelIn, service: ServiceDep, key: Launcher
+) -> CampaignOut:
+    """Hold the messages not yet sent until the campaign is resumed."""
+    return CampaignOut.model_validate(
+        service.pause(campaign_id, actor=key.name, reason=body.reason)
+    )
+
+
+@router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut)
+def resume_campaign(*, campaign_id: int, service: ServiceDep, key: Launcher) -> CampaignOut:
+    """Send a paused campaign's waiting messages."""
+    return CampaignOut.model_validate(service.resume(campaign_id, actor=key.name))
+
+
+@router.get("/campaigns/{campaign_id}/runs", response_model=list[CampaignOut])
+def campaign_runs(*, campaign_id: int, service: ServiceDep, _key: Reader) -> list[CampaignOut]:
+    """A recurring campaign's runs, oldest first."""
+    return [CampaignOut.model_validate(r) for r in service.runs(service.get(campaign_id))]
+
+
 @router.get("/campaigns/{campaign_id}/trail", response_model=list[ChangeOut])
 def campaign_trail(*, campaign_id: int, service: ServiceDep, _key: Reader) -> list[ChangeOut]:
     """Who changed what, and when, oldest first."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, literal, select
+from sqlalchemy import ColumnElement, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from patron.kit.db import bulk_insert_columns, table_of
@@ -19,6 +19,7 @@ from patron.models import (
     Campaign,
     CampaignChange,
     CampaignRecipient,
+    CampaignStatus,
     Channel,
     Customer,
     Identity,
@@ -62,6 +63,38 @@ class CampaignRepository:
         if status is not None:
             query = query.where(Campaign.status == status)
         return self.session.scalars(query).all()
+
+    def due(self, *, now: datetime) -> list[int]:
+        """Scheduled campaigns whose next run has come, the longest waiting first."""
+        query = (
+            select(Campaign.id)
+            .where(Campaign.status == CampaignStatus.SCHEDULED, Campaign.next_run_at <= now)
+            .order_by(Campaign.next_run_at, Campaign.id)
+        )
+        return list(self.session.scalars(query))
+
+    def take_run(self, campaign_id: int, *, expected: datetime, following: datetime | None) -> bool:
+        """Move a campaign's next run on, if no other scheduler did it first.
+
+        The compare-and-set is the claim: two schedulers seeing the same due run both try,
+        and only the one whose update finds the old time starts it."""
+        moved = self.session.execute(
+            update(Campaign)
+            .where(
+                Campaign.id == campaign_id,
+                Campaign.status == CampaignStatus.SCHEDULED,
+                Campaign.next_run_at == expected,
+            )
+            .values(next_run_at=following)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(moved.rowcount)  # type: ignore[attr-defined]
+
+    def runs_of(self, parent_id: int) -> Sequence[Campaign]:
+        """A recurring campaign's runs, oldest first."""
+        return self.session.scalars(
+            select(Campaign).where(Campaign.parent_id == parent_id).order_by(Campaign.id)
+        ).all()
 
     def record(
         self, campaign: Campaign, *, actor: str, action: str, changes: dict[str, Any]

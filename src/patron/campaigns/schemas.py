@@ -208,6 +208,8 @@ class CampaignOut(BaseModel):
     launched_at: datetime | None
     finished_at: datetime | None
     audience: dict[str, Any]
+    next_run_at: datetime | None = None
+    parent_id: int | None = None
 
 
 class ChangeOut(BaseModel):

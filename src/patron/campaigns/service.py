@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -44,8 +45,17 @@ TRANSITIONS: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus]] = {
         frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED}),
         CampaignStatus.RUNNING,
     ),
+    "pause": (frozenset({CampaignStatus.RUNNING}), CampaignStatus.PAUSED),
+    "resume": (frozenset({CampaignStatus.PAUSED}), CampaignStatus.RUNNING),
     "cancel": (
-        frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.RUNNING}),
+        frozenset(
+            {
+                CampaignStatus.DRAFT,
+                CampaignStatus.SCHEDULED,
+                CampaignStatus.RUNNING,
+                CampaignStatus.PAUSED,
+            }
+        ),
         CampaignStatus.CANCELLED,
     ),
 }
@@ -158,15 +168,124 @@ class CampaignService:
         when = Schedule.model_validate(campaign.schedule).runs(after=utcnow(), count=1)
         if not when:
             raise InvalidInput(f"campaign {campaign.id}'s schedule has no time left to run")
+        campaign.next_run_at = when[0]
         self._move(campaign, "schedule", actor=actor, changes={"next_run": when[0].isoformat()})
         return campaign
 
     def cancel(self, campaign_id: int, *, actor: str, reason: str = "") -> Campaign:
-        """Stop a campaign; a running one keeps its frozen audience for the record."""
+        """Stop a campaign; a running one keeps its frozen audience for the record, and its
+        messages not yet sent are skipped with the reason."""
         campaign = self.get(campaign_id)
+        was = campaign.status
         self._move(campaign, "cancel", actor=actor, changes={"reason": reason})
-        campaign.finished_at = utcnow()
+        now = utcnow()
+        campaign.finished_at = now
+        campaign.next_run_at = None
+        if was is CampaignStatus.PAUSED:
+            DispatchService(self.session).drop_held(campaign, now=now)
         return campaign
+
+    def pause(self, campaign_id: int, *, actor: str, reason: str = "") -> Campaign:
+        """Stop sending a running campaign for now: its queued messages wait, and those
+        already handed to a transport go. Nothing is decided again on resume."""
+        campaign = self.get(campaign_id)
+        self._move(campaign, "pause", actor=actor, changes={"reason": reason})
+        held = DispatchService(self.session).hold(campaign)
+        self.repo.record(campaign, actor=actor, action="hold", changes={"messages": held})
+        return campaign
+
+    def resume(self, campaign_id: int, *, actor: str) -> Campaign:
+        """Send a paused campaign's waiting messages."""
+        campaign = self.get(campaign_id)
+        self._move(campaign, "resume", actor=actor, changes={})
+        queued = DispatchService(self.session).unhold(campaign, now=utcnow())
+        self.repo.record(campaign, actor=actor, action="requeue", changes={"messages": queued})
+        return campaign
+
+    # -- the scheduler ---------------------------------------------------------------------
+
+    def due(self, *, now: datetime) -> list[int]:
+        """Scheduled campaigns whose run time has come."""
+        return self.repo.due(now=now)
+
+    def run_due(self, campaign_id: int, *, now: datetime) -> Campaign | None:
+        """Start one due run: a one-off campaign launches itself; a recurring one launches
+        a copy of its plan as a run of its own (own audience, control group and report),
+        and waits for its next cron time, or completes when none is left.
+
+        Returns the campaign launched, or None when another scheduler took the run or the
+        launch found no one to send to (the reason is on the trail)."""
+        campaign = self.get(campaign_id)
+        expected = campaign.next_run_at
+        if campaign.status is not CampaignStatus.SCHEDULED or expected is None:
+            return None
+        plan = Schedule.model_validate(campaign.schedule)
+        following = None
+        if plan.recurring:
+            later = plan.runs(after=max(now, expected) + timedelta(seconds=1), count=1)
+            following = later[0] if later else None
+        if not self.repo.take_run(campaign.id, expected=expected, following=following):
+            return None
+        self.session.refresh(campaign)
+        target = self._run_of(campaign, expected) if plan.recurring else campaign
+        try:
+            # launch refuses before it writes anything, so the run and the trail stay
+            launched = self.launch(target.id, actor="scheduler", at=now)
+        except InvalidInput as exc:
+            # a run with no one to send to is a fact for the marketer, not a crash
+            if target is not campaign:
+                self._move(target, "cancel", actor="scheduler", changes={"reason": exc.message})
+                target.finished_at = now
+            else:
+                self._move(
+                    campaign, "cancel", actor="scheduler",
+                    changes={"reason": f"launch failed: {exc.message}"},
+                )  # fmt: skip
+                campaign.finished_at = now
+            launched = None
+        if plan.recurring and following is None and campaign.status is CampaignStatus.SCHEDULED:
+            campaign.status = CampaignStatus.COMPLETED
+            campaign.finished_at = now
+            self.repo.record(
+                campaign, actor="scheduler", action="complete",
+                changes={"status": {"from": "scheduled", "to": "completed"},
+                         "runs": len(self.repo.runs_of(campaign.id))},
+            )  # fmt: skip
+        self.session.flush()
+        return launched
+
+    def runs(self, campaign: Campaign) -> Sequence[Campaign]:
+        return self.repo.runs_of(campaign.id)
+
+    def _run_of(self, parent: Campaign, at: datetime) -> Campaign:
+        """A recurring campaign's run at ``at``: its plan, sent once, named by its time."""
+        zone = ZoneInfo(Schedule.model_validate(parent.schedule).timezone)
+        label = f" · {at.astimezone(zone):%Y-%m-%d %H:%M}"
+        schedule = Schedule.model_validate(parent.schedule).model_copy(
+            update={"cron": None, "start_at": at, "end_at": None}
+        )
+        run = self.repo.add(
+            Campaign(
+                name=parent.name[: 160 - len(label)] + label,
+                goal=parent.goal, kind=parent.kind, content_type=parent.content_type,
+                segment_id=parent.segment_id, channel=parent.channel, offer=parent.offer,
+                message=parent.message, schedule=schedule.model_dump(mode="json"),
+                budget=parent.budget, currency=parent.currency, kpi=parent.kpi,
+                control_share=parent.control_share, test_share=parent.test_share,
+                attribution_days=parent.attribution_days,
+                cost_per_message=parent.cost_per_message, margin_rate=parent.margin_rate,
+                created_by="scheduler", parent_id=parent.id,
+            )
+        )  # fmt: skip
+        self.repo.record(
+            run, actor="scheduler", action="created",
+            changes={"run_of": parent.id, "at": at.isoformat()},
+        )  # fmt: skip
+        self.repo.record(
+            parent, actor="scheduler", action="run",
+            changes={"run": run.id, "at": at.isoformat()},
+        )  # fmt: skip
+        return run
 
     def launch(self, campaign_id: int, *, actor: str, at: datetime | None = None) -> Campaign:
         """Freeze the audience and start the campaign.
@@ -181,6 +300,11 @@ class CampaignService:
         allowed, _ = TRANSITIONS["launch"]
         if campaign.status not in allowed:
             raise Conflict(f"campaign {campaign.id} is {campaign.status.value}: it cannot launch")
+        if Schedule.model_validate(campaign.schedule).recurring:
+            raise InvalidInput(
+                f"campaign {campaign.id} is recurring: schedule it, and each run launches "
+                "as a campaign of its own"
+            )
         moment = at or utcnow()
         message = MessageTemplate.model_validate(campaign.message)
         check(message)

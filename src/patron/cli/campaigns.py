@@ -1,4 +1,4 @@
-"""``patron campaign``: plan, schedule, launch, cancel, preview and inspect campaigns."""
+"""``patron campaign``: plan, schedule, launch, pause, cancel, preview and inspect campaigns."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from patron.kit.db import unit_of_work
 from patron.kit.errors import InvalidInput
 from patron.segments.schemas import describe
 
-campaign_app = typer.Typer(help="Campaigns: plan, schedule, launch, cancel, preview.")
+campaign_app = typer.Typer(
+    help="Campaigns: plan, schedule, launch, pause, resume, cancel, preview, report."
+)
 
 
 def _console() -> Any:
@@ -78,6 +80,10 @@ def show(campaign: str) -> None:
         console.print(f"segment {found.segment_id}, channel {found.channel.value}, "
                       f"budget {found.budget} {found.currency}, KPI {found.kpi}")  # fmt: skip
         console.print(f"control {found.control_share:.0%}, test wave {found.test_share or 0:.0%}")
+        if found.next_run_at:
+            console.print(f"next run: {found.next_run_at:%Y-%m-%d %H:%M} UTC")
+        if found.parent_id:
+            console.print(f"a run of campaign {found.parent_id}")
         if found.audience:
             console.print(f"audience: {found.audience}")
         trail = Table("at", "who", "action", "changes")
@@ -148,6 +154,43 @@ def cancel(campaign: str, reason: Annotated[str, typer.Option(help="Why")] = "")
         service = CampaignService(session)
         done = service.cancel(service.find(campaign).id, actor="cli", reason=reason)
         _console().print(f"campaign {done.id} cancelled")
+
+
+@campaign_app.command("pause")
+def pause(campaign: str, reason: Annotated[str, typer.Option(help="Why")] = "") -> None:
+    """Hold a running campaign's messages not yet sent."""
+    with unit_of_work(_store()) as session:
+        service = CampaignService(session)
+        done = service.pause(service.find(campaign).id, actor="cli", reason=reason)
+        _console().print(f"campaign {done.id} paused")
+
+
+@campaign_app.command("resume")
+def resume(campaign: str) -> None:
+    """Send a paused campaign's waiting messages."""
+    with unit_of_work(_store()) as session:
+        service = CampaignService(session)
+        done = service.resume(service.find(campaign).id, actor="cli")
+        _console().print(f"campaign {done.id} running again")
+
+
+@campaign_app.command("runs")
+def runs(campaign: str) -> None:
+    """A recurring campaign's runs, each with its own audience and report."""
+    table = Table("id", "name", "status", "launched", "treatment", "control")
+    with unit_of_work(_store()) as session:
+        service = CampaignService(session)
+        found = service.find(campaign)
+        for run in service.runs(found):
+            launched = f"{run.launched_at:%Y-%m-%d %H:%M}" if run.launched_at else ""
+            table.add_row(
+                str(run.id), run.name, run.status.value, launched,
+                f"{run.audience.get('treatment', '')}", f"{run.audience.get('control', '')}",
+            )  # fmt: skip
+        next_run = f"{found.next_run_at:%Y-%m-%d %H:%M} UTC" if found.next_run_at else "none"
+    console = _console()
+    console.print(table)
+    console.print(f"next run: {next_run}")
 
 
 @campaign_app.command("preview")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -239,14 +240,60 @@ def apikey_create(
 def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    background: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Also send queued messages and launch scheduled campaigns in this process",
+        ),
+    ] = True,
 ) -> None:
-    """Run the REST API (OpenAPI at /docs)."""
+    """Run the REST API (OpenAPI at /docs), with a sending worker and the campaign
+    scheduler in background threads unless --no-worker."""
     import uvicorn
 
     from patron.api.app import create_app
 
-    open_store()
-    uvicorn.run(create_app(), host=host, port=port)
+    factory = open_store()
+    stop = threading.Event()
+    threads = background_threads(factory, stop=stop, sender=background, scheduler=background)
+    try:
+        uvicorn.run(create_app(), host=host, port=port)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def background_threads(
+    factory: Any, *, stop: threading.Event, sender: bool, scheduler: bool, poll: float = 1.0
+) -> list[threading.Thread]:
+    """Start the sending worker and the campaign scheduler as daemon threads."""
+    from patron.campaigns.tasks import run_scheduler
+    from patron.dispatch.tasks import run_worker, smtp_transport
+
+    settings = get_settings()
+    threads: list[threading.Thread] = []
+    if sender:
+        work = {"settings": settings, "poll_seconds": poll, "stop": stop}
+        transport = smtp_transport(settings)
+        threads.append(
+            threading.Thread(
+                target=run_worker, name="patron-worker", args=(factory, transport), kwargs=work
+            )
+        )
+    if scheduler:
+        plan = {"stop": stop, "poll_seconds": settings.scheduler_poll_seconds}
+        threads.append(
+            threading.Thread(
+                target=run_scheduler, name="patron-scheduler", args=(factory,), kwargs=plan
+            )
+        )
+    for thread in threads:
+        # daemons: a server stopped hard must not hang on a send; leases cover the rest
+        thread.daemon = True
+        thread.start()
+    return threads
 
 
 def parse_moment(text: str, *, option: str) -> datetime:
@@ -344,12 +391,28 @@ def worker(
         bool, typer.Option(help="Stop when nothing is queued or in flight")
     ] = False,
     poll: Annotated[float, typer.Option(help="Seconds between looks at an empty outbox")] = 1.0,
+    scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--scheduler/--no-scheduler",
+            help="Also launch scheduled campaigns and recurring runs when they are due",
+        ),
+    ] = True,
 ) -> None:
-    """Send queued messages (email over the PATRON_SMTP_* server), with retries."""
+    """Send queued messages (email over the PATRON_SMTP_* server), with retries; and
+    launch scheduled campaigns when their time comes."""
+    from patron.campaigns.tasks import run_due
     from patron.dispatch.tasks import WorkerStats, run_worker, smtp_transport
 
     settings = get_settings()
     factory = open_store()
+    stop = threading.Event()
+    if scheduler:
+        # one pass first, so that --until-idle sends what was due at the start
+        for campaign in run_due(factory):
+            console.print(f"campaign {campaign} launched by the scheduler")
+        if not until_idle:
+            background_threads(factory, stop=stop, sender=False, scheduler=True)
 
     def report(stats: WorkerStats) -> None:
         console.print(
@@ -357,10 +420,13 @@ def worker(
             f"skipped {stats.skipped:,}"
         )
 
-    done = run_worker(
-        factory, smtp_transport(settings), settings=settings, until_idle=until_idle,
-        poll_seconds=poll, report=report,
-    )  # fmt: skip
+    try:
+        done = run_worker(
+            factory, smtp_transport(settings), settings=settings, until_idle=until_idle,
+            poll_seconds=poll, report=report,
+        )  # fmt: skip
+    finally:
+        stop.set()
     for campaign in done.completed:
         console.print(f"campaign {campaign} completed")
     console.print(f"worker stopped: {done.sent:,} sent, {done.failed:,} failed, "

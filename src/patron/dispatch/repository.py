@@ -102,6 +102,18 @@ class DispatchRepository:
         )
         return sorted(int(i) for i in claimed.scalars())
 
+    def move_status(
+        self, campaign_id: int, old: MessageStatus, new: MessageStatus, **values: Any
+    ) -> int:
+        """Move a campaign's messages from one state to another; returns how many moved."""
+        moved = self.session.execute(
+            update(Message)
+            .where(Message.campaign_id == campaign_id, Message.status == old)
+            .values(status=new, **values)
+            .execution_options(synchronize_session=False)
+        )
+        return int(moved.rowcount)  # type: ignore[attr-defined]
+
     def messages(self, ids: Sequence[int]) -> list[Message]:
         return list(
             self.session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))

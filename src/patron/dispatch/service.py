@@ -104,6 +104,32 @@ class DispatchService:
         )
         return count
 
+    # -- pausing -------------------------------------------------------------------------
+
+    def hold(self, campaign: Campaign) -> int:
+        """Park a paused campaign's queued messages; those already with the transport go."""
+        return self.repo.move_status(campaign.id, MessageStatus.QUEUED, MessageStatus.HELD)
+
+    def hold_claimed(self, ids: Sequence[int]) -> None:
+        """Give back claimed messages of a paused campaign, without counting the attempt."""
+        self.repo.mark(
+            ids, status=MessageStatus.HELD, lease_until=None, worker=None,
+            attempts=Message.attempts - 1,
+        )  # fmt: skip
+
+    def unhold(self, campaign: Campaign, *, now: datetime) -> int:
+        """Queue a resumed campaign's parked messages again, due now."""
+        return self.repo.move_status(
+            campaign.id, MessageStatus.HELD, MessageStatus.QUEUED, next_attempt_at=now
+        )
+
+    def drop_held(self, campaign: Campaign, *, now: datetime) -> int:
+        """A paused campaign cancelled: its parked messages are final, skipped with why."""
+        return self.repo.move_status(
+            campaign.id, MessageStatus.HELD, MessageStatus.SKIPPED, reason="campaign cancelled",
+            lease_until=None,
+        )  # fmt: skip
+
     # -- sending -------------------------------------------------------------------------
 
     def render(self, messages: Sequence[Message], *, now: datetime) -> Rendered:
@@ -126,12 +152,17 @@ class DispatchService:
         suppressed: set[tuple[int, str]] = set()
         for channel in {m.channel.value for m in messages}:
             suppressed |= {(c, channel) for c in self.repo.suppressed(people, channel)}
+        held: list[int] = []
         for message in messages:
             campaign = campaigns[message.campaign_id]
             template = templates[campaign.id]
             address = message.address
             if campaign.status is CampaignStatus.CANCELLED:
                 skipped[message.id] = "campaign cancelled"
+                continue
+            if campaign.status is CampaignStatus.PAUSED:
+                # claimed as the pause came in (or back from a retry): it waits with the rest
+                held.append(message.id)
                 continue
             if (message.customer_id, message.channel.value) in suppressed:
                 skipped[message.id] = f"suppressed on {message.channel.value} since the launch"
@@ -172,6 +203,7 @@ class DispatchService:
                     ),
                 )
             )
+        self.hold_claimed(held)
         return Rendered(envelopes=envelopes, skipped=skipped)
 
     def _context(

@@ -115,8 +115,7 @@ class Extractor:
         """Field → value, with empty strings as ``None``."""
         get = values.get
         out = {
-            field: None if (value := get(column)) == "" else value
-            for field, column in self.columns
+            field: None if (value := get(column)) == "" else value for field, column in self.columns
         }
         for field, template in self.templates.items():
             try:

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     smtp_connections: int = Field(default=4, ge=1, le=64)
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
     worker_batch: int = Field(default=200, ge=1, le=10_000)
+    scheduler_poll_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the scheduler looks for campaigns whose run time has come.",
+    )
     worker_lease_seconds: int = Field(
         default=120,
         ge=1,

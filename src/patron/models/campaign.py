@@ -54,11 +54,13 @@ class ContentType(StrEnum):
 
 
 class CampaignStatus(StrEnum):
-    """draft -> scheduled -> running -> completed, or cancelled from any but completed."""
+    """draft -> scheduled -> running -> completed, or cancelled from any but completed; a
+    running campaign may be paused and resumed."""
 
     DRAFT = "draft"
     SCHEDULED = "scheduled"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
 
@@ -105,8 +107,19 @@ class Campaign(Base):
     finished_at: Mapped[datetime | None]
     audience: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """Counts of the frozen audience: selected, per group, and per reason left out."""
+    next_run_at: Mapped[datetime | None]
+    """When the scheduler launches it next (a scheduled one-off or recurring campaign)."""
+    parent_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("campaigns.id", ondelete="SET NULL")
+    )
+    """The recurring campaign this is one run of: each run has its own frozen audience,
+    control group and report."""
 
-    __table_args__ = (Index("ix_campaigns_status", "status"),)
+    __table_args__ = (
+        Index("ix_campaigns_status", "status"),
+        Index("ix_campaigns_due", "status", "next_run_at"),
+        Index("ix_campaigns_parent", "parent_id"),
+    )
 
 
 class CampaignChange(Base):

@@ -22,9 +22,11 @@ from patron.models.consent import Channel
 
 
 class MessageStatus(StrEnum):
-    """Where a message is. ``queued`` and ``sending`` are on the way; the rest are final."""
+    """Where a message is. ``queued``, ``held`` (its campaign is paused) and ``sending``
+    are on the way; the rest are final."""
 
     QUEUED = "queued"
+    HELD = "held"
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
