@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.cli.campaigns import campaign_app
+from patron.cli.loyalty import loyalty_app
 from patron.cli.segments import segment_app
 from patron.kit.clock import utcnow
 from patron.kit.db import make_engine, make_sessionmaker, migrate, unit_of_work
@@ -44,6 +45,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(report_app, name="report")
 app.add_typer(segment_app, name="segment")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(loyalty_app, name="loyalty")
 
 console = Console()
 errors = Console(stderr=True)

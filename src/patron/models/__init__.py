@@ -16,6 +16,18 @@ from patron.models.customer import Customer
 from patron.models.event import Event
 from patron.models.identity import Identity, IdentityKind
 from patron.models.import_run import ImportRun
+from patron.models.loyalty import (
+    AccountStatus,
+    EntryKind,
+    LedgerEntry,
+    LotUse,
+    LoyaltyAccount,
+    LoyaltyOperation,
+    LoyaltyProgram,
+    PosTransaction,
+    TierChange,
+    TransactionStatus,
+)
 from patron.models.merge import CandidateStatus, MergeCandidate, MergeLog
 from patron.models.message import Message, MessageStatus
 from patron.models.order import Order, OrderKind, OrderLine
@@ -24,6 +36,7 @@ from patron.models.score import AnalysisRun, CustomerScore, RunStatus
 from patron.models.segment import Segment, SegmentBuild, SegmentMembership
 
 __all__ = [
+    "AccountStatus",
     "AnalysisRun",
     "ApiKey",
     "Campaign",
@@ -38,11 +51,17 @@ __all__ = [
     "ContentType",
     "Customer",
     "CustomerScore",
+    "EntryKind",
     "Event",
     "IdempotencyRecord",
     "Identity",
     "IdentityKind",
     "ImportRun",
+    "LedgerEntry",
+    "LotUse",
+    "LoyaltyAccount",
+    "LoyaltyOperation",
+    "LoyaltyProgram",
     "MergeCandidate",
     "MergeLog",
     "Message",
@@ -50,6 +69,7 @@ __all__ = [
     "Order",
     "OrderKind",
     "OrderLine",
+    "PosTransaction",
     "Product",
     "Purpose",
     "RecipientGroup",
@@ -59,4 +79,6 @@ __all__ = [
     "SegmentBuild",
     "SegmentMembership",
     "Suppression",
+    "TierChange",
+    "TransactionStatus",
 ]

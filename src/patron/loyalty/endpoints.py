@@ -1,0 +1,142 @@
+"""HTTP for the loyalty program: the till (role ``pos``) and the program's operators.
+
+Till calls that move points need an ``Idempotency-Key`` header. The key is kept by the
+engine under the account's lock, with the answer, so a retried call (the till did not hear
+back) gets the first answer and never moves points twice; the key is scoped to the API key
+that sent it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header
+
+from patron.api.deps import PagingDep, Permission, SessionDep, require
+from patron.api.idempotency import MissingIdempotencyKey
+from patron.loyalty.schemas import (
+    AccountOut,
+    AdjustIn,
+    CancelIn,
+    ConfirmIn,
+    ConfirmOut,
+    EnrolIn,
+    EntryOut,
+    Liability,
+    ProgramRules,
+    QuoteIn,
+    QuoteOut,
+    RefundIn,
+    RefundOut,
+    VerifyOut,
+)
+from patron.loyalty.service import LoyaltyService
+from patron.models import ApiKey
+
+router = APIRouter(tags=["loyalty"])
+
+Till = Annotated[ApiKey, Depends(require(Permission.LOYALTY_POS))]
+Reader = Annotated[ApiKey, Depends(require(Permission.READ_LOYALTY))]
+Operator = Annotated[ApiKey, Depends(require(Permission.WRITE_LOYALTY))]
+
+
+def loyalty_service(session: SessionDep) -> LoyaltyService:
+    """The loyalty service on the request's session."""
+    return LoyaltyService(session)
+
+
+ServiceDep = Annotated[LoyaltyService, Depends(loyalty_service)]
+KeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=160,
+           description="Required: a retry with the same key gets the first answer."),
+]  # fmt: skip
+
+
+def _key(api_key: ApiKey, header: str | None) -> str:
+    if header is None:
+        raise MissingIdempotencyKey("this request needs an Idempotency-Key header")
+    return f"{api_key.id}:{header}"
+
+
+@router.post("/loyalty/pos/quote", response_model=QuoteOut)
+def quote(*, body: QuoteIn, service: ServiceDep, _key: Till) -> QuoteOut:
+    """Discounts, the most points the basket may take, and the points it would earn."""
+    return service.quote(body)
+
+
+@router.post("/loyalty/pos/confirm", response_model=ConfirmOut)
+def confirm(
+    *, body: ConfirmIn, service: ServiceDep, key: Till, idempotency_key: KeyHeader = None
+) -> ConfirmOut:
+    """The purchase made: points burned and earned at once."""
+    return service.confirm(body, key=_key(key, idempotency_key), actor=key.name)
+
+
+@router.post("/loyalty/pos/cancel", response_model=RefundOut)
+def cancel(
+    *, body: CancelIn, service: ServiceDep, key: Till, idempotency_key: KeyHeader = None
+) -> RefundOut:
+    """Undo a whole purchase."""
+    return service.cancel(body, key=_key(key, idempotency_key), actor=key.name)
+
+
+@router.post("/loyalty/pos/refund", response_model=RefundOut)
+def refund(
+    *, body: RefundIn, service: ServiceDep, key: Till, idempotency_key: KeyHeader = None
+) -> RefundOut:
+    """Goods came back: earn and burn reversed in proportion."""
+    return service.refund(body, key=_key(key, idempotency_key), actor=key.name)
+
+
+@router.post("/loyalty/accounts", status_code=201, response_model=AccountOut)
+def enrol(*, body: EnrolIn, service: ServiceDep, key: Till) -> AccountOut:
+    """Enrol a customer: a card (given or new) and the welcome bonus."""
+    return service.describe(service.enrol(body, actor=key.name))
+
+
+@router.get("/loyalty/accounts/{card}", response_model=AccountOut)
+def account(*, card: str, service: ServiceDep, _key: Till) -> AccountOut:
+    """An account by card: points available and pending, tier, qualifying measure."""
+    return service.describe(service.account(card))
+
+
+@router.get("/loyalty/accounts/{card}/ledger", response_model=list[EntryOut])
+def ledger(*, card: str, service: ServiceDep, paging: PagingDep, _key: Reader) -> list[EntryOut]:
+    """The account's ledger, newest first."""
+    found = service.ledger(service.account(card), limit=paging.limit, offset=paging.offset)
+    return [EntryOut.model_validate(e) for e in found]
+
+
+@router.post("/loyalty/accounts/{card}/adjust", response_model=AccountOut)
+def adjust(
+    *, card: str, body: AdjustIn, service: ServiceDep, key: Operator,
+    idempotency_key: KeyHeader = None,
+) -> AccountOut:  # fmt: skip
+    """A manual correction with its mandatory reason."""
+    return service.adjust(card, body, key=_key(key, idempotency_key), actor=key.name)
+
+
+@router.get("/loyalty/rules", response_model=ProgramRules)
+def rules(*, service: ServiceDep, _key: Reader) -> ProgramRules:
+    """The rules in force."""
+    return service.rules
+
+
+@router.put("/loyalty/rules", response_model=ProgramRules)
+def set_rules(*, body: ProgramRules, service: ServiceDep, key: Operator) -> ProgramRules:
+    """Save new rules as the next version."""
+    service.configure(body, actor=key.name)
+    return service.rules
+
+
+@router.get("/loyalty/liability", response_model=Liability)
+def liability(*, service: ServiceDep, _key: Reader) -> Liability:
+    """Points outstanding, expected breakage and the liability in money."""
+    return service.liability()
+
+
+@router.get("/loyalty/verify", response_model=VerifyOut)
+def verify(*, service: ServiceDep, _key: Reader) -> VerifyOut:
+    """Every cached balance against its ledger."""
+    return service.verify()

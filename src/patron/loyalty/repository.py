@@ -1,0 +1,314 @@
+"""All SQL of the loyalty domain: rules versions, accounts, the ledger and its lots, till
+transactions, operations and tier history.
+
+What remains of a lot is its points less what negative entries took from it
+(``loyalty_lot_uses``), so "spend the oldest first" and "expire exactly what is left" are
+both one grouped query. The ledger tables only ever receive inserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, case, extract, func, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from patron.kit.db import bulk_insert_columns, table_of
+from patron.models import (
+    Customer,
+    EntryKind,
+    Event,
+    LedgerEntry,
+    LotUse,
+    LoyaltyAccount,
+    LoyaltyOperation,
+    LoyaltyProgram,
+    PosTransaction,
+    TierChange,
+    TransactionStatus,
+)
+
+Row = TypeVar("Row")
+
+
+@dataclass(frozen=True)
+class Lot:
+    """A positive entry with points left."""
+
+    id: int
+    account_id: int
+    remaining: int
+    effective_at: datetime
+    expires_at: datetime | None
+
+
+def _lot(row: Any) -> Lot:
+    # PostgreSQL sums bigints as numeric: the points are whole, so make them int again
+    lot_id, account_id, remaining, effective_at, expires_at = row
+    return Lot(int(lot_id), int(account_id), int(remaining), effective_at, expires_at)
+
+
+class LoyaltyRepository:
+    """Loyalty rows in one session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def latest_program(self) -> LoyaltyProgram | None:
+        query = select(LoyaltyProgram).order_by(LoyaltyProgram.version.desc()).limit(1)
+        return self.session.scalar(query)
+
+    def programs(self) -> Sequence[LoyaltyProgram]:
+        return self.session.scalars(
+            select(LoyaltyProgram).order_by(LoyaltyProgram.version.desc())
+        ).all()
+
+    def add(self, row: Row) -> Row:
+        """Insert one row and give it its id."""
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    # -- accounts --------------------------------------------------------------------------
+
+    def account(self, account_id: int) -> LoyaltyAccount | None:
+        return self.session.get(LoyaltyAccount, account_id)
+
+    def by_card(self, card: str) -> LoyaltyAccount | None:
+        return self.session.scalar(select(LoyaltyAccount).where(LoyaltyAccount.card_number == card))
+
+    def by_customer(self, customer_id: int) -> LoyaltyAccount | None:
+        return self.session.scalar(
+            select(LoyaltyAccount).where(LoyaltyAccount.customer_id == customer_id)
+        )
+
+    def lock(self, account_id: int) -> None:
+        """Take the account's lock for the rest of the transaction.
+
+        An UPDATE is the one lock every backend has: PostgreSQL holds the row until the
+        commit, and SQLite takes its write lock here, before anything is read, so a
+        balance read after this point cannot be stale."""
+        self.session.execute(
+            update(LoyaltyAccount)
+            .where(LoyaltyAccount.id == account_id)
+            .values(lock_version=LoyaltyAccount.lock_version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        self.session.expire_all()
+
+    def add_points(self, account_id: int, points: int) -> None:
+        """Move the cached total with its entries, in the same transaction."""
+        self.session.execute(
+            update(LoyaltyAccount)
+            .where(LoyaltyAccount.id == account_id)
+            .values(points=LoyaltyAccount.points + points)
+            .execution_options(synchronize_session=False)
+        )
+
+    def accounts(self, *, limit: int, offset: int) -> Sequence[LoyaltyAccount]:
+        query = select(LoyaltyAccount).order_by(LoyaltyAccount.id).limit(limit).offset(offset)
+        return self.session.scalars(query).all()
+
+    def account_ids(self) -> list[int]:
+        return list(self.session.scalars(select(LoyaltyAccount.id).order_by(LoyaltyAccount.id)))
+
+    def birthdays(self, month: int, day: int) -> list[tuple[int, int]]:
+        """(account, customer) of members born on this day of the year."""
+        born = Customer.birth_date
+        rows = self.session.execute(
+            select(LoyaltyAccount.id, Customer.id)
+            .join(Customer, Customer.id == LoyaltyAccount.customer_id)
+            .where(
+                born.is_not(None),
+                extract("month", born) == month,
+                extract("day", born) == day,
+            )
+            .order_by(LoyaltyAccount.id)
+        )
+        return [(int(a), int(c)) for a, c in rows]
+
+    # -- the ledger ------------------------------------------------------------------------
+
+    def entry_by_key(self, key: str) -> LedgerEntry | None:
+        return self.session.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == key))
+
+    def entries(self, account_id: int, *, limit: int, offset: int) -> Sequence[LedgerEntry]:
+        query = (
+            select(LedgerEntry)
+            .where(LedgerEntry.account_id == account_id)
+            .order_by(LedgerEntry.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return self.session.scalars(query).all()
+
+    def use_lots(self, entry_id: int, uses: Sequence[tuple[int, int]]) -> None:
+        """Record what a negative entry took from each lot."""
+        if uses:
+            bulk_insert_columns(
+                self.session,
+                table_of(LotUse),
+                {
+                    "entry_id": [entry_id] * len(uses),
+                    "lot_id": [lot for lot, _ in uses],
+                    "points": [points for _, points in uses],
+                },
+            )
+
+    def _remaining(self) -> Any:
+        # correlated, so that only the uses of the lots asked for are summed (by index)
+        used = (
+            select(func.coalesce(func.sum(LotUse.points), 0))
+            .where(LotUse.lot_id == LedgerEntry.id)
+            .correlate(LedgerEntry)
+            .scalar_subquery()
+        )
+        remaining = (LedgerEntry.points - used).label("remaining")
+        query = select(
+            LedgerEntry.id,
+            LedgerEntry.account_id,
+            remaining,
+            LedgerEntry.effective_at,
+            LedgerEntry.expires_at,
+        )
+        return query.where(LedgerEntry.points > 0), remaining
+
+    def lots(self, account_id: int) -> list[Lot]:
+        """The account's lots with points left: the soonest to expire first, then the
+        oldest (a lot that never expires goes last)."""
+        query, remaining = self._remaining()
+        query = query.where(LedgerEntry.account_id == account_id, remaining > 0).order_by(
+            case((LedgerEntry.expires_at.is_(None), 1), else_=0),
+            LedgerEntry.expires_at,
+            LedgerEntry.id,
+        )
+        return [_lot(row) for row in self.session.execute(query)]
+
+    def lots_expiring(self, *, until: datetime, after: datetime | None = None) -> list[Lot]:
+        """Lots with points left whose expiry is at or before ``until`` (and after
+        ``after``), across accounts, in account order: the expiry job's work list."""
+        query, remaining = self._remaining()
+        conditions = [remaining > 0, LedgerEntry.expires_at <= until]
+        if after is not None:
+            conditions.append(LedgerEntry.expires_at > after)
+        query = query.where(*conditions).order_by(LedgerEntry.account_id, LedgerEntry.id)
+        return [_lot(row) for row in self.session.execute(query)]
+
+    def totals(self, *, now: datetime) -> tuple[int, int, int]:
+        """Accounts, points available and points pending, across the program."""
+        query, remaining = self._remaining()
+        lots = query.where(remaining > 0).subquery()
+        live = or_(lots.c.expires_at.is_(None), lots.c.expires_at > now)
+        available = func.sum(case((and_(lots.c.effective_at <= now, live), lots.c.remaining)))
+        pending = func.sum(case((lots.c.effective_at > now, lots.c.remaining)))
+        points = self.session.execute(select(available, pending)).one()
+        accounts = self.session.scalar(select(func.count()).select_from(LoyaltyAccount))
+        return int(accounts or 0), int(points[0] or 0), int(points[1] or 0)
+
+    def moved(self, kind: EntryKind) -> int:
+        """All points ever moved by entries of ``kind`` (as a positive number)."""
+        total = self.session.scalar(
+            select(func.sum(func.abs(LedgerEntry.points))).where(LedgerEntry.kind == kind)
+        )
+        return int(total or 0)
+
+    def ledger_sums(self) -> dict[int, tuple[int, int]]:
+        """Per account: the cached points and the sum of its entries."""
+        sums = (
+            select(LedgerEntry.account_id, func.sum(LedgerEntry.points).label("total"))
+            .group_by(LedgerEntry.account_id)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(LoyaltyAccount.id, LoyaltyAccount.points, func.coalesce(sums.c.total, 0))
+            .outerjoin(sums, sums.c.account_id == LoyaltyAccount.id)
+            .order_by(LoyaltyAccount.id)
+        )
+        return {int(a): (int(cached), int(total)) for a, cached, total in rows}
+
+    def overdrawn_lots(self) -> list[int]:
+        """Lots more than used up: never possible unless the ledger was tampered with."""
+        query, remaining = self._remaining()
+        return [int(row[0]) for row in self.session.execute(query.where(remaining < 0))]
+
+    # -- till transactions -----------------------------------------------------------------
+
+    def transaction(self, receipt: str) -> PosTransaction | None:
+        return self.session.scalar(select(PosTransaction).where(PosTransaction.receipt == receipt))
+
+    def transaction_points(self, transaction_id: int, kind: EntryKind, *, sign: int) -> int:
+        """Points a transaction's entries of one kind and sign moved so far (positive)."""
+        direction = LedgerEntry.points > 0 if sign > 0 else LedgerEntry.points < 0
+        total = self.session.scalar(
+            select(func.sum(func.abs(LedgerEntry.points))).where(
+                LedgerEntry.transaction_id == transaction_id, LedgerEntry.kind == kind, direction
+            )
+        )
+        return int(total or 0)
+
+    def earn_lot(self, transaction_id: int) -> LedgerEntry | None:
+        return self.session.scalar(
+            select(LedgerEntry).where(
+                LedgerEntry.transaction_id == transaction_id, LedgerEntry.kind == EntryKind.EARN
+            )
+        )
+
+    def spend_in_window(self, account_id: int, *, since: datetime, until: datetime) -> Decimal:
+        """Goods bought and kept (net of refunds) in the window: the spend measure."""
+        kept = PosTransaction.subtotal - PosTransaction.discount - PosTransaction.refunded
+        total = self.session.scalar(
+            select(func.sum(kept)).where(
+                PosTransaction.account_id == account_id,
+                PosTransaction.status != TransactionStatus.CANCELLED,
+                PosTransaction.confirmed_at > since,
+                PosTransaction.confirmed_at <= until,
+            )
+        )
+        return Decimal(total or 0)
+
+    def earned_in_window(self, account_id: int, *, since: datetime, until: datetime) -> Decimal:
+        """Points earned (less those reversed) in the window: the points measure."""
+        total = self.session.scalar(
+            select(func.sum(LedgerEntry.points)).where(
+                LedgerEntry.account_id == account_id,
+                or_(
+                    LedgerEntry.kind == EntryKind.EARN,
+                    and_(
+                        LedgerEntry.kind == EntryKind.REVERSE,
+                        LedgerEntry.points < 0,
+                        LedgerEntry.transaction_id.is_not(None),
+                    ),
+                ),
+                LedgerEntry.created_at > since,
+                LedgerEntry.created_at <= until,
+            )
+        )
+        return Decimal(total or 0)
+
+    # -- operations, tiers, events ---------------------------------------------------------
+
+    def operation(self, key: str) -> LoyaltyOperation | None:
+        return self.session.scalar(select(LoyaltyOperation).where(LoyaltyOperation.key == key))
+
+    def tier_history(self, account_id: int) -> Sequence[TierChange]:
+        return self.session.scalars(
+            select(TierChange).where(TierChange.account_id == account_id).order_by(TierChange.id)
+        ).all()
+
+    def tier_counts(self) -> dict[str, int]:
+        rows = self.session.execute(
+            select(LoyaltyAccount.tier, func.count()).group_by(LoyaltyAccount.tier)
+        )
+        return {str(tier): int(n) for tier, n in rows}
+
+    def event_exists(self, external_id: str) -> bool:
+        found = self.session.scalar(
+            select(literal(1)).where(Event.source == "loyalty", Event.external_id == external_id)
+        )
+        return found is not None
