@@ -10,20 +10,25 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
+from patron.cli import main as cli
 from patron.kit.db import make_sessionmaker
+from patron.kit.settings import get_settings
 from patron.loyalty.schemas import EnrolIn, ProgramRules
 from patron.loyalty.service import LoyaltyService
 from patron.models import LedgerEntry, LoyaltyOperation, PosTransaction, Role
+from tests.campaigns.test_api_cli import run
 from tests.fixtures.api import Headers, api_client, auth_headers, new_key
 from tests.fixtures.segments import store_base
 from tests.loyalty.test_ledger import BASKET, CARD, RULES, lines
@@ -240,3 +245,44 @@ def _call(
 
 def _send(web: httpx.Client, call: dict[str, Any]) -> httpx.Response:
     return web.post(call["path"], json=call["body"], headers={"Idempotency-Key": call["key"]})
+
+
+def test_cli_loyalty_commands(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PATRON_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    get_settings.cache_clear()
+    monkeypatch.setattr(cli.console, "size", (200, 50))
+    with make_sessionmaker(engine)() as session:
+        store_base(session)
+        session.commit()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(RULES), encoding="utf-8")
+    assert run(capsys, "loyalty", "rules", "set", str(rules))[1].strip() == (
+        "loyalty rules version 1 in force"
+    )
+    code, out, _ = run(capsys, "loyalty", "enrol", "1", "--card", CARD)
+    assert (code, out.strip()) == (0, f"customer 1 enrolled with card {CARD}")
+    code, out, _ = run(capsys, "loyalty", "adjust", CARD, "--points", "25", "--reason", "goodwill")
+    assert (code, out.strip()) == (0, f"card {CARD}: 125 points available")
+    code, _, err = run(capsys, "loyalty", "adjust", CARD, "--points", "-500", "--reason", "oops")
+    assert code == 2 and "cannot take 500 points, card 1234567890 has 125" in err
+    code, out, _ = run(capsys, "loyalty", "account", CARD)
+    assert code == 0 and "tier Basic, 125 points available, 0 pending" in out
+    assert "goodwill" in out and "welcome bonus" in out
+    assert run(capsys, "loyalty", "verify")[1].strip() == (
+        "1 accounts: every balance equals its ledger"
+    )
+    code, out, _ = run(capsys, "loyalty", "liability")
+    assert code == 0 and "1 accounts: 125 points available and 0 pending" in out
+    assert "liability 125.00 RUB" in out
+    code, _, err = run(capsys, "loyalty", "adjust", CARD, "--pionts", "5")
+    assert code == 2 and "No such option: --pionts" in err
+    rules.write_text("tiers: []\n", encoding="utf-8")
+    code, _, err = run(capsys, "loyalty", "rules", "set", str(rules))
+    # the error console wraps long lines; the message is one line
+    assert code == 2 and f"{rules}.tiers: List should have at least 1 item" in err.replace("\n", "")
+    get_settings.cache_clear()

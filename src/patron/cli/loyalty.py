@@ -102,7 +102,7 @@ def account(card: str) -> None:
 @loyalty_app.command("adjust")
 def adjust(
     card: str,
-    points: Annotated[int, typer.Argument(help="Points to add (or take, when negative)")],
+    points: Annotated[int, typer.Option(help="Points to add (or take, when negative)")],
     reason: Annotated[str, typer.Option(help="Why (mandatory)")],
 ) -> None:
     """Correct an account by hand; the reason goes on the ledger."""

@@ -463,18 +463,24 @@ def main() -> None:
             markup=False,
         )
         sys.exit(1)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         errors.print("aborted")
         sys.exit(130)
     except OSError as exc:
         errors.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(1)
     except Exception as exc:
+        # Typer carries its own copy of click, whose usage errors are not click's classes
+        if callable(getattr(exc, "show", None)) and isinstance(
+            getattr(exc, "exit_code", None), int
+        ):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if os.environ.get("PATRON_DEBUG"):
             raise
         errors.print(
