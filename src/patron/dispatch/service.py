@@ -5,7 +5,6 @@ the worker loop (:mod:`patron.dispatch.tasks`) and the HTTP boundary commit."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from patron.dispatch.repository import DispatchRepository
 from patron.kit.clock import utcnow
 from patron.kit.errors import InvalidInput, NotFound
 from patron.kit.settings import Settings, get_settings
+from patron.loyalty.coupons import CouponService, new_code
 from patron.models import (
     Campaign,
     CampaignStatus,
@@ -35,14 +35,6 @@ from patron.models import (
     MessageStatus,
 )
 from patron.segments.schemas import SCORE_TYPES
-
-_COUPON_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
-
-
-def coupon_code(prefix: str) -> str:
-    """A unique, unguessable code: 10 characters from ``secrets`` (about 50 bits)."""
-    body = "".join(secrets.choice(_COUPON_ALPHABET) for _ in range(10))
-    return f"{prefix}-{body}" if prefix else body
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,13 @@ class DispatchService:
         count = len(rows)
         coupons: list[str | None] = [None] * count
         if offer.kind == "coupon":
-            coupons = [coupon_code(offer.coupon_prefix or "") for _ in range(count)]
+            coupons = [new_code(offer.coupon_prefix or "") for _ in range(count)]
+            # the codes become single-use coupons of the campaign's pool, for the tills
+            CouponService(self.session).issue_for_campaign(
+                campaign.id, campaign.name, discount_percent=offer.discount_percent,
+                valid_days=offer.valid_days, at=moment,
+                pairs=[(c, code) for (c, _), code in zip(rows, coupons, strict=True) if code],
+            )  # fmt: skip
         self.repo.enqueue(
             {
                 "campaign_id": [campaign.id] * count,

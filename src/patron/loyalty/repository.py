@@ -17,8 +17,12 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, case, extract, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
+from patron.kit.clock import utcnow
 from patron.kit.db import bulk_insert_columns, table_of
 from patron.models import (
+    Coupon,
+    CouponPool,
+    CouponUse,
     Customer,
     EntryKind,
     Event,
@@ -312,3 +316,104 @@ class LoyaltyRepository:
             select(literal(1)).where(Event.source == "loyalty", Event.external_id == external_id)
         )
         return found is not None
+
+
+class CouponRepository:
+    """Coupon pools, codes and their uses."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: Row) -> Row:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def pool(self, pool_id: int) -> CouponPool | None:
+        return self.session.get(CouponPool, pool_id)
+
+    def pool_by_name(self, name: str) -> CouponPool | None:
+        return self.session.scalar(select(CouponPool).where(CouponPool.name == name))
+
+    def pool_of_campaign(self, campaign_id: int) -> CouponPool | None:
+        return self.session.scalar(select(CouponPool).where(CouponPool.campaign_id == campaign_id))
+
+    def pools(self) -> Sequence[CouponPool]:
+        return self.session.scalars(select(CouponPool).order_by(CouponPool.id)).all()
+
+    def coupon(self, code: str) -> Coupon | None:
+        return self.session.scalar(select(Coupon).where(Coupon.code == code))
+
+    def add_codes(self, pool_id: int, codes: Sequence[str], owners: Sequence[int | None]) -> None:
+        bulk_insert_columns(
+            self.session,
+            table_of(Coupon),
+            {
+                "pool_id": [pool_id] * len(codes),
+                "code": list(codes),
+                "customer_id": list(owners),
+                "lock_version": [0] * len(codes),
+                "created_at": [utcnow()] * len(codes),
+            },
+        )
+
+    def lock(self, coupon_id: int) -> None:
+        """The coupon's lock, taken after the account's (always in that order)."""
+        self.session.execute(
+            update(Coupon)
+            .where(Coupon.id == coupon_id)
+            .values(lock_version=Coupon.lock_version + 1)
+            .execution_options(synchronize_session=False)
+        )
+
+    def uses(self, coupon_id: int) -> int:
+        total = self.session.scalar(
+            select(func.sum(CouponUse.uses)).where(CouponUse.coupon_id == coupon_id)
+        )
+        return int(total or 0)
+
+    def uses_by(self, pool_id: int, customer_id: int) -> int:
+        total = self.session.scalar(
+            select(func.sum(CouponUse.uses))
+            .join(Coupon, Coupon.id == CouponUse.coupon_id)
+            .where(Coupon.pool_id == pool_id, CouponUse.customer_id == customer_id)
+        )
+        return int(total or 0)
+
+    def use_of(self, transaction_id: int) -> CouponUse | None:
+        return self.session.scalar(
+            select(CouponUse)
+            .where(CouponUse.transaction_id == transaction_id, CouponUse.uses > 0)
+            .limit(1)
+        )
+
+    def stats(self, pool_id: int) -> tuple[int, int, int, Decimal]:
+        """Codes, net redemptions, customers who redeemed, and discount given."""
+        codes = self.session.scalar(
+            select(func.count()).select_from(Coupon).where(Coupon.pool_id == pool_id)
+        )
+        used = (
+            select(CouponUse.customer_id, CouponUse.uses, CouponUse.discount)
+            .join(Coupon, Coupon.id == CouponUse.coupon_id)
+            .where(Coupon.pool_id == pool_id)
+            .subquery()
+        )
+        row = self.session.execute(
+            select(
+                func.coalesce(func.sum(used.c.uses), 0),
+                func.count(func.distinct(used.c.customer_id)),
+                func.coalesce(func.sum(used.c.uses * used.c.discount), 0),
+            )
+        ).one()
+        return int(codes or 0), int(row[0]), int(row[1]), Decimal(row[2])
+
+    def redemptions(self, campaign_id: int) -> dict[int, Decimal]:
+        """Per customer, the discount the campaign's coupons gave (net of cancellations)."""
+        rows = self.session.execute(
+            select(CouponUse.customer_id, func.sum(CouponUse.uses * CouponUse.discount))
+            .join(Coupon, Coupon.id == CouponUse.coupon_id)
+            .join(CouponPool, CouponPool.id == Coupon.pool_id)
+            .where(CouponPool.campaign_id == campaign_id)
+            .group_by(CouponUse.customer_id)
+        )
+        return {int(c): Decimal(d) for c, d in rows if d}

@@ -155,6 +155,7 @@ class QuoteIn(BaseModel):
     card: str = Field(min_length=1, max_length=32)
     lines: list[BasketLine] = Field(min_length=1, max_length=500)
     redeem_points: int = Field(default=0, ge=0)
+    coupon: str | None = Field(default=None, min_length=1, max_length=40)
     at: AwareDatetime | None = None
 
 
@@ -201,6 +202,7 @@ class QuoteOut(BaseModel):
     to_pay: Decimal
     points_to_earn: int
     promotions: list[str]
+    coupon: str | None = None
     lines: list[LineQuote]
 
 
@@ -313,3 +315,63 @@ class VerifyOut(BaseModel):
     accounts: int
     mismatches: list[dict[str, int]]
     negative: list[int]
+
+
+class CouponPoolIn(BaseModel):
+    """A pool of coupons: a percentage or an amount off, and/or bonus points."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+    discount_percent: Decimal | None = Field(default=None, gt=0, le=100)
+    discount_amount: Decimal | None = Field(default=None, gt=0)
+    bonus_points: int = Field(default=0, ge=0)
+    min_basket: Decimal = Field(default=Decimal("0"), ge=0)
+    uses_per_code: int | None = Field(default=1, ge=1)
+    uses_per_customer: int = Field(default=1, ge=1)
+    valid_from: AwareDatetime
+    valid_until: AwareDatetime | None = None
+    campaign_id: int | None = None
+
+    @model_validator(mode="after")
+    def _offer(self) -> Self:
+        if not (self.discount_percent or self.discount_amount or self.bonus_points):
+            raise ValueError("a coupon gives a discount_percent, a discount_amount or bonus_points")
+        if self.discount_percent and self.discount_amount:
+            raise ValueError("give discount_percent or discount_amount, not both")
+        if self.valid_until and self.valid_until <= self.valid_from:
+            raise ValueError("'valid_until' must be after 'valid_from'")
+        return self
+
+
+class CouponPoolOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    campaign_id: int | None
+    discount_percent: Decimal | None
+    discount_amount: Decimal | None
+    bonus_points: int
+    min_basket: Decimal
+    uses_per_code: int | None
+    uses_per_customer: int
+    valid_from: datetime
+    valid_until: datetime | None
+
+
+class CouponCodesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, le=1_000_000)
+    prefix: str = Field(default="", pattern=r"^[A-Z0-9]{0,12}$")
+
+
+class CouponStats(BaseModel):
+    """A pool's codes and their redemptions."""
+
+    pool: CouponPoolOut
+    codes: int
+    redeemed: int
+    customers: int
+    discount_given: Decimal

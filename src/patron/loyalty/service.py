@@ -26,6 +26,7 @@ from patron.customers.service import CustomerService
 from patron.kit.clock import utcnow
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.money import round_money
+from patron.loyalty.coupons import CouponService
 from patron.loyalty.repository import Lot, LoyaltyRepository
 from patron.loyalty.schemas import (
     AccountOut,
@@ -92,6 +93,7 @@ class LoyaltyService:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.repo = LoyaltyRepository(session)
+        self.coupons = CouponService(session)
         self._rules: ProgramRules | None = None
 
     # -- the rules -------------------------------------------------------------------------
@@ -223,7 +225,7 @@ class LoyaltyService:
         """Discounts, the most points the basket may take, and the points it would earn."""
         account = self._usable_account(data.card)
         moment = data.at or utcnow()
-        return self._price(account, data.lines, data.redeem_points, moment)
+        return self._price(account, data.lines, data.redeem_points, moment, data.coupon)
 
     def confirm(self, data: ConfirmIn, *, key: str, actor: str) -> ConfirmOut:
         """Burn and earn for a purchase, at once; the same key again replays the answer."""
@@ -242,7 +244,7 @@ class LoyaltyService:
             raise Conflict(
                 f"receipt {data.receipt!r} is confirmed already (transaction {existing.id})"
             )
-        quote = self._price(account, data.lines, data.redeem_points, moment)
+        quote = self._price(account, data.lines, data.redeem_points, moment, data.coupon)
         if data.redeem_points > quote.available_points:
             raise InvalidInput(
                 f"redeem_points: {data.redeem_points} is more than the "
@@ -265,6 +267,13 @@ class LoyaltyService:
                 confirmed_at=moment,
             )
         )  # fmt: skip
+        if data.coupon is not None:
+            # taken under the coupon's own lock, checked again: a shared code's last use
+            # may have gone to another till since the quote
+            self.coupons.redeem(
+                data.coupon, account=account, transaction=transaction,
+                value=quote.subtotal - quote.discount, now=moment,
+            )  # fmt: skip
         if quote.redeem_points:
             self._take(
                 account, quote.redeem_points, kind=EntryKind.BURN,
@@ -382,6 +391,7 @@ class LoyaltyService:
         transaction.refunded = refunded
         if cancelling:
             transaction.status = TransactionStatus.CANCELLED
+            self.coupons.give_back(transaction, now=now)
         elif refunded == value:
             transaction.status = TransactionStatus.REFUNDED
         else:
@@ -428,18 +438,29 @@ class LoyaltyService:
     # -- pricing ---------------------------------------------------------------------------
 
     def _price(
-        self, account: LoyaltyAccount, lines: Sequence[BasketLine], redeem: int, now: datetime
-    ) -> QuoteOut:
-        """The quote: tier discount per line, the points cap, and the points the money
-        paid earns (each line at its multiplier; rounded down once, on the total)."""
+        self, account: LoyaltyAccount, lines: Sequence[BasketLine], redeem: int, now: datetime,
+        coupon: str | None = None,
+    ) -> QuoteOut:  # fmt: skip
+        """The quote: the tier discount per line, then a coupon's, the points cap, and the
+        points the money paid earns (each line at its multiplier; rounded down once, on the
+        total) plus a coupon's bonus."""
         rules = self.rules
         tier = rules.tier(account.tier)
         amounts = [round_money(line.quantity * line.unit_price) for line in lines]
         subtotal = sum(amounts, Decimal("0.00"))
         percent = tier.discount_percent / 100
         discounts = [round_money(a * percent) for a in amounts]
-        discount = sum(discounts, Decimal("0.00"))
         net = [a - d for a, d in zip(amounts, discounts, strict=True)]
+        labels = [f"{tier.name} tier {tier.discount_percent}%"] if sum(discounts) else []
+        bonus = 0
+        if coupon is not None:
+            found = self.coupons.check(coupon, account=account, value=sum(net, Decimal(0)), now=now)
+            coupon_cut = _share(found.discount, net)
+            discounts = [d + c for d, c in zip(discounts, coupon_cut, strict=True)]
+            net = [n - c for n, c in zip(net, coupon_cut, strict=True)]
+            labels.append(f"coupon {coupon}: {found.discount}")
+            bonus = found.bonus_points
+        discount = sum(discounts, Decimal("0.00"))
         value = subtotal - discount
         balance = self.balance(account, now=now)
         cap = _floor(value * rules.max_burn_share / rules.point_value)
@@ -447,11 +468,7 @@ class LoyaltyService:
         applied = min(redeem, max_redeemable)
         points_value = round_money(applied * rules.point_value)
         to_pay = value - points_value
-        # the points' value is shared over the lines by their value, the last takes the rest
-        shares = [round_money(points_value * n / value) if value else Decimal("0") for n in net]
-        if shares:
-            shares[-1] = points_value - sum(shares[:-1], Decimal("0"))
-        paid_lines = [n - s for n, s in zip(net, shares, strict=True)]
+        paid_lines = [n - s for n, s in zip(net, _share(points_value, net), strict=True)]
         promotions = self._promotions(account, now)
         earning = rules.earning
         exact = Decimal("0")
@@ -472,15 +489,14 @@ class LoyaltyService:
                     multiplier=multiplier,
                 )
             )  # fmt: skip
-        earn = _floor(exact) if value >= earning.min_basket else 0
+        earn = (_floor(exact) if value >= earning.min_basket else 0) + bonus
         return QuoteOut(
             card=account.card_number, tier=tier.name, currency=rules.currency,
-            subtotal=subtotal, discount=discount,
-            discounts=[f"{tier.name} tier {tier.discount_percent}%"] if discount else [],
+            subtotal=subtotal, discount=discount, discounts=labels,
             available_points=balance.available, pending_points=balance.pending,
             max_redeemable=max_redeemable, redeem_points=applied, points_value=points_value,
             to_pay=to_pay, points_to_earn=earn, promotions=[p.name for p in promotions],
-            lines=quoted,
+            coupon=coupon, lines=quoted,
         )  # fmt: skip
 
     def _promotions(self, account: LoyaltyAccount, now: datetime) -> list[Any]:
@@ -780,6 +796,15 @@ class LoyaltyService:
 
 def _usable(lot: Lot, now: datetime) -> bool:
     return lot.effective_at <= now and (lot.expires_at is None or lot.expires_at > now)
+
+
+def _share(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
+    """``total`` spread over lines by their value in cents; the last line takes the rest."""
+    whole = sum(weights, Decimal(0))
+    shares = [round_money(total * w / whole) if whole else Decimal("0.00") for w in weights]
+    if shares:
+        shares[-1] = total - sum(shares[:-1], Decimal("0"))
+    return shares
 
 
 def _floor(value: Decimal | int) -> int:

@@ -18,6 +18,9 @@ from patron.models.identity import Identity, IdentityKind
 from patron.models.import_run import ImportRun
 from patron.models.loyalty import (
     AccountStatus,
+    Coupon,
+    CouponPool,
+    CouponUse,
     EntryKind,
     LedgerEntry,
     LotUse,
@@ -49,6 +52,9 @@ __all__ = [
     "Consent",
     "ConsentStatus",
     "ContentType",
+    "Coupon",
+    "CouponPool",
+    "CouponUse",
     "Customer",
     "CustomerScore",
     "EntryKind",

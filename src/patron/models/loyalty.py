@@ -142,6 +142,10 @@ class PosTransaction(Base):
     currency: Mapped[str] = mapped_column(String(3))
     subtotal: Mapped[Decimal]
     discount: Mapped[Decimal]
+    """Tier and coupon discounts together."""
+    coupon_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("loyalty_coupons.id", ondelete="RESTRICT")
+    )
     points_burned: Mapped[int] = mapped_column(BigInteger)
     points_value: Mapped[Decimal]
     paid: Mapped[Decimal]
@@ -189,8 +193,78 @@ class TierChange(Base):
     __table_args__ = (Index("ix_loyalty_tier_changes_account", "account_id", "at"),)
 
 
+class CouponPool(Base):
+    """A batch of coupons with one offer: unique single-use codes (one per recipient of a
+    campaign, say) or one shared code used many times, with limits and validity."""
+
+    __tablename__ = "loyalty_coupon_pools"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    campaign_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("campaigns.id", ondelete="SET NULL"), unique=True
+    )
+    """Redemptions of the pool's codes are credited to this campaign."""
+    discount_percent: Mapped[Decimal | None]
+    discount_amount: Mapped[Decimal | None]
+    bonus_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    min_basket: Mapped[Decimal] = mapped_column(default=Decimal("0.00"))
+    uses_per_code: Mapped[int | None]
+    """1 for single-use codes; None for no limit."""
+    uses_per_customer: Mapped[int] = mapped_column(default=1)
+    valid_from: Mapped[datetime]
+    valid_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Coupon(Base):
+    """One code of a pool, bound to a customer when it was issued to one."""
+
+    __tablename__ = "loyalty_coupons"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    pool_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("loyalty_coupon_pools.id", ondelete="RESTRICT")
+    )
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    customer_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="SET NULL")
+    )
+    lock_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_loyalty_coupons_pool", "pool_id"),)
+
+
+class CouponUse(Base):
+    """A redemption (``uses`` 1) at a till, or its undoing (-1) when the purchase is
+    cancelled: append-only, so that what a code has left is a sum."""
+
+    __tablename__ = "loyalty_coupon_uses"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    coupon_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("loyalty_coupons.id", ondelete="RESTRICT")
+    )
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="RESTRICT"))
+    transaction_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("loyalty_transactions.id", ondelete="RESTRICT")
+    )
+    uses: Mapped[int]
+    discount: Mapped[Decimal]
+    at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_loyalty_coupon_uses_coupon", "coupon_id", "customer_id"),
+        Index("ix_loyalty_coupon_uses_transaction", "transaction_id"),
+    )
+
+
 __all__ = [
     "AccountStatus",
+    "Coupon",
+    "CouponPool",
+    "CouponUse",
     "EntryKind",
     "LedgerEntry",
     "LotUse",

@@ -1,8 +1,8 @@
-"""Loyalty program: rules versions, accounts, ledger and lots, till transactions, operations, tier history
+"""Loyalty program: rules versions, accounts, ledger and lots, till transactions, operations, tier history, coupons
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-05 07:43:39.601428
+Create Date: 2026-12-05 08:08:22.935897
 """
 
 from collections.abc import Sequence
@@ -68,6 +68,32 @@ def upgrade() -> None:
         sa.UniqueConstraint("customer_id", name=op.f("uq_loyalty_accounts_customer_id")),
     )
     op.create_table(
+        "loyalty_coupon_pools",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column(
+            "campaign_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("discount_percent", sa.Numeric(precision=18, scale=2), nullable=True),
+        sa.Column("discount_amount", sa.Numeric(precision=18, scale=2), nullable=True),
+        sa.Column("bonus_points", sa.BigInteger(), nullable=False),
+        sa.Column("min_basket", sa.Numeric(precision=18, scale=2), nullable=False),
+        sa.Column("uses_per_code", sa.Integer(), nullable=True),
+        sa.Column("uses_per_customer", sa.Integer(), nullable=False),
+        sa.Column("valid_from", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("valid_until", patron.kit.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"],
+            ["campaigns.id"],
+            name=op.f("fk_loyalty_coupon_pools_campaign_id_campaigns"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_coupon_pools")),
+        sa.UniqueConstraint("campaign_id", name=op.f("uq_loyalty_coupon_pools_campaign_id")),
+        sa.UniqueConstraint("name", name=op.f("uq_loyalty_coupon_pools_name")),
+    )
+    op.create_table(
         "loyalty_tier_changes",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
@@ -88,6 +114,34 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("loyalty_tier_changes", schema=None) as batch_op:
         batch_op.create_index("ix_loyalty_tier_changes_account", ["account_id", "at"], unique=False)
+
+    op.create_table(
+        "loyalty_coupons",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("pool_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("code", sa.String(length=40), nullable=False),
+        sa.Column(
+            "customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("lock_version", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_loyalty_coupons_customer_id_customers"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["pool_id"],
+            ["loyalty_coupon_pools.id"],
+            name=op.f("fk_loyalty_coupons_pool_id_loyalty_coupon_pools"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_coupons")),
+        sa.UniqueConstraint("code", name=op.f("uq_loyalty_coupons_code")),
+    )
+    with op.batch_alter_table("loyalty_coupons", schema=None) as batch_op:
+        batch_op.create_index("ix_loyalty_coupons_pool", ["pool_id"], unique=False)
 
     op.create_table(
         "loyalty_transactions",
@@ -112,6 +166,7 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("subtotal", sa.Numeric(precision=18, scale=2), nullable=False),
         sa.Column("discount", sa.Numeric(precision=18, scale=2), nullable=False),
+        sa.Column("coupon_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("points_burned", sa.BigInteger(), nullable=False),
         sa.Column("points_value", sa.Numeric(precision=18, scale=2), nullable=False),
         sa.Column("paid", sa.Numeric(precision=18, scale=2), nullable=False),
@@ -125,12 +180,61 @@ def upgrade() -> None:
             name=op.f("fk_loyalty_transactions_account_id_loyalty_accounts"),
             ondelete="RESTRICT",
         ),
+        sa.ForeignKeyConstraint(
+            ["coupon_id"],
+            ["loyalty_coupons.id"],
+            name=op.f("fk_loyalty_transactions_coupon_id_loyalty_coupons"),
+            ondelete="RESTRICT",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_transactions")),
         sa.UniqueConstraint("receipt", name=op.f("uq_loyalty_transactions_receipt")),
     )
     with op.batch_alter_table("loyalty_transactions", schema=None) as batch_op:
         batch_op.create_index(
             "ix_loyalty_transactions_account", ["account_id", "confirmed_at"], unique=False
+        )
+
+    op.create_table(
+        "loyalty_coupon_uses",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "coupon_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "transaction_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("uses", sa.Integer(), nullable=False),
+        sa.Column("discount", sa.Numeric(precision=18, scale=2), nullable=False),
+        sa.Column("at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["coupon_id"],
+            ["loyalty_coupons.id"],
+            name=op.f("fk_loyalty_coupon_uses_coupon_id_loyalty_coupons"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_loyalty_coupon_uses_customer_id_customers"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["loyalty_transactions.id"],
+            name=op.f("fk_loyalty_coupon_uses_transaction_id_loyalty_transactions"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_coupon_uses")),
+    )
+    with op.batch_alter_table("loyalty_coupon_uses", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_loyalty_coupon_uses_coupon", ["coupon_id", "customer_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_loyalty_coupon_uses_transaction", ["transaction_id"], unique=False
         )
 
     op.create_table(
@@ -223,14 +327,24 @@ def downgrade() -> None:
         batch_op.drop_index("ix_loyalty_entries_account")
 
     op.drop_table("loyalty_entries")
+    with op.batch_alter_table("loyalty_coupon_uses", schema=None) as batch_op:
+        batch_op.drop_index("ix_loyalty_coupon_uses_transaction")
+        batch_op.drop_index("ix_loyalty_coupon_uses_coupon")
+
+    op.drop_table("loyalty_coupon_uses")
     with op.batch_alter_table("loyalty_transactions", schema=None) as batch_op:
         batch_op.drop_index("ix_loyalty_transactions_account")
 
     op.drop_table("loyalty_transactions")
+    with op.batch_alter_table("loyalty_coupons", schema=None) as batch_op:
+        batch_op.drop_index("ix_loyalty_coupons_pool")
+
+    op.drop_table("loyalty_coupons")
     with op.batch_alter_table("loyalty_tier_changes", schema=None) as batch_op:
         batch_op.drop_index("ix_loyalty_tier_changes_account")
 
     op.drop_table("loyalty_tier_changes")
+    op.drop_table("loyalty_coupon_pools")
     op.drop_table("loyalty_accounts")
     op.drop_table("loyalty_programs")
     op.drop_table("loyalty_operations")
