@@ -113,6 +113,24 @@ def test_the_till_quotes_confirms_and_refunds_over_http(
     assert adjusted.json()["available_points"] == 110
     ledger = api.get(f"/loyalty/accounts/{CARD}/ledger", headers=analyst).json()
     assert [(e["kind"], e["points"]) for e in ledger][:2] == [("adjust", 10), ("reverse", -193)]
+    pool = api.post(
+        "/loyalty/coupon-pools",
+        json={"name": "spring", "discount_amount": "300", "valid_from": "2026-01-01T00:00:00Z"},
+        headers=marketer,
+    )  # fmt: skip
+    assert pool.status_code == 201, pool.text
+    codes = api.post(
+        f"/loyalty/coupon-pools/{pool.json()['id']}/codes", json={"count": 2, "prefix": "SPR"},
+        headers=marketer,
+    ).json()  # fmt: skip
+    assert len(codes) == 2 and all(c.startswith("SPR-") for c in codes)
+    with_code = api.post(
+        "/loyalty/pos/quote", json={"card": CARD, "lines": BASKET, "coupon": codes[0]},
+        headers=till,
+    ).json()  # fmt: skip
+    assert (with_code["discount"], with_code["to_pay"]) == ("300.00", "2700.00")
+    listed = api.get("/loyalty/coupon-pools", headers=analyst).json()
+    assert [(p["pool"]["name"], p["codes"], p["redeemed"]) for p in listed] == [("spring", 2, 0)]
     liability = api.get("/loyalty/liability", headers=analyst).json()
     assert (liability["outstanding_points"], liability["liability"]) == (110, "110.00")
     assert api.get("/loyalty/verify", headers=analyst).json()["mismatches"] == []

@@ -69,9 +69,12 @@ def program(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
 def confirm(
     factory: sessionmaker[Session], receipt: str, basket: list[dict[str, str]], *,
     redeem: int = 0, at: datetime, key: str | None = None, card: str = CARD,
+    coupon: str | None = None,
 ) -> Any:  # fmt: skip
     with factory() as session:
-        body = ConfirmIn(card=card, receipt=receipt, lines=basket, redeem_points=redeem, at=at)
+        body = ConfirmIn(
+            card=card, receipt=receipt, lines=basket, redeem_points=redeem, at=at, coupon=coupon
+        )
         answer = LoyaltyService(session).confirm(body, key=key or f"k-{receipt}", actor="till-1")
         session.commit()
         return answer

@@ -176,3 +176,60 @@ def liability() -> None:
     for name, count in tiers.items():
         table.add_row(name, f"{count:,}")
     console.print(table)
+
+
+coupons_app = typer.Typer(help="Coupon pools and codes.")
+loyalty_app.add_typer(coupons_app, name="coupons")
+
+
+@coupons_app.command("create")
+def create_pool(path: Annotated[Path, typer.Argument(help="YAML or JSON pool")]) -> None:
+    """A coupon pool from PATH (name, discount_percent or discount_amount, bonus_points,
+    min_basket, uses_per_code, uses_per_customer, valid_from, valid_until)."""
+    import yaml
+
+    from patron.loyalty.schemas import CouponPoolIn
+
+    try:
+        pool_in = CouponPoolIn.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{path}: not valid YAML or JSON: {exc}") from None
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid coupon pool: {describe(exc, where=str(path))}") from None
+    with unit_of_work(_store()) as session:
+        pool = LoyaltyService(session).coupons.create_pool(pool_in)
+        _console().print(f"coupon pool {pool.id} {pool.name!r} created")
+
+
+@coupons_app.command("generate")
+def generate(
+    pool: str,
+    count: Annotated[int, typer.Option(min=1, max=1_000_000)],
+    prefix: Annotated[str, typer.Option()] = "",
+    out: Annotated[Path | None, typer.Option(help="Write the codes here, one a line")] = None,
+) -> None:
+    """New random codes for a pool."""
+    with unit_of_work(_store()) as session:
+        coupons = LoyaltyService(session).coupons
+        codes = coupons.generate(coupons.pool(pool), count=count, prefix=prefix.upper())
+    if out is not None:
+        out.write_text("\n".join(codes) + "\n", encoding="utf-8")
+        _console().print(f"{len(codes):,} codes written to {out}")
+    else:
+        for code in codes:
+            _console().print(code)
+
+
+@coupons_app.command("list")
+def list_pools() -> None:
+    """Pools with their codes, redemptions and the discount given."""
+    table = Table("id", "name", "campaign", "codes", "redeemed", "customers", "discount given")
+    with unit_of_work(_store()) as session:
+        coupons = LoyaltyService(session).coupons
+        for pool in coupons.pools():
+            stats = coupons.stats(pool)
+            table.add_row(
+                str(pool.id), pool.name, str(pool.campaign_id or ""), f"{stats.codes:,}",
+                f"{stats.redeemed:,}", f"{stats.customers:,}", f"{stats.discount_given:,}",
+            )  # fmt: skip
+    _console().print(table)

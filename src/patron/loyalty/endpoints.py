@@ -20,6 +20,10 @@ from patron.loyalty.schemas import (
     CancelIn,
     ConfirmIn,
     ConfirmOut,
+    CouponCodesIn,
+    CouponPoolIn,
+    CouponPoolOut,
+    CouponStats,
     EnrolIn,
     EntryOut,
     Liability,
@@ -140,3 +144,24 @@ def liability(*, service: ServiceDep, _key: Reader) -> Liability:
 def verify(*, service: ServiceDep, _key: Reader) -> VerifyOut:
     """Every cached balance against its ledger."""
     return service.verify()
+
+
+@router.post("/loyalty/coupon-pools", status_code=201, response_model=CouponPoolOut)
+def create_pool(*, body: CouponPoolIn, service: ServiceDep, _key: Operator) -> CouponPoolOut:
+    """A pool of coupons: its offer, limits and validity."""
+    return CouponPoolOut.model_validate(service.coupons.create_pool(body))
+
+
+@router.get("/loyalty/coupon-pools", response_model=list[CouponStats])
+def list_pools(*, service: ServiceDep, _key: Reader) -> list[CouponStats]:
+    """Every pool with its codes and redemptions."""
+    return [service.coupons.stats(pool) for pool in service.coupons.pools()]
+
+
+@router.post("/loyalty/coupon-pools/{pool_id}/codes", status_code=201, response_model=list[str])
+def generate_codes(
+    *, pool_id: int, body: CouponCodesIn, service: ServiceDep, _key: Operator
+) -> list[str]:
+    """New random codes for a pool (not bound to any customer)."""
+    pool = service.coupons.pool(str(pool_id))
+    return service.coupons.generate(pool, count=body.count, prefix=body.prefix)

@@ -203,6 +203,7 @@ class QuoteOut(BaseModel):
     points_to_earn: int
     promotions: list[str]
     coupon: str | None = None
+    coupon_discount: Decimal = Decimal("0.00")
     lines: list[LineQuote]
 
 

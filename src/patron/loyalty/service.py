@@ -272,7 +272,7 @@ class LoyaltyService:
             # may have gone to another till since the quote
             self.coupons.redeem(
                 data.coupon, account=account, transaction=transaction,
-                value=quote.subtotal - quote.discount, now=moment,
+                value=quote.subtotal - quote.discount + quote.coupon_discount, now=moment,
             )  # fmt: skip
         if quote.redeem_points:
             self._take(
@@ -452,14 +452,14 @@ class LoyaltyService:
         discounts = [round_money(a * percent) for a in amounts]
         net = [a - d for a, d in zip(amounts, discounts, strict=True)]
         labels = [f"{tier.name} tier {tier.discount_percent}%"] if sum(discounts) else []
-        bonus = 0
+        bonus, coupon_discount = 0, Decimal("0.00")
         if coupon is not None:
             found = self.coupons.check(coupon, account=account, value=sum(net, Decimal(0)), now=now)
             coupon_cut = _share(found.discount, net)
             discounts = [d + c for d, c in zip(discounts, coupon_cut, strict=True)]
             net = [n - c for n, c in zip(net, coupon_cut, strict=True)]
             labels.append(f"coupon {coupon}: {found.discount}")
-            bonus = found.bonus_points
+            bonus, coupon_discount = found.bonus_points, found.discount
         discount = sum(discounts, Decimal("0.00"))
         value = subtotal - discount
         balance = self.balance(account, now=now)
@@ -496,7 +496,7 @@ class LoyaltyService:
             available_points=balance.available, pending_points=balance.pending,
             max_redeemable=max_redeemable, redeem_points=applied, points_value=points_value,
             to_pay=to_pay, points_to_earn=earn, promotions=[p.name for p in promotions],
-            coupon=coupon, lines=quoted,
+            coupon=coupon, coupon_discount=coupon_discount, lines=quoted,
         )  # fmt: skip
 
     def _promotions(self, account: LoyaltyAccount, now: datetime) -> list[Any]:
