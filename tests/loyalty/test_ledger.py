@@ -24,6 +24,8 @@ from patron.loyalty.schemas import (
 )
 from patron.loyalty.service import AccountBlocked, LoyaltyService, luhn_digit
 from patron.models import Event, IdentityKind, LedgerEntry, PosTransaction, TransactionStatus
+from patron.segments.schemas import SegmentIn, parse_rule
+from patron.segments.service import SegmentService
 from tests.fixtures.segments import store_base
 
 T0 = datetime(2026, 1, 10, 10, 0, tzinfo=UTC)
@@ -306,3 +308,47 @@ def test_tiers_go_up_at_once_and_down_only_at_a_review_after_the_grace(
         # within the grace of 30 days from the move up, the review keeps the tier
         assert service.review_tiers(now=T0 + timedelta(days=420)) == {"up": 0, "down": 0}
         assert service.review_tiers(now=T0 + timedelta(days=431)) == {"up": 0, "down": 1}
+
+
+def test_promotions_minimum_basket_and_birthday_bonus(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Double points on weekends for the "moscow" segment; nothing under a 200 basket;
+    a birthday bonus once a year."""
+    rules = {
+        **RULES,
+        "pending_days": 0,
+        "earning": {
+            "base_rate": "0.1", "min_basket": "200", "birthday_bonus": 300,
+            "promotions": [{"name": "weekend x2", "multiplier": "2", "weekdays": [6, 7],
+                            "segment": "moscow"}],
+        },
+    }  # fmt: skip
+    with session_factory() as session:
+        store_base(session)
+        SegmentService(session).create(
+            SegmentIn(name="moscow", rule=parse_rule({"kind": "profile", "field": "city",
+                                                      "value": "Moscow"})),
+            actor="t",
+        )  # fmt: skip
+        service = LoyaltyService(session)
+        service.configure(ProgramRules.model_validate(rules), actor="admin")
+        service.enrol(EnrolIn(customer_id=1, card_number=CARD), actor="admin", now=T0)
+        service.enrol(EnrolIn(customer_id=5, card_number="5555"), actor="admin", now=T0)
+        session.commit()
+    saturday, monday = datetime(2026, 1, 10, 12, tzinfo=UTC), datetime(2026, 1, 12, 12, tzinfo=UTC)
+    basket = lines(("B", "books", "1", "1000"))
+    with session_factory() as session:
+        service = LoyaltyService(session)
+        weekend = service.quote(QuoteIn(card=CARD, lines=basket, at=saturday))
+        assert (weekend.points_to_earn, weekend.promotions) == (200, ["weekend x2"])
+        assert service.quote(QuoteIn(card=CARD, lines=basket, at=monday)).points_to_earn == 100
+        # Dina lives in Kazan: not in the segment
+        assert service.quote(QuoteIn(card="5555", lines=basket, at=saturday)).points_to_earn == 100
+        small = lines(("B", "books", "1", "199"))
+        assert service.quote(QuoteIn(card=CARD, lines=small, at=monday)).points_to_earn == 0
+        # Anna was born on 10 March
+        birthday = datetime(2026, 3, 10, 8, tzinfo=UTC)
+        assert service.birthday_bonuses(now=birthday) == 1
+        assert service.birthday_bonuses(now=birthday + timedelta(hours=5)) == 0
+        assert service.balance(service.account(CARD), now=birthday).available == 300
