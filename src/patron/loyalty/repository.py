@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, case, extract, func, literal, or_, select, update
+from sqlalchemy import and_, case, delete, extract, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from patron.kit.clock import utcnow
@@ -31,6 +31,7 @@ from patron.models import (
     LoyaltyAccount,
     LoyaltyOperation,
     LoyaltyProgram,
+    OpenLot,
     PosTransaction,
     TierChange,
     TransactionStatus,
@@ -152,68 +153,96 @@ class LoyaltyRepository:
         )
         return self.session.scalars(query).all()
 
-    def use_lots(self, entry_id: int, uses: Sequence[tuple[int, int]]) -> None:
-        """Record what a negative entry took from each lot."""
-        if uses:
-            bulk_insert_columns(
-                self.session,
-                table_of(LotUse),
-                {
-                    "entry_id": [entry_id] * len(uses),
-                    "lot_id": [lot for lot, _ in uses],
-                    "points": [points for _, points in uses],
-                },
+    def open_lot(self, entry: LedgerEntry) -> None:
+        """A new lot is open with all its points."""
+        self.session.add(
+            OpenLot(
+                lot_id=entry.id, account_id=entry.account_id, remaining=entry.points,
+                effective_at=entry.effective_at, expires_at=entry.expires_at,
             )
+        )  # fmt: skip
 
-    def _remaining(self) -> Any:
-        # correlated, so that only the uses of the lots asked for are summed (by index)
-        used = (
-            select(func.coalesce(func.sum(LotUse.points), 0))
-            .where(LotUse.lot_id == LedgerEntry.id)
-            .correlate(LedgerEntry)
-            .scalar_subquery()
+    def use_lots(self, entry_id: int, uses: Sequence[tuple[int, int]]) -> None:
+        """Record what a negative entry took from each lot, and what each has left (a lot
+        used up is no longer open)."""
+        if not uses:
+            return
+        bulk_insert_columns(
+            self.session,
+            table_of(LotUse),
+            {
+                "entry_id": [entry_id] * len(uses),
+                "lot_id": [lot for lot, _ in uses],
+                "points": [points for _, points in uses],
+            },
         )
-        remaining = (LedgerEntry.points - used).label("remaining")
-        query = select(
-            LedgerEntry.id,
-            LedgerEntry.account_id,
-            remaining,
-            LedgerEntry.effective_at,
-            LedgerEntry.expires_at,
+        for lot, points in uses:
+            self.session.execute(
+                update(OpenLot)
+                .where(OpenLot.lot_id == lot)
+                .values(remaining=OpenLot.remaining - points)
+                .execution_options(synchronize_session=False)
+            )
+        self.session.execute(
+            delete(OpenLot)
+            .where(OpenLot.lot_id.in_([lot for lot, _ in uses]), OpenLot.remaining <= 0)
+            .execution_options(synchronize_session=False)
         )
-        return query.where(LedgerEntry.points > 0), remaining
+
+    def _open(self) -> Any:
+        return select(
+            OpenLot.lot_id, OpenLot.account_id, OpenLot.remaining, OpenLot.effective_at,
+            OpenLot.expires_at,
+        ).where(OpenLot.remaining > 0)  # fmt: skip
 
     def lots(self, account_id: int) -> list[Lot]:
         """The account's lots with points left: the soonest to expire first, then the
         oldest (a lot that never expires goes last)."""
-        query, remaining = self._remaining()
-        query = query.where(LedgerEntry.account_id == account_id, remaining > 0).order_by(
-            case((LedgerEntry.expires_at.is_(None), 1), else_=0),
-            LedgerEntry.expires_at,
-            LedgerEntry.id,
+        query = (
+            self._open()
+            .where(OpenLot.account_id == account_id)
+            .order_by(
+                case((OpenLot.expires_at.is_(None), 1), else_=0), OpenLot.expires_at, OpenLot.lot_id
+            )
         )
         return [_lot(row) for row in self.session.execute(query)]
 
     def lots_expiring(self, *, until: datetime, after: datetime | None = None) -> list[Lot]:
         """Lots with points left whose expiry is at or before ``until`` (and after
         ``after``), across accounts, in account order: the expiry job's work list."""
-        query, remaining = self._remaining()
-        conditions = [remaining > 0, LedgerEntry.expires_at <= until]
+        query = self._open().where(OpenLot.expires_at <= until)
         if after is not None:
-            conditions.append(LedgerEntry.expires_at > after)
-        query = query.where(*conditions).order_by(LedgerEntry.account_id, LedgerEntry.id)
+            query = query.where(OpenLot.expires_at > after)
+        query = query.order_by(OpenLot.account_id, OpenLot.lot_id)
         return [_lot(row) for row in self.session.execute(query)]
 
     def totals(self, *, now: datetime) -> tuple[int, int, int]:
         """Accounts, points available and points pending, across the program."""
-        query, remaining = self._remaining()
-        lots = query.where(remaining > 0).subquery()
-        live = or_(lots.c.expires_at.is_(None), lots.c.expires_at > now)
-        available = func.sum(case((and_(lots.c.effective_at <= now, live), lots.c.remaining)))
-        pending = func.sum(case((lots.c.effective_at > now, lots.c.remaining)))
+        live = or_(OpenLot.expires_at.is_(None), OpenLot.expires_at > now)
+        available = func.sum(case((and_(OpenLot.effective_at <= now, live), OpenLot.remaining)))
+        pending = func.sum(case((OpenLot.effective_at > now, OpenLot.remaining)))
         points = self.session.execute(select(available, pending)).one()
         accounts = self.session.scalar(select(func.count()).select_from(LoyaltyAccount))
         return int(accounts or 0), int(points[0] or 0), int(points[1] or 0)
+
+    def lot_differences(self) -> list[tuple[int, int, int]]:
+        """Lots whose open remainder differs from what the ledger leaves them:
+        (lot, cached, ledger). The ledger's remainder is the lot less its uses."""
+        used = (
+            select(func.coalesce(func.sum(LotUse.points), 0))
+            .where(LotUse.lot_id == LedgerEntry.id)
+            .correlate(LedgerEntry)
+            .scalar_subquery()
+        )
+        left = (LedgerEntry.points - used).label("left")
+        cached = func.coalesce(OpenLot.remaining, 0)
+        rows = self.session.execute(
+            select(LedgerEntry.id, cached, left)
+            .outerjoin(OpenLot, OpenLot.lot_id == LedgerEntry.id)
+            .where(LedgerEntry.points > 0, cached != left)
+            .order_by(LedgerEntry.id)
+        )
+        return [(int(a), int(b), int(c)) for a, b, c in rows]
 
     def moved(self, kind: EntryKind) -> int:
         """All points ever moved by entries of ``kind`` (as a positive number)."""
@@ -235,11 +264,6 @@ class LoyaltyRepository:
             .order_by(LoyaltyAccount.id)
         )
         return {int(a): (int(cached), int(total)) for a, cached, total in rows}
-
-    def overdrawn_lots(self) -> list[int]:
-        """Lots more than used up: never possible unless the ledger was tampered with."""
-        query, remaining = self._remaining()
-        return [int(row[0]) for row in self.session.execute(query.where(remaining < 0))]
 
     # -- till transactions -----------------------------------------------------------------
 

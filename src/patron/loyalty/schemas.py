@@ -313,6 +313,10 @@ class Liability(BaseModel):
 
 
 class VerifyOut(BaseModel):
+    """Accounts whose cached points differ from their ledger (``account``), lots whose
+    open remainder differs from their uses (``lot``), and anything negative (accounts,
+    and lots as negative ids)."""
+
     accounts: int
     mismatches: list[dict[str, int]]
     negative: list[int]

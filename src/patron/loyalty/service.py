@@ -671,7 +671,8 @@ class LoyaltyService:
         )  # fmt: skip
 
     def verify(self) -> VerifyOut:
-        """Every cached total against the sum of its ledger, and no lot overdrawn."""
+        """Every cached total against the sum of its ledger, every open lot's remainder
+        against its uses, and no lot overdrawn."""
         sums = self.repo.ledger_sums()
         mismatches = [
             {"account": account, "cached": cached, "ledger": total}
@@ -679,8 +680,12 @@ class LoyaltyService:
             if cached != total
         ]
         negative = sorted(a for a, (_, total) in sums.items() if total < 0)
-        negative += [-lot for lot in self.repo.overdrawn_lots()]
-        return VerifyOut(accounts=len(sums), mismatches=mismatches, negative=negative)
+        lots = [
+            {"lot": lot, "cached": cached, "ledger": left}
+            for lot, cached, left in self.repo.lot_differences()
+        ]
+        negative += [-entry["lot"] for entry in lots if entry["ledger"] < 0]
+        return VerifyOut(accounts=len(sums), mismatches=mismatches + lots, negative=negative)
 
     def tier_counts(self) -> dict[str, int]:
         counts = self.repo.tier_counts()
@@ -703,6 +708,7 @@ class LoyaltyService:
                 transaction_id=transaction_id, created_by=actor,
             )
         )  # fmt: skip
+        self.repo.open_lot(entry)
         self.repo.add_points(account.id, points)
         return entry
 

@@ -128,6 +128,29 @@ class LotUse(Base):
     __table_args__ = (Index("ix_loyalty_lot_uses_lot", "lot_id"),)
 
 
+class OpenLot(Base):
+    """What is left of each lot that still has points: a cache of the ledger, written in
+    the same transaction as the uses, so a till reads only live lots however long the
+    account's history. ``patron loyalty verify`` checks it against the ledger."""
+
+    __tablename__ = "loyalty_open_lots"
+
+    lot_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("loyalty_entries.id", ondelete="RESTRICT"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("loyalty_accounts.id", ondelete="RESTRICT")
+    )
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    effective_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_loyalty_open_lots_account", "account_id"),
+        Index("ix_loyalty_open_lots_expiry", "expires_at"),
+    )
+
+
 class PosTransaction(Base):
     """A purchase confirmed at a till, with what it burned and earned, and its refunds."""
 
@@ -271,6 +294,7 @@ __all__ = [
     "LoyaltyAccount",
     "LoyaltyOperation",
     "LoyaltyProgram",
+    "OpenLot",
     "PosTransaction",
     "TierChange",
     "TransactionStatus",
