@@ -118,9 +118,6 @@ class LoyaltyService:
         self._rules = rules
         return program
 
-    def versions(self) -> Sequence[LoyaltyProgram]:
-        return self.repo.programs()
-
     # -- accounts --------------------------------------------------------------------------
 
     def enrol(self, data: EnrolIn, *, actor: str, now: datetime | None = None) -> LoyaltyAccount:
@@ -170,12 +167,6 @@ class LoyaltyService:
         found = self.repo.by_card(card.strip())
         if found is None:
             raise NotFound(f"card {card!r} is not known")
-        return found
-
-    def account_of(self, customer_id: int) -> LoyaltyAccount:
-        found = self.repo.by_customer(customer_id)
-        if found is None:
-            raise NotFound(f"customer {customer_id} is not a member")
         return found
 
     def block(self, card: str, *, blocked: bool) -> LoyaltyAccount:
