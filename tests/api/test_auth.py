@@ -218,6 +218,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /events",
         "GET /loyalty/accounts/{card}",
         "GET /loyalty/accounts/{card}/ledger",
+        "GET /loyalty/accounts/{card}/referrals",
         "GET /loyalty/coupon-pools",
         "GET /loyalty/liability",
         "GET /loyalty/rules",

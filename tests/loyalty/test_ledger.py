@@ -3,6 +3,7 @@ idempotency, bad input, lots spent oldest first, exact expiry, tiers and liabili
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +24,15 @@ from patron.loyalty.schemas import (
     RefundIn,
 )
 from patron.loyalty.service import AccountBlocked, LoyaltyService, luhn_digit
-from patron.models import Event, IdentityKind, LedgerEntry, PosTransaction, TransactionStatus
+from patron.models import (
+    Customer,
+    Event,
+    Identity,
+    IdentityKind,
+    LedgerEntry,
+    PosTransaction,
+    TransactionStatus,
+)
 from patron.segments.schemas import SegmentIn, parse_rule
 from patron.segments.service import SegmentService
 from tests.fixtures.segments import store_base
@@ -352,3 +361,54 @@ def test_promotions_minimum_basket_and_birthday_bonus(
         assert service.birthday_bonuses(now=birthday) == 1
         assert service.birthday_bonuses(now=birthday + timedelta(hours=5)) == 0
         assert service.balance(service.account(CARD), now=birthday).available == 300
+
+
+def test_a_friend_brought_rewards_both_once_and_self_referral_is_refused(
+    session_factory: sessionmaker[Session],
+) -> None:
+    rules = {
+        **RULES,
+        "pending_days": 0,
+        "referrals": {"referrer_points": 500, "friend_points": 200, "min_purchase": "500"},
+    }
+    with session_factory() as session:
+        store_base(session)
+        # Anna again, with a plus-addressed email, as a new profile
+        session.add(Customer(id=9, first_name="Anya", merged_into_id=None, attributes={}))
+        session.flush()
+        session.add(
+            Identity(customer_id=9, kind=IdentityKind.EMAIL, value="anna+promo@example.ru",
+                     raw_value="anna+promo@example.ru", source="test")
+        )  # fmt: skip
+        service = LoyaltyService(session)
+        service.configure(ProgramRules.model_validate(rules), actor="admin")
+        anna = service.enrol(EnrolIn(customer_id=1, card_number=CARD), actor="a", now=T0)
+        code = anna.referral_code
+        assert re.fullmatch(r"[A-HJ-NP-Z2-9]{8}", code)
+        with pytest.raises(InvalidInput, match="referral_code: 'NOPE' is not known"):
+            service.enrol(EnrolIn(customer_id=5, referral_code="NOPE"), actor="a", now=T0)
+        service.enrol(EnrolIn(customer_id=5, card_number="5555", referral_code=code.lower()),
+                      actor="a", now=T0)  # fmt: skip
+        service.enrol(EnrolIn(customer_id=9, card_number="9999", referral_code=code),
+                      actor="a", now=T0)  # fmt: skip
+        session.commit()
+    # a purchase below the minimum does not complete the referral; the next one does
+    confirm(session_factory, "D1", lines(("B", "books", "1", "300")), at=T0, card="5555")
+    confirm(session_factory, "D2", lines(("B", "books", "1", "600")), at=T0, card="5555")
+    confirm(session_factory, "D3", lines(("B", "books", "1", "600")), at=T0, card="5555")
+    confirm(session_factory, "A1", lines(("B", "books", "1", "600")), at=T0, card="9999")
+    with session_factory() as session:
+        service = LoyaltyService(session)
+        found = [(r.friend_id, r.status.value, r.reason) for r in service.referrals(
+            service.account(CARD))]  # fmt: skip
+        assert found == [
+            (2, "completed", None),
+            (3, "refused", "self-referral: email anna@example.ru"),
+        ]
+        balance = {card: service.balance(service.account(card), now=T0).available
+                   for card in (CARD, "5555", "9999")}  # fmt: skip
+        # each has the welcome 100; Anna 500 for Dina; Dina 30 + 60 + 60 earned and 200 for
+        # coming; Anya 60 earned, and nothing for her own referral
+        assert balance == {CARD: 600, "5555": 450, "9999": 160}
+        events = session.scalars(select(Event).where(Event.type == "loyalty.referral_completed"))
+        assert sorted(e.properties["side"] for e in events) == ["friend", "referrer"]

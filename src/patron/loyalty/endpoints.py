@@ -30,6 +30,7 @@ from patron.loyalty.schemas import (
     ProgramRules,
     QuoteIn,
     QuoteOut,
+    ReferralOut,
     RefundIn,
     RefundOut,
     VerifyOut,
@@ -165,3 +166,9 @@ def generate_codes(
     """New random codes for a pool (not bound to any customer)."""
     pool = service.coupons.pool(str(pool_id))
     return service.coupons.generate(pool, count=body.count, prefix=body.prefix)
+
+
+@router.get("/loyalty/accounts/{card}/referrals", response_model=list[ReferralOut])
+def referrals(*, card: str, service: ServiceDep, _key: Reader) -> list[ReferralOut]:
+    """Friends the member brought, and how each referral went."""
+    return [ReferralOut.model_validate(r) for r in service.referrals(service.account(card))]

@@ -26,6 +26,8 @@ from patron.models import (
     Customer,
     EntryKind,
     Event,
+    Identity,
+    IdentityKind,
     LedgerEntry,
     LotUse,
     LoyaltyAccount,
@@ -33,6 +35,8 @@ from patron.models import (
     LoyaltyProgram,
     OpenLot,
     PosTransaction,
+    Referral,
+    ReferralStatus,
     TierChange,
     TransactionStatus,
 )
@@ -55,6 +59,16 @@ def _lot(row: Any) -> Lot:
     # PostgreSQL sums bigints as numeric: the points are whole, so make them int again
     lot_id, account_id, remaining, effective_at, expires_at = row
     return Lot(int(lot_id), int(account_id), int(remaining), effective_at, expires_at)
+
+
+def _canonical(kind: IdentityKind, value: str) -> str:
+    if kind is not IdentityKind.EMAIL or "@" not in value:
+        return value
+    local, domain = value.rsplit("@", 1)
+    local = local.split("+", 1)[0]
+    if domain in {"gmail.com", "googlemail.com"}:
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}"
 
 
 class LoyaltyRepository:
@@ -119,6 +133,52 @@ class LoyaltyRepository:
     def accounts(self, *, limit: int, offset: int) -> Sequence[LoyaltyAccount]:
         query = select(LoyaltyAccount).order_by(LoyaltyAccount.id).limit(limit).offset(offset)
         return self.session.scalars(query).all()
+
+    def by_referral_code(self, code: str) -> LoyaltyAccount | None:
+        return self.session.scalar(
+            select(LoyaltyAccount).where(LoyaltyAccount.referral_code == code)
+        )
+
+    def pending_referral(self, friend_id: int) -> Referral | None:
+        return self.session.scalar(
+            select(Referral).where(
+                Referral.friend_id == friend_id, Referral.status == ReferralStatus.PENDING
+            )
+        )
+
+    def referrals_by(self, referrer_id: int) -> Sequence[Referral]:
+        return self.session.scalars(
+            select(Referral).where(Referral.referrer_id == referrer_id).order_by(Referral.id)
+        ).all()
+
+    def shared_identity(self, one: int, other: int) -> str | None:
+        """What shows two profiles are one person: the same profile, one merged into the
+        other, or an email or phone that is the same once canonical (an email's +tag and,
+        at Gmail, its dots do not make another mailbox). None when nothing is shared."""
+        if one == other:
+            return "the same customer"
+        merged = self.session.scalar(
+            select(func.count()).select_from(Customer).where(
+                or_(
+                    and_(Customer.id == one, Customer.merged_into_id == other),
+                    and_(Customer.id == other, Customer.merged_into_id == one),
+                )
+            )
+        )  # fmt: skip
+        if merged:
+            return "one profile is merged into the other"
+        rows = self.session.execute(
+            select(Identity.customer_id, Identity.kind, Identity.value).where(
+                Identity.customer_id.in_([one, other]),
+                Identity.kind.in_([IdentityKind.EMAIL, IdentityKind.PHONE]),
+            )
+        )
+        seen: dict[str, set[int]] = {}
+        for owner, kind, value in rows:
+            key = f"{kind.value} {_canonical(kind, value)}"
+            seen.setdefault(key, set()).add(int(owner))
+        shared = sorted(key for key, owners in seen.items() if len(owners) == 2)
+        return shared[0] if shared else None
 
     def account_ids(self) -> list[int]:
         return list(self.session.scalars(select(LoyaltyAccount.id).order_by(LoyaltyAccount.id)))

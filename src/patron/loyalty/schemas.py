@@ -13,7 +13,7 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from patron.models import AccountStatus, TransactionStatus
+from patron.models import AccountStatus, ReferralStatus, TransactionStatus
 
 
 class _Rules(BaseModel):
@@ -83,6 +83,15 @@ class Earning(_Rules):
         return value
 
 
+class Referrals(_Rules):
+    """Bring a friend: both sides get points when the friend's first purchase of at least
+    ``min_purchase`` (after discounts) is confirmed."""
+
+    referrer_points: int = Field(default=0, ge=0)
+    friend_points: int = Field(default=0, ge=0)
+    min_purchase: Decimal = Field(default=Decimal("0"), ge=0)
+
+
 class ProgramRules(_Rules):
     """The whole program. Saved as a new version each time; the newest is in force."""
 
@@ -103,6 +112,7 @@ class ProgramRules(_Rules):
         default_factory=lambda: [Tier(name="Basic", threshold=Decimal("0"))], min_length=1
     )
     qualification: Qualification = Field(default_factory=Qualification)
+    referrals: Referrals = Field(default_factory=Referrals)
 
     @model_validator(mode="after")
     def _tiers(self) -> Self:
@@ -263,6 +273,7 @@ class EnrolIn(BaseModel):
 
     customer_id: int
     card_number: str | None = Field(default=None, min_length=4, max_length=32, pattern=r"^\d+$")
+    referral_code: str | None = Field(default=None, min_length=4, max_length=16)
 
 
 class AccountOut(BaseModel):
@@ -271,6 +282,7 @@ class AccountOut(BaseModel):
     id: int
     customer_id: int
     card_number: str
+    referral_code: str
     status: AccountStatus
     tier: str
     tier_since: datetime
@@ -380,3 +392,15 @@ class CouponStats(BaseModel):
     redeemed: int
     customers: int
     discount_given: Decimal
+
+
+class ReferralOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    referrer_id: int
+    friend_id: int
+    status: ReferralStatus
+    reason: str | None
+    created_at: datetime
+    completed_at: datetime | None

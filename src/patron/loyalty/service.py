@@ -26,7 +26,7 @@ from patron.customers.service import CustomerService
 from patron.kit.clock import utcnow
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.money import round_money
-from patron.loyalty.coupons import CouponService
+from patron.loyalty.coupons import ALPHABET, CouponService
 from patron.loyalty.repository import Lot, LoyaltyRepository
 from patron.loyalty.schemas import (
     AccountOut,
@@ -55,6 +55,8 @@ from patron.models import (
     LoyaltyOperation,
     LoyaltyProgram,
     PosTransaction,
+    Referral,
+    ReferralStatus,
     TierChange,
     TransactionStatus,
 )
@@ -135,13 +137,29 @@ class LoyaltyService:
             customer.id, IdentityIn(kind=IdentityKind.CARD, value=card, verified=True),
             source="loyalty",
         )  # fmt: skip
+        referrer = None
+        if data.referral_code is not None:
+            referrer = self.repo.by_referral_code(data.referral_code.strip().upper())
+            if referrer is None:
+                raise InvalidInput(f"referral_code: {data.referral_code!r} is not known")
         rules = self.rules
         account = self.repo.add(
             LoyaltyAccount(
                 customer_id=customer.id, card_number=card, tier=rules.tiers[0].name,
-                tier_since=moment, enrolled_at=moment,
+                tier_since=moment, enrolled_at=moment, referral_code=self._new_referral_code(),
             )
         )  # fmt: skip
+        if referrer is not None:
+            # a member who refers themselves (a second profile, a plus-addressed email)
+            # is recorded as refused, with what gave it away, and never rewarded
+            shared = self.repo.shared_identity(referrer.customer_id, customer.id)
+            self.repo.add(
+                Referral(
+                    referrer_id=referrer.id, friend_id=account.id, created_at=moment,
+                    status=ReferralStatus.REFUSED if shared else ReferralStatus.PENDING,
+                    reason=f"self-referral: {shared}" if shared else None,
+                )
+            )  # fmt: skip
         self.repo.add(
             TierChange(
                 account_id=account.id, from_tier=None, to_tier=account.tier, at=moment,
@@ -155,6 +173,47 @@ class LoyaltyService:
                 ref=None, key=f"welcome:{account.id}", at=moment, actor=actor,
             )  # fmt: skip
         return account
+
+    def _new_referral_code(self) -> str:
+        while True:
+            code = "".join(secrets.choice(ALPHABET) for _ in range(8))
+            if self.repo.by_referral_code(code) is None:
+                return code
+
+    def referrals(self, account: LoyaltyAccount) -> Sequence[Referral]:
+        """Friends the member brought, and how each referral went."""
+        return self.repo.referrals_by(account.id)
+
+    def _complete_referral(
+        self, friend: LoyaltyAccount, transaction: PosTransaction, *, value: Decimal,
+        now: datetime, actor: str,
+    ) -> None:  # fmt: skip
+        """The friend's first qualifying purchase rewards both sides, once."""
+        referral = self.repo.pending_referral(friend.id)
+        rules = self.rules.referrals
+        if referral is None or value < rules.min_purchase:
+            return
+        referrer = self.repo.account(referral.referrer_id)
+        assert referrer is not None
+        # the friend's lock is held; the referrer's comes second, and no chain of referrals
+        # can lock the other way round (a friend always enrolled after their referrer)
+        self.repo.lock(referrer.id)
+        for member, points, side in (
+            (referrer, rules.referrer_points, "referrer"), (friend, rules.friend_points, "friend")
+        ):  # fmt: skip
+            if points:
+                self._lot(
+                    member, points, kind=EntryKind.EARN, reason=f"referral {referral.id}",
+                    source="program", ref=transaction.receipt,
+                    key=f"referral:{referral.id}:{side}", at=now, actor=actor,
+                )  # fmt: skip
+            self._publish(
+                member, "loyalty.referral_completed", now, f"referral:{referral.id}:{side}",
+                {"referral": referral.id, "side": side, "points": points},
+            )  # fmt: skip
+        referral.status = ReferralStatus.COMPLETED
+        referral.completed_at = now
+        referral.transaction_id = transaction.id
 
     def _new_card(self) -> str:
         while True:
@@ -190,6 +249,7 @@ class LoyaltyService:
             id=account.id,
             customer_id=account.customer_id,
             card_number=account.card_number,
+            referral_code=account.referral_code,
             status=account.status,
             tier=account.tier,
             tier_since=account.tier_since,
@@ -284,6 +344,9 @@ class LoyaltyService:
                 {"points": quote.points_to_earn, "receipt": data.receipt,
                  "available_at": available_at.isoformat()},
             )  # fmt: skip
+        self._complete_referral(
+            account, transaction, value=quote.subtotal - quote.discount, now=moment, actor=actor
+        )
         changed = self._upgrade(account, now=moment)
         balance = self.balance(account, now=moment)
         return ConfirmOut(

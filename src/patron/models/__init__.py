@@ -29,6 +29,8 @@ from patron.models.loyalty import (
     LoyaltyProgram,
     OpenLot,
     PosTransaction,
+    Referral,
+    ReferralStatus,
     TierChange,
     TransactionStatus,
 )
@@ -81,6 +83,8 @@ __all__ = [
     "Product",
     "Purpose",
     "RecipientGroup",
+    "Referral",
+    "ReferralStatus",
     "Role",
     "RunStatus",
     "Segment",

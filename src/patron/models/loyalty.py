@@ -77,6 +77,8 @@ class LoyaltyAccount(Base):
     lock_version: Mapped[int] = mapped_column(BigInteger, default=0)
     """Bumped by every change: the write that takes the account's lock on any backend."""
     enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    referral_code: Mapped[str] = mapped_column(String(16), unique=True)
+    """What the member gives friends ("bring a friend"); made with ``secrets``."""
 
 
 class LedgerEntry(Base):
@@ -216,6 +218,37 @@ class TierChange(Base):
     __table_args__ = (Index("ix_loyalty_tier_changes_account", "account_id", "at"),)
 
 
+class ReferralStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    REFUSED = "refused"
+
+
+class Referral(Base):
+    """A friend brought by a member's referral code: rewarded on both sides when the
+    friend's first qualifying purchase is confirmed."""
+
+    __tablename__ = "loyalty_referrals"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    referrer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("loyalty_accounts.id", ondelete="RESTRICT")
+    )
+    friend_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("loyalty_accounts.id", ondelete="RESTRICT"), unique=True
+    )
+    """A member can be brought once."""
+    status: Mapped[ReferralStatus] = mapped_column(str_enum(ReferralStatus))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+    transaction_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("loyalty_transactions.id", ondelete="RESTRICT")
+    )
+
+    __table_args__ = (Index("ix_loyalty_referrals_referrer", "referrer_id"),)
+
+
 class CouponPool(Base):
     """A batch of coupons with one offer: unique single-use codes (one per recipient of a
     campaign, say) or one shared code used many times, with limits and validity."""
@@ -296,6 +329,8 @@ __all__ = [
     "LoyaltyProgram",
     "OpenLot",
     "PosTransaction",
+    "Referral",
+    "ReferralStatus",
     "TierChange",
     "TransactionStatus",
 ]

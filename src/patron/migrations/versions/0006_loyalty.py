@@ -1,8 +1,8 @@
-"""Loyalty program: rules versions, accounts, ledger, lots and open lots, till transactions, operations, tier history, coupons
+"""Loyalty program: rules versions, accounts, ledger, lots and open lots, till transactions, operations, tier history, coupons, referrals
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-05 08:24:23.170463
+Create Date: 2026-12-05 08:33:25.611396
 """
 
 from collections.abc import Sequence
@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("points", sa.BigInteger(), nullable=False),
         sa.Column("lock_version", sa.BigInteger(), nullable=False),
         sa.Column("enrolled_at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("referral_code", sa.String(length=16), nullable=False),
         sa.ForeignKeyConstraint(
             ["customer_id"],
             ["customers.id"],
@@ -66,6 +67,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_accounts")),
         sa.UniqueConstraint("card_number", name=op.f("uq_loyalty_accounts_card_number")),
         sa.UniqueConstraint("customer_id", name=op.f("uq_loyalty_accounts_customer_id")),
+        sa.UniqueConstraint("referral_code", name=op.f("uq_loyalty_accounts_referral_code")),
     )
     op.create_table(
         "loyalty_coupon_pools",
@@ -291,6 +293,57 @@ def upgrade() -> None:
         batch_op.create_index("ix_loyalty_entries_expiry", ["expires_at"], unique=False)
 
     op.create_table(
+        "loyalty_referrals",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "referrer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "friend_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "pending",
+                "completed",
+                "refused",
+                name="referralstatus",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("reason", sa.String(length=200), nullable=True),
+        sa.Column("created_at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("completed_at", patron.kit.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "transaction_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.ForeignKeyConstraint(
+            ["friend_id"],
+            ["loyalty_accounts.id"],
+            name=op.f("fk_loyalty_referrals_friend_id_loyalty_accounts"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["referrer_id"],
+            ["loyalty_accounts.id"],
+            name=op.f("fk_loyalty_referrals_referrer_id_loyalty_accounts"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["loyalty_transactions.id"],
+            name=op.f("fk_loyalty_referrals_transaction_id_loyalty_transactions"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_referrals")),
+        sa.UniqueConstraint("friend_id", name=op.f("uq_loyalty_referrals_friend_id")),
+    )
+    with op.batch_alter_table("loyalty_referrals", schema=None) as batch_op:
+        batch_op.create_index("ix_loyalty_referrals_referrer", ["referrer_id"], unique=False)
+
+    op.create_table(
         "loyalty_lot_uses",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("entry_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -354,6 +407,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_loyalty_lot_uses_lot")
 
     op.drop_table("loyalty_lot_uses")
+    with op.batch_alter_table("loyalty_referrals", schema=None) as batch_op:
+        batch_op.drop_index("ix_loyalty_referrals_referrer")
+
+    op.drop_table("loyalty_referrals")
     with op.batch_alter_table("loyalty_entries", schema=None) as batch_op:
         batch_op.drop_index("ix_loyalty_entries_expiry")
         batch_op.drop_index("ix_loyalty_entries_account")
