@@ -19,6 +19,7 @@ from patron.loyalty.schemas import (
     CancelIn,
     ConfirmIn,
     EnrolIn,
+    MiniProgramIn,
     ProgramRules,
     QuoteIn,
     RefundIn,
@@ -412,3 +413,55 @@ def test_a_friend_brought_rewards_both_once_and_self_referral_is_refused(
         assert balance == {CARD: 600, "5555": 450, "9999": 160}
         events = session.scalars(select(Event).where(Event.type == "loyalty.referral_completed"))
         assert sorted(e.properties["side"] for e in events) == ["friend", "referrer"]
+
+
+def test_a_mini_program_rewards_its_segment_once_when_the_goal_is_reached(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Moscow members (Anna, Vera) have January to spend 2,000 for 1,000 points; Dina
+    (Kazan) is a member but not in the segment."""
+    with session_factory() as session:
+        store_base(session)
+        SegmentService(session).create(
+            SegmentIn(name="moscow", rule=parse_rule({"kind": "profile", "field": "city",
+                                                      "value": "Moscow"})),
+            actor="t",
+        )  # fmt: skip
+        service = LoyaltyService(session)
+        service.configure(ProgramRules.model_validate({**RULES, "pending_days": 0}), actor="a")
+        for customer, card in ((1, CARD), (3, "3333"), (5, "5555")):
+            service.enrol(EnrolIn(customer_id=customer, card_number=card), actor="a", now=T0)
+        minis = service.minis
+        program = minis.create(
+            MiniProgramIn(
+                name="January push", segment="moscow", goal=Decimal("2000"), reward_points=1000,
+                starts_at=T0, ends_at=T0 + timedelta(days=21),
+            ),
+            actor="maria",
+        )  # fmt: skip
+        assert minis.start(program, now=T0) == 2
+        with pytest.raises(Conflict, match="started already"):
+            minis.start(program, now=T0)
+        session.commit()
+    book = lines(("B", "books", "1", "1500"))
+    first = confirm(session_factory, "A1", book, at=T0 + timedelta(days=1))
+    assert first.available_points == 100 + 150
+    second = confirm(session_factory, "A2", book, at=T0 + timedelta(days=2))
+    # 3,000 spent: the goal is reached at this purchase, and rewarded with it
+    assert second.available_points == 100 + 150 + 150 + 1000
+    refund(session_factory, "A2", "1500", key="rf", at=T0 + timedelta(days=3))
+    confirm(session_factory, "A3", book, at=T0 + timedelta(days=4))
+    confirm(session_factory, "D1", book, at=T0 + timedelta(days=1), card="5555")
+    # after the period, nothing counts
+    confirm(session_factory, "V1", lines(("B", "books", "1", "5000")), at=T0 + timedelta(days=22),
+            card="3333")  # fmt: skip
+    with session_factory() as session:
+        service = LoyaltyService(session)
+        out = service.minis.standing(service.minis.find("January push"))
+        # Anna: 3,000 kept by day 4 (1,500 refunded); Vera: nothing in the period
+        assert (out.members, out.reached, out.mean_progress) == (2, 1, Decimal("1500.00"))
+        rewards = session.scalars(
+            select(LedgerEntry.points).where(LedgerEntry.reason.like("mini-program%"))
+        ).all()
+        assert list(rewards) == [1000]
+        assert service.balance(service.account("5555"), now=T0 + timedelta(days=5)).available == 250

@@ -233,3 +233,51 @@ def list_pools() -> None:
                 f"{stats.redeemed:,}", f"{stats.customers:,}", f"{stats.discount_given:,}",
             )  # fmt: skip
     _console().print(table)
+
+
+mini_app = typer.Typer(help="Mini-programs: short goals for a segment.")
+loyalty_app.add_typer(mini_app, name="mini")
+
+
+@mini_app.command("create")
+def create_mini(path: Annotated[Path, typer.Argument(help="YAML or JSON mini-program")]) -> None:
+    """A mini-program from PATH (name, segment, measure, goal, reward_points, starts_at,
+    ends_at)."""
+    import yaml
+
+    from patron.loyalty.schemas import MiniProgramIn
+
+    try:
+        data = MiniProgramIn.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{path}: not valid YAML or JSON: {exc}") from None
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid mini-program: {describe(exc, where=str(path))}") from None
+    with unit_of_work(_store()) as session:
+        program = LoyaltyService(session).minis.create(data, actor="cli")
+        _console().print(f"mini-program {program.id} {program.name!r} created")
+
+
+@mini_app.command("start")
+def start_mini(program: str) -> None:
+    """Take the segment's members as participants."""
+    with unit_of_work(_store()) as session:
+        minis = LoyaltyService(session).minis
+        joined = minis.start(minis.find(program))
+    _console().print(f"{joined:,} members joined")
+
+
+@mini_app.command("list")
+def list_minis() -> None:
+    """Mini-programs with their members and how many reached the goal."""
+    table = Table("id", "name", "goal", "period", "members", "reached", "mean progress")
+    with unit_of_work(_store()) as session:
+        minis = LoyaltyService(session).minis
+        for program in minis.listing():
+            out = minis.standing(program)
+            table.add_row(
+                str(out.id), out.name, f"{out.measure} {out.goal}",
+                f"{out.starts_at:%Y-%m-%d} – {out.ends_at:%Y-%m-%d}", f"{out.members:,}",
+                f"{out.reached:,}", str(out.mean_progress),
+            )  # fmt: skip
+    _console().print(table)

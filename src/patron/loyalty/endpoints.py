@@ -27,6 +27,8 @@ from patron.loyalty.schemas import (
     EnrolIn,
     EntryOut,
     Liability,
+    MiniProgramIn,
+    MiniProgramOut,
     ProgramRules,
     QuoteIn,
     QuoteOut,
@@ -172,3 +174,23 @@ def generate_codes(
 def referrals(*, card: str, service: ServiceDep, _key: Reader) -> list[ReferralOut]:
     """Friends the member brought, and how each referral went."""
     return [ReferralOut.model_validate(r) for r in service.referrals(service.account(card))]
+
+
+@router.post("/loyalty/mini-programs", status_code=201, response_model=MiniProgramOut)
+def create_mini(*, body: MiniProgramIn, service: ServiceDep, key: Operator) -> MiniProgramOut:
+    """A mini-program for a segment, with its goal, reward and period."""
+    return service.minis.standing(service.minis.create(body, actor=key.name))
+
+
+@router.post("/loyalty/mini-programs/{program_id}/start", response_model=MiniProgramOut)
+def start_mini(*, program_id: int, service: ServiceDep, _key: Operator) -> MiniProgramOut:
+    """Take the segment's members as participants."""
+    program = service.minis.find(str(program_id))
+    service.minis.start(program)
+    return service.minis.standing(program)
+
+
+@router.get("/loyalty/mini-programs", response_model=list[MiniProgramOut])
+def list_minis(*, service: ServiceDep, _key: Reader) -> list[MiniProgramOut]:
+    """Every mini-program with its members and how many reached the goal."""
+    return [service.minis.standing(p) for p in service.minis.listing()]

@@ -14,7 +14,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, case, delete, extract, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    delete,
+    extract,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from patron.kit.clock import utcnow
@@ -33,6 +44,8 @@ from patron.models import (
     LoyaltyAccount,
     LoyaltyOperation,
     LoyaltyProgram,
+    MiniProgram,
+    MiniProgramMember,
     OpenLot,
     PosTransaction,
     Referral,
@@ -501,3 +514,88 @@ class CouponRepository:
             .group_by(CouponUse.customer_id)
         )
         return {int(c): Decimal(d) for c, d in rows if d}
+
+
+class MiniProgramRepository:
+    """Mini-programs and their members."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: Row) -> Row:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, program_id: int) -> MiniProgram | None:
+        return self.session.get(MiniProgram, program_id)
+
+    def by_name(self, name: str) -> MiniProgram | None:
+        return self.session.scalar(select(MiniProgram).where(MiniProgram.name == name))
+
+    def listing(self) -> Sequence[MiniProgram]:
+        return self.session.scalars(select(MiniProgram).order_by(MiniProgram.id)).all()
+
+    def join(self, program_id: int, selected: ColumnElement[bool], *, at: datetime) -> int:
+        """Members whose customer the segment's predicate selects join; returns how many."""
+        chosen = select(Customer.id).where(Customer.merged_into_id.is_(None), selected)
+        accounts = list(
+            self.session.scalars(
+                select(LoyaltyAccount.id)
+                .where(LoyaltyAccount.customer_id.in_(chosen))
+                .order_by(LoyaltyAccount.id)
+            )
+        )
+        if accounts:
+            bulk_insert_columns(
+                self.session,
+                table_of(MiniProgramMember),
+                {
+                    "program_id": [program_id] * len(accounts),
+                    "account_id": accounts,
+                    "joined_at": [at] * len(accounts),
+                    "progress": [Decimal("0.00")] * len(accounts),
+                    "reached_at": [None] * len(accounts),
+                },
+            )
+        return len(accounts)
+
+    def memberships(
+        self, account_id: int, *, at: datetime
+    ) -> list[tuple[MiniProgram, MiniProgramMember]]:
+        """The account's places in programs running at ``at``."""
+        rows = self.session.execute(
+            select(MiniProgram, MiniProgramMember)
+            .join(MiniProgramMember, MiniProgramMember.program_id == MiniProgram.id)
+            .where(
+                MiniProgramMember.account_id == account_id,
+                MiniProgram.starts_at <= at,
+                MiniProgram.ends_at > at,
+            )
+            .order_by(MiniProgram.id)
+        )
+        return [(program, member) for program, member in rows]
+
+    def purchases_in_window(self, account_id: int, *, since: datetime, until: datetime) -> int:
+        total = self.session.scalar(
+            select(func.count()).select_from(PosTransaction).where(
+                PosTransaction.account_id == account_id,
+                PosTransaction.status.not_in(
+                    [TransactionStatus.CANCELLED, TransactionStatus.REFUNDED]
+                ),
+                PosTransaction.confirmed_at >= since,
+                PosTransaction.confirmed_at <= until,
+            )
+        )  # fmt: skip
+        return int(total or 0)
+
+    def standing(self, program_id: int) -> tuple[int, int, Decimal]:
+        """Members, those who reached the goal, and the mean progress."""
+        row = self.session.execute(
+            select(
+                func.count(),
+                func.count(MiniProgramMember.reached_at),
+                func.coalesce(func.avg(MiniProgramMember.progress), 0),
+            ).where(MiniProgramMember.program_id == program_id)
+        ).one()
+        return int(row[0]), int(row[1]), Decimal(row[2])

@@ -7,7 +7,7 @@ non-numeric amount is refused with the field that held it, before any points mov
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal, Self
 
@@ -404,3 +404,43 @@ class ReferralOut(BaseModel):
     reason: str | None
     created_at: datetime
     completed_at: datetime | None
+
+
+class MiniProgramIn(BaseModel):
+    """A mini-program: for ``segment``, reach ``goal`` of ``measure`` between ``starts_at``
+    and ``ends_at`` to get ``reward_points``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+    segment: str = Field(min_length=1)
+    measure: Literal["spend", "purchases"] = "spend"
+    goal: Decimal = Field(gt=0)
+    reward_points: int = Field(gt=0)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _period(self) -> Self:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("'ends_at' must be after 'starts_at'")
+        if self.ends_at - self.starts_at > timedelta(days=366):
+            raise ValueError("a mini-program runs for a year at most; use the tiers beyond")
+        return self
+
+
+class MiniProgramOut(BaseModel):
+    """A mini-program and how its members stand."""
+
+    id: int
+    name: str
+    segment_id: int
+    measure: str
+    goal: Decimal
+    reward_points: int
+    starts_at: datetime
+    ends_at: datetime
+    started_at: datetime | None
+    members: int
+    reached: int
+    mean_progress: Decimal

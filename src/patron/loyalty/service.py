@@ -27,6 +27,7 @@ from patron.kit.clock import utcnow
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.money import round_money
 from patron.loyalty.coupons import ALPHABET, CouponService
+from patron.loyalty.mini import MiniProgramService
 from patron.loyalty.repository import Lot, LoyaltyRepository
 from patron.loyalty.schemas import (
     AccountOut,
@@ -96,6 +97,7 @@ class LoyaltyService:
         self.session = session
         self.repo = LoyaltyRepository(session)
         self.coupons = CouponService(session)
+        self.minis = MiniProgramService(session)
         self._rules: ProgramRules | None = None
 
     # -- the rules -------------------------------------------------------------------------
@@ -214,6 +216,18 @@ class LoyaltyService:
         referral.status = ReferralStatus.COMPLETED
         referral.completed_at = now
         referral.transaction_id = transaction.id
+
+    def _mini_progress(self, account: LoyaltyAccount, *, now: datetime, actor: str) -> None:
+        for program in self.minis.progress(account, now=now):
+            self._lot(
+                account, program.reward_points, kind=EntryKind.EARN,
+                reason=f"mini-program {program.name!r} goal reached", source="program",
+                ref=str(program.id), key=f"mini:{program.id}:{account.id}", at=now, actor=actor,
+            )  # fmt: skip
+            self._publish(
+                account, "loyalty.mini_goal_reached", now, f"mini:{program.id}:{account.id}",
+                {"program": program.name, "points": program.reward_points},
+            )  # fmt: skip
 
     def _new_card(self) -> str:
         while True:
@@ -347,6 +361,7 @@ class LoyaltyService:
         self._complete_referral(
             account, transaction, value=quote.subtotal - quote.discount, now=moment, actor=actor
         )
+        self._mini_progress(account, now=moment, actor=actor)
         changed = self._upgrade(account, now=moment)
         balance = self.balance(account, now=moment)
         return ConfirmOut(
@@ -451,6 +466,8 @@ class LoyaltyService:
         else:
             transaction.status = TransactionStatus.PARTLY_REFUNDED
         self.session.flush()
+        # progress goes down with a refund; a reward already given stays given
+        self._mini_progress(account, now=now, actor=actor)
         balance = self.balance(account, now=now)
         return RefundOut(
             transaction_id=transaction.id, receipt=transaction.receipt,

@@ -249,6 +249,46 @@ class Referral(Base):
     __table_args__ = (Index("ix_loyalty_referrals_referrer", "referrer_id"),)
 
 
+class MiniProgram(Base):
+    """A short program on top of the permanent one (3 or 6 months, say) for a segment,
+    such as the top spend group: reach ``goal`` in the period and get ``reward_points``."""
+
+    __tablename__ = "loyalty_mini_programs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    segment_id: Mapped[int] = mapped_column(BigId, ForeignKey("segments.id", ondelete="RESTRICT"))
+    measure: Mapped[str] = mapped_column(String(16))
+    """``spend`` (net of refunds) or ``purchases`` in the period."""
+    goal: Mapped[Decimal]
+    reward_points: Mapped[int] = mapped_column(BigInteger)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    """When its participants were taken from the segment."""
+    created_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MiniProgramMember(Base):
+    """A member taking part, with their progress (a cache of their purchases in the
+    period) and when they reached the goal."""
+
+    __tablename__ = "loyalty_mini_program_members"
+
+    program_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("loyalty_mini_programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("loyalty_accounts.id", ondelete="RESTRICT"), primary_key=True
+    )
+    joined_at: Mapped[datetime]
+    progress: Mapped[Decimal] = mapped_column(default=Decimal("0.00"))
+    reached_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_loyalty_mini_program_members_account", "account_id"),)
+
+
 class CouponPool(Base):
     """A batch of coupons with one offer: unique single-use codes (one per recipient of a
     campaign, say) or one shared code used many times, with limits and validity."""
@@ -327,6 +367,8 @@ __all__ = [
     "LoyaltyAccount",
     "LoyaltyOperation",
     "LoyaltyProgram",
+    "MiniProgram",
+    "MiniProgramMember",
     "OpenLot",
     "PosTransaction",
     "Referral",

@@ -1,8 +1,8 @@
-"""Loyalty program: rules versions, accounts, ledger, lots and open lots, till transactions, operations, tier history, coupons, referrals
+"""Loyalty program: rules versions, accounts, ledger, lots and open lots, till transactions, operations, tier history, coupons, referrals, mini-programs
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-05 08:33:25.611396
+Create Date: 2026-12-05 08:36:06.679801
 """
 
 from collections.abc import Sequence
@@ -70,6 +70,30 @@ def upgrade() -> None:
         sa.UniqueConstraint("referral_code", name=op.f("uq_loyalty_accounts_referral_code")),
     )
     op.create_table(
+        "loyalty_mini_programs",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column(
+            "segment_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("measure", sa.String(length=16), nullable=False),
+        sa.Column("goal", sa.Numeric(precision=18, scale=2), nullable=False),
+        sa.Column("reward_points", sa.BigInteger(), nullable=False),
+        sa.Column("starts_at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ends_at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", patron.kit.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_by", sa.String(length=120), nullable=False),
+        sa.Column("created_at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["segment_id"],
+            ["segments.id"],
+            name=op.f("fk_loyalty_mini_programs_segment_id_segments"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_mini_programs")),
+        sa.UniqueConstraint("name", name=op.f("uq_loyalty_mini_programs_name")),
+    )
+    op.create_table(
         "loyalty_coupon_pools",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("name", sa.String(length=120), nullable=False),
@@ -95,6 +119,38 @@ def upgrade() -> None:
         sa.UniqueConstraint("campaign_id", name=op.f("uq_loyalty_coupon_pools_campaign_id")),
         sa.UniqueConstraint("name", name=op.f("uq_loyalty_coupon_pools_name")),
     )
+    op.create_table(
+        "loyalty_mini_program_members",
+        sa.Column(
+            "program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("joined_at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("progress", sa.Numeric(precision=18, scale=2), nullable=False),
+        sa.Column("reached_at", patron.kit.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["loyalty_accounts.id"],
+            name=op.f("fk_loyalty_mini_program_members_account_id_loyalty_accounts"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["program_id"],
+            ["loyalty_mini_programs.id"],
+            name=op.f("fk_loyalty_mini_program_members_program_id_loyalty_mini_programs"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "program_id", "account_id", name=op.f("pk_loyalty_mini_program_members")
+        ),
+    )
+    with op.batch_alter_table("loyalty_mini_program_members", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_loyalty_mini_program_members_account", ["account_id"], unique=False
+        )
+
     op.create_table(
         "loyalty_tier_changes",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -433,7 +489,12 @@ def downgrade() -> None:
         batch_op.drop_index("ix_loyalty_tier_changes_account")
 
     op.drop_table("loyalty_tier_changes")
+    with op.batch_alter_table("loyalty_mini_program_members", schema=None) as batch_op:
+        batch_op.drop_index("ix_loyalty_mini_program_members_account")
+
+    op.drop_table("loyalty_mini_program_members")
     op.drop_table("loyalty_coupon_pools")
+    op.drop_table("loyalty_mini_programs")
     op.drop_table("loyalty_accounts")
     op.drop_table("loyalty_programs")
     op.drop_table("loyalty_operations")
