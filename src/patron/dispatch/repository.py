@@ -117,6 +117,18 @@ class DispatchRepository:
                 .execution_options(synchronize_session=False)
             )
 
+    def mark_sent(self, subjects: dict[int, str], *, at: datetime) -> None:
+        """Messages sent, each with its subject (keyed by id): one ``executemany``."""
+        if subjects:
+            self.session.execute(
+                update(Message),
+                [
+                    {"id": message_id, "status": MessageStatus.SENT, "sent_at": at,
+                     "lease_until": None, "reason": None, "subject": subject}
+                    for message_id, subject in subjects.items()
+                ],
+            )  # fmt: skip
+
     # -- contexts ------------------------------------------------------------------------
 
     def customers(self, ids: Sequence[int]) -> dict[int, Customer]:
