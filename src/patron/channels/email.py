@@ -26,8 +26,8 @@ import base64
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.header import Header
 from email.utils import formatdate, getaddresses
+from functools import lru_cache
 from secrets import token_hex
 
 import aiosmtplib
@@ -36,22 +36,47 @@ from patron.channels.base import Envelope, HandingOver, Outcome
 from patron.models.consent import Channel
 
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+_WORD_BYTES = 39
 _TROUBLE = (aiosmtplib.SMTPException, OSError, TimeoutError)
 
 
 def header_value(value: str) -> str:
-    """A header value, RFC 2047-encoded when it is not plain ASCII."""
+    """A header value, RFC 2047-encoded when it is not plain ASCII.
+
+    Written out here rather than with ``email.header.Header``, which takes about 100 µs a
+    subject: words of whole characters, at most 39 UTF-8 bytes each, so that a word
+    stays under the 75-character limit and a folded line under 78.
+    """
     if value.isascii():
         return value
-    return Header(value, "utf-8").encode()
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for char in value:
+        width = len(char.encode())
+        if size + width > _WORD_BYTES:
+            words.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += width
+    words.append("".join(chunk))
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode()}?=" for w in words)
 
 
+@lru_cache(maxsize=256)
 def address_header(value: str) -> str:
     """``Name <addr>`` with the name encoded when it is not ASCII."""
     ((name, address),) = getaddresses([value])
     if not name:
         return address
     return f"{header_value(name) if not name.isascii() else _quote(name)} <{address}>"
+
+
+@lru_cache(maxsize=256)
+def _mail_from(sender: str) -> bytes:
+    """The ``MAIL`` argument for a ``From`` value: one sender serves a whole campaign."""
+    ((_, address),) = getaddresses([sender])
+    return f"FROM:<{address}>".encode()
 
 
 def _quote(name: str) -> str:
@@ -245,8 +270,7 @@ class SmtpTransport:
         """Everything but the final dot; an outcome when the message cannot go now."""
         try:
             session = await self._session(slot)
-            _, sender = getaddresses([envelope.sender])[0]
-            reply = await session.execute_command(b"MAIL", f"FROM:<{sender}>".encode())
+            reply = await session.execute_command(b"MAIL", _mail_from(envelope.sender))
             if reply.code != 250:
                 return await self._refused(slot, envelope, reply, stage="MAIL FROM")
             reply = await session.execute_command(b"RCPT", f"TO:<{envelope.to}>".encode())
