@@ -123,7 +123,7 @@ class SmtpSettings:
 
     host: str
     port: int
-    connections: int = 4
+    connections: int = 8
     timeout: float = 30.0
     starttls: bool = False
     username: str | None = None

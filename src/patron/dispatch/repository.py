@@ -3,7 +3,8 @@
 Claiming is one statement per backend. PostgreSQL selects due rows ``FOR UPDATE SKIP
 LOCKED`` so that workers on several hosts never take the same row and never wait on each
 other. SQLite has one writer at a time, so a plain ``UPDATE ... WHERE id IN (SELECT ...
-LIMIT n)`` is atomic there; run one worker per SQLite store.
+LIMIT n)`` is atomic there; workers on one host can share a SQLite store, taking turns at
+its write lock.
 """
 
 from __future__ import annotations
