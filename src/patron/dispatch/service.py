@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy.orm import Session
 
 from patron.campaigns.repository import ADDRESS_KIND, CampaignRepository
@@ -18,6 +18,7 @@ from patron.campaigns.schemas import MessageTemplate, Offer, Schedule
 from patron.campaigns.templates import render
 from patron.channels.base import Envelope, Outcome
 from patron.channels.email import message_key
+from patron.customers.normalize import check_email
 from patron.customers.schemas import PROFILE_FIELDS, ConsentIn
 from patron.customers.service import CustomerService
 from patron.dispatch import links
@@ -170,7 +171,7 @@ class DispatchService:
                 continue
             if campaign.channel is Channel.EMAIL:
                 try:
-                    validate_email(address, check_deliverability=False)
+                    check_email(address)
                 except EmailNotValidError as exc:
                     skipped[message.id] = f"malformed address {address!r}: {exc}"
                     continue
@@ -240,11 +241,7 @@ class DispatchService:
 
     def handed_over(self, envelopes: Sequence[Envelope], *, now: datetime) -> None:
         """Mark messages sent before the transport releases them (see channels.base)."""
-        ids = [e.message_id for e in envelopes]
-        self.repo.mark(ids, status=MessageStatus.SENT, sent_at=now, lease_until=None, reason=None)
-        subjects = {e.message_id: e.subject for e in envelopes}
-        for message in self.repo.messages(ids):
-            message.subject = subjects[message.id][:500]
+        self.repo.mark_sent({e.message_id: e.subject[:500] for e in envelopes}, at=now)
 
     def settle(
         self, outcomes: Sequence[Outcome], skipped: dict[int, str], *, now: datetime
