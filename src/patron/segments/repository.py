@@ -110,6 +110,11 @@ class RuleCompiler:
         self._run_id: int | None = None
         self._stack: list[str] = list(inside)
 
+    @property
+    def score_run(self) -> int | None:
+        """The analysis run whose scores the compiled rules read (None: they read none)."""
+        return self._run_id
+
     def predicate(self, rule: Condition, *, where: str = "rule") -> ColumnElement[bool]:
         """The rule as a boolean SQL expression on ``customers``; ``where`` names the
         rule's place in error messages."""

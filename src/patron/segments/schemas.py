@@ -449,11 +449,18 @@ class SegmentOut(BaseModel):
 
 
 class CountOut(BaseModel):
-    """A live count: how many customers the rule selects as of a moment."""
+    """A live count: how many customers the rule selects as of a moment.
+
+    ``route`` says where it was counted: in the segment replica (the columnar copy, fast)
+    or in the operational store. ``data_as_of`` is when the data counted was read from the
+    store: the replica's last refresh, or the count itself on the store route.
+    """
 
     customers: int
     as_of: datetime
     seconds: float
+    route: Literal["replica", "store"] = "store"
+    data_as_of: datetime
 
 
 class BuildOut(BaseModel):
