@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -40,10 +39,7 @@ from sqlalchemy import (
     Float,
     Integer,
     Numeric,
-    Select,
     String,
-    Text,
-    cast,
     create_engine,
     func,
     select,
@@ -70,8 +66,6 @@ from patron.segments.repository import ACTIVE
 
 FORMAT = 1
 """Bumped whenever the replica's tables change shape, so an older file is refreshed."""
-
-_BATCH = 200_000
 
 COLUMNS: dict[type[Base], tuple[str, ...] | None] = {
     Customer: None,  # every profile field can be tested
@@ -125,20 +119,21 @@ class SegmentReplica:
     def fingerprint(session: Session) -> dict[str, str]:
         """Aggregates of the store that change with every write a rule can see.
 
-        Imports, merges and analyses add a row to their logs; new orders, events, consents
-        and identities raise the largest id; profile edits raise ``updated_at``; deletes
-        lower a count. Each is answered from an index (or, for ``updated_at``, one pass
-        over the profiles), so checking costs a small part of a count.
+        New orders, lines, events, consents, identities and profiles raise a largest id;
+        merges and their undoing change the count of merged profiles and write the merge
+        log; profile edits (imports included) raise the newest ``updated_at``; analyses
+        add runs. Each is read from an index, so the check costs milliseconds even at
+        millions of rows. A write made behind Patron's back (SQL by hand) is not seen:
+        ``patron segment refresh`` after it.
         """
-        parts: dict[str, Any] = {
-            "customers": func.count(Customer.id),
-            "customers_max": func.max(Customer.id),
-            "merged": func.count(Customer.merged_into_id),
-            "updated": func.max(Customer.updated_at),
+        found: dict[str, str] = {
+            "merged": str(
+                session.scalar(select(func.count()).where(Customer.merged_into_id.is_not(None)))
+            ),
+            "updated": str(session.scalar(select(func.max(Customer.updated_at)))),
         }
-        row = session.execute(select(*(v.label(k) for k, v in parts.items()))).one()
-        found = {key: str(value) for key, value in row._mapping.items()}
         for name, column in (
+            ("customers", Customer.id),
             ("identities", Identity.id),
             ("consents", Consent.id),
             ("orders", Order.id),
@@ -148,9 +143,9 @@ class SegmentReplica:
             ("merges", MergeLog.id),
             ("runs", AnalysisRun.id),
         ):
-            # max and count apart: SQLite answers each alone from an index, not together
-            found[f"{name}_max"] = str(session.scalar(select(func.max(column))))
-            found[name] = str(session.scalar(select(func.count(column))))
+            # one statement each: SQLite answers a lone max() from the index in a step
+            found[name] = str(session.scalar(select(func.max(column))))
+        found["unmerged"] = str(session.scalar(select(func.count(MergeLog.undone_at))))
         return found
 
     @staticmethod
@@ -168,9 +163,9 @@ class SegmentReplica:
     def refresh(self, session: Session) -> ReplicaState:
         """Copy the store into a new replica file and put it in place of the old one.
 
-        Reads the store in the session's transaction, so the copy and its fingerprint
-        describe one moment of the store (on PostgreSQL, under the isolation level of
-        that transaction; the store is only read).
+        The fingerprint is read before the copy starts. Any write the copy might have
+        caught moves the fingerprint past the recorded one, so such a replica is never
+        taken as fresh: it is stale from birth, never wrong.
         """
         import duckdb
 
@@ -184,17 +179,16 @@ class SegmentReplica:
         rows: dict[str, int] = {}
         con = duckdb.connect(str(building))
         try:
-            # text times from SQLite are naive UTC; read them as such
+            # times without a zone (SQLite's text) are UTC
             con.execute("SET TimeZone = 'UTC'")
-            for model, names in COLUMNS.items():
-                table = table_of(model)
-                columns = [table.c[n] for n in names] if names else list(table.columns)
-                ddl = ", ".join(f'"{c.name}" {_duckdb_type(c.type)}' for c in columns)
-                con.execute(f'CREATE TABLE "{table.name}" ({ddl})')
-                query = select(*(cast(c, Text) if _is_json(c.type) else c for c in columns))
-                if model is CustomerScore:
-                    query = query.where(CustomerScore.run_id == (run or 0))
-                rows[table.name] = self._copy(con, session, table.name, query)
+            with _StoreReader(session, building.with_suffix(".csv")) as reader:
+                for model, names in COLUMNS.items():
+                    table = table_of(model)
+                    columns = [table.c[n] for n in names] if names else list(table.columns)
+                    ddl = ", ".join(f'"{c.name}" {_duckdb_type(c.type)}' for c in columns)
+                    con.execute(f'CREATE TABLE "{table.name}" ({ddl})')
+                    where = f"run_id = {int(run or 0)}" if model is CustomerScore else None
+                    rows[table.name] = reader.copy(con, table.name, columns, where=where)
             state = ReplicaState(
                 refreshed_at=refreshed_at,
                 store=self.store_name(session),
@@ -212,36 +206,6 @@ class SegmentReplica:
             _forget(self.path)
             building.replace(self.path)
         return state
-
-    def _copy(self, con: Any, session: Session, name: str, query: Select[Any]) -> int:
-        """Stream the store rows of ``query`` into the replica table ``name``.
-
-        Reads through the driver's own cursor: the store's types are converted once, by
-        DuckDB on insert (SQLite's text times, REAL money), not per value in Python.
-        """
-        connection = session.connection()
-        dialect = connection.dialect
-        sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-        raw = connection.connection.driver_connection
-        assert raw is not None
-        postgres = dialect.name == "postgresql"
-        # a named cursor streams from the server instead of loading every row first
-        cursor = raw.cursor(name=f"replica_{name}") if postgres else raw.cursor()
-        copied = 0
-        try:
-            cursor.execute(sql)
-            while batch := cursor.fetchmany(_BATCH):
-                data = pa.table(
-                    [pa.array(values) for values in zip(*batch, strict=True)],
-                    names=[f"c{i}" for i in range(len(batch[0]))],
-                )
-                con.register("incoming", data)
-                con.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
-                con.unregister("incoming")
-                copied += len(batch)
-        finally:
-            cursor.close()
-        return copied
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -270,6 +234,74 @@ class SegmentReplica:
         with found[0].connect() as connection:
             query = select(func.count()).select_from(Customer).where(ACTIVE, predicate)
             return int(connection.scalar(query) or 0)
+
+
+class _StoreReader:
+    """Reads store tables in bulk as CSV, which DuckDB parses on every core: PostgreSQL
+    writes it with COPY; SQLite builds each line in SQL, so Python handles one string
+    per row rather than one object per value. DuckDB converts the text to the replica's
+    types on insert (SQLite keeps times as text and money as REAL)."""
+
+    def __init__(self, session: Session, spill: Path) -> None:
+        self.connection = session.connection()
+        self.postgres = self.connection.dialect.name == "postgresql"
+        self.spill = spill
+
+    def __enter__(self) -> _StoreReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.spill.unlink(missing_ok=True)
+
+    def copy(self, con: Any, name: str, columns: Sequence[Any], *, where: str | None) -> int:
+        """Copy ``columns`` of the store table ``name`` (rows passing ``where``) into
+        the replica table of the same name; returns the rows copied."""
+        raw: Any = self.connection.connection.driver_connection
+        filtered = f" WHERE {where}" if where else ""
+        with self.spill.open("w", encoding="utf-8", newline="") as out:
+            if self.postgres:
+                picked = ", ".join(f'"{c.name}"::text' for c in columns)
+                query = f'SELECT {picked} FROM "{name}"{filtered}'
+                with (
+                    raw.cursor() as cursor,
+                    cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)") as copy,
+                ):
+                    for chunk in copy:
+                        out.write(bytes(chunk).decode("utf-8"))
+            else:
+                line = " || ',' || ".join(_sqlite_csv(c) for c in columns)
+                cursor = raw.cursor()
+                try:
+                    cursor.execute(f'SELECT {line} FROM "{name}"{filtered}')
+                    while batch := cursor.fetchmany(100_000):
+                        out.write("\n".join([row[0] for row in batch]))
+                        out.write("\n")
+                finally:
+                    cursor.close()
+        text = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(columns))) + "}"
+        before = _rows(con, name)
+        # NULL is written as nothing and an empty text as "": keep the two apart
+        con.execute(
+            f'INSERT INTO "{name}" SELECT * FROM read_csv(?, header = false, '
+            f"columns = {text}, allow_quoted_nulls = false, auto_detect = false)",
+            [str(self.spill)],
+        )
+        return _rows(con, name) - before
+
+
+def _sqlite_csv(column: Any) -> str:
+    """One CSV field of a SQLite column, NULL as nothing."""
+    name = f'"{column.name}"'
+    if isinstance(column.type, Integer | Boolean):
+        return f"ifnull(CAST({name} AS INTEGER), '')"
+    if isinstance(column.type, Numeric):
+        # 17 significant digits give back the very double stored (15 may not)
+        return f"CASE WHEN {name} IS NULL THEN '' ELSE printf('%.17g', {name}) END"
+    return f"""ifnull('"' || replace({name}, '"', '""') || '"', '')"""
+
+
+def _rows(con: Any, name: str) -> int:
+    return int(con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
 
 
 # -- open replicas, one engine per file version -------------------------------------------
