@@ -47,6 +47,7 @@ def test_api_saves_counts_builds_lists_and_exports(
     )
     assert preview.status_code == 200, preview.text
     assert preview.json()["customers"] == 1
+    assert preview.json()["route"] == "store"  # no replica was made
     created = api.post(
         "/segments",
         json={"name": "moscow", "rule": {"kind": "profile", "field": "city", "value": "Moscow"}},
@@ -184,4 +185,22 @@ def test_cli_segment_commands(
     assert err.startswith("error: invalid segment rule: --where: unknown profile field 'town'")
     code, _, err = run(capsys, "segment", "members", "nope")
     assert (code, err.strip()) == (2, "error: segment 'nope' not found")
+    get_settings.cache_clear()
+
+
+def test_cli_refreshes_the_replica_and_counts_there(
+    cli_store: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    email = "{kind: consent, channel: email}"
+    # before a refresh there is no replica: the count reads the store
+    code, out, _ = run(capsys, "segment", "count", "--where", email, "--as-of", "2026-06-01")
+    assert code == 0 and out.rstrip().endswith(" s, store)")
+    code, out, err = run(capsys, "segment", "refresh")
+    assert code == 0, err
+    assert out.startswith("segment replica refreshed as of ")
+    assert "8 customers, 8 identities, 7 consents, 9 orders, 10 order_lines" in out
+    assert (tmp_path / "patron-replica.duckdb").exists()  # the default, in the working folder
+    code, out, _ = run(capsys, "segment", "count", "--where", email, "--as-of", "2026-06-01")
+    assert code == 0 and out.startswith("2 customers as of 2026-06-01 00:00 UTC")
+    assert " s, replica as of " in out
     get_settings.cache_clear()
