@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patron.customers.service import CustomerService
 from patron.kit.clock import utcnow
-from patron.models import Customer, Order, OrderKind, OrderLine
+from patron.models import Customer, CustomerScore, Order, OrderKind, OrderLine
 from patron.segments.replica import SegmentReplica
 from patron.segments.schemas import parse_rule
 from patron.segments.service import SegmentService
@@ -178,3 +178,26 @@ def test_a_replica_of_another_store_is_not_used(
     with stored() as session:
         counted = SegmentService(session, replica=replica).count(parse_rule(BOOKS), as_of=AS_OF)
         assert (counted.route, counted.customers) == ("store", 2)
+
+
+def test_scores_next_to_a_threshold_compare_exactly_as_in_the_store(
+    stored: sessionmaker[Session], replica: SegmentReplica
+) -> None:
+    # given churn risks on and one step either side of 0.3, and ones needing 17 digits
+    risks = {1: 0.3, 2: 0.1 + 0.2, 3: 0.29999999999999993, 4: 1 / 3, 5: 0.30000000000000004}
+    with stored() as session:
+        for customer, risk in risks.items():
+            score = session.get(CustomerScore, (2, customer))
+            assert score is not None
+            score.churn_risk = risk
+        session.commit()
+    refreshed(stored, replica)
+    with stored() as session:
+        service = SegmentService(session, replica=replica)
+        for op in ("eq", "ge", "gt", "le", "lt"):
+            rule = parse_rule({"kind": "score", "field": "churn_risk", "op": op, "value": 0.3})
+            fast = service.count(rule, as_of=AS_OF)
+            slow = service.count(rule, as_of=AS_OF, store=True)
+            assert (fast.route, fast.customers) == ("replica", slow.customers), op
+        exactly = parse_rule({"kind": "score", "field": "churn_risk", "value": 0.3})
+        assert service.count(exactly, as_of=AS_OF).customers == 1

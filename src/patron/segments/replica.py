@@ -200,8 +200,11 @@ class SegmentReplica:
             con.execute("CREATE TABLE replica_meta (key VARCHAR, value VARCHAR)")
             con.executemany("INSERT INTO replica_meta VALUES (?, ?)", list(_meta(state).items()))
             con.execute("CHECKPOINT")
-        finally:
+        except BaseException:
             con.close()
+            building.unlink(missing_ok=True)
+            raise
+        con.close()
         with _lock:
             _forget(self.path)
             building.replace(self.path)
@@ -294,9 +297,10 @@ def _sqlite_csv(column: Any) -> str:
     name = f'"{column.name}"'
     if isinstance(column.type, Integer | Boolean):
         return f"ifnull(CAST({name} AS INTEGER), '')"
-    if isinstance(column.type, Numeric):
-        # 17 significant digits give back the very double stored (15 may not)
-        return f"CASE WHEN {name} IS NULL THEN '' ELSE printf('%.17g', {name}) END"
+    if isinstance(column.type, Numeric | Float):
+        # quote() writes a REAL with the digits that read back as the same double
+        # (CAST AS TEXT keeps 15, and printf's %.17g goes wrong: 0.3 prints 0.29...9)
+        return f"CASE WHEN {name} IS NULL THEN '' ELSE quote(CAST({name} AS REAL)) END"
     return f"""ifnull('"' || replace({name}, '"', '""') || '"', '')"""
 
 
@@ -384,7 +388,7 @@ def _duckdb_type(kind: Any) -> str:
     checks: Sequence[tuple[type, str]] = (
         (Boolean, "BOOLEAN"),
         (Integer, "BIGINT"),
-        (Float, "DOUBLE"),  # before Numeric, whose subclass it is
+        (Float, "DOUBLE"),  # before Numeric (a subclass of it before SQLAlchemy 2.1)
         (Date, "DATE"),
         (String, "VARCHAR"),
     )
