@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from patron.cli import main as cli
 from patron.cli.main import main
 from patron.kit.settings import get_settings
 from patron.models import Role
+from patron.segments.tasks import refresh_replica
 from tests.fixtures.api import Headers, api_client, auth_headers
 from tests.fixtures.segments import AS_OF, store_base
 
@@ -204,3 +206,37 @@ def test_cli_refreshes_the_replica_and_counts_there(
     assert code == 0 and out.startswith("2 customers as of 2026-06-01 00:00 UTC")
     assert " s, replica as of " in out
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def replica_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """The segment replica setting pointed at a file of this test."""
+    path = tmp_path / "replica.duckdb"
+    monkeypatch.setenv("PATRON_SEGMENT_REPLICA", str(path))
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+
+
+def test_api_tells_the_replica_state_and_counts_there_when_fresh(
+    stored: sessionmaker[Session],
+    replica_file: Path,
+    api: TestClient,
+    auth: dict[Role, Headers],
+) -> None:
+    analyst = auth[Role.ANALYST]
+    assert api.get("/segments/replica", headers=analyst).json() == {
+        "exists": False, "fresh": False, "refreshed_at": None, "score_run": None,
+        "rows": {}, "seconds": None,
+    }  # fmt: skip
+    assert refresh_replica(stored) is not None
+    state = api.get("/segments/replica", headers=analyst).json()
+    assert (state["exists"], state["fresh"], state["score_run"]) == (True, True, 2)
+    assert state["rows"]["orders"] == 9
+    preview = api.post(
+        "/segments/preview",
+        json={"rule": BEST_AT_RISK, "as_of": AS_OF.isoformat()},
+        headers=analyst,
+    ).json()
+    assert (preview["customers"], preview["route"]) == (1, "replica")
+    assert preview["data_as_of"] == state["refreshed_at"]

@@ -463,6 +463,18 @@ class CountOut(BaseModel):
     data_as_of: datetime
 
 
+class ReplicaOut(BaseModel):
+    """The segment replica: whether live counts read it now (``fresh``), and what it
+    holds: when it was copied, the analysis run of its scores, the rows of each table."""
+
+    exists: bool
+    fresh: bool
+    refreshed_at: datetime | None = None
+    score_run: int | None = None
+    rows: dict[str, int] = Field(default_factory=dict)
+    seconds: float | None = None
+
+
 class BuildOut(BaseModel):
     """One materialisation of a segment."""
 
