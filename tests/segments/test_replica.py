@@ -16,18 +16,12 @@ from patron.models import Customer, CustomerScore, Order, OrderKind, OrderLine
 from patron.segments.replica import SegmentReplica
 from patron.segments.schemas import parse_rule
 from patron.segments.service import SegmentService
-from tests.fixtures.segments import AS_OF, at, store_base
-from tests.segments.test_service import CASES
+from tests.fixtures.segments import AS_OF, at
+from tests.segments.test_service import CASES, stored
+
+__all__ = ["stored"]
 
 BOOKS = {"kind": "orders", "measure": "spend", "categories": ["books"], "op": "ge", "value": 200}
-
-
-@pytest.fixture
-def stored(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
-    with session_factory() as session:
-        store_base(session)
-        session.commit()
-    return session_factory
 
 
 @pytest.fixture

@@ -60,9 +60,8 @@ from patron.models import (
     MergeLog,
     Order,
     OrderLine,
-    RunStatus,
 )
-from patron.segments.repository import ACTIVE
+from patron.segments.repository import ACTIVE, SegmentRepository
 
 FORMAT = 1
 """Bumped whenever the replica's tables change shape, so an older file is refreshed."""
@@ -148,16 +147,6 @@ class SegmentReplica:
         found["unmerged"] = str(session.scalar(select(func.count(MergeLog.undone_at))))
         return found
 
-    @staticmethod
-    def newest_run(session: Session) -> int | None:
-        """The newest completed analysis run: the one a rule counted now reads."""
-        return session.scalar(
-            select(AnalysisRun.id)
-            .where(AnalysisRun.status == RunStatus.COMPLETED)
-            .order_by(AnalysisRun.as_of.desc(), AnalysisRun.id.desc())
-            .limit(1)
-        )
-
     # -- refresh -----------------------------------------------------------------------------
 
     def refresh(self, session: Session) -> ReplicaState:
@@ -172,7 +161,8 @@ class SegmentReplica:
         started = time.perf_counter()
         refreshed_at = utcnow()
         fingerprint = self.fingerprint(session)
-        run = self.newest_run(session)
+        # the run a rule counted now reads
+        run = SegmentRepository(session).run_on(refreshed_at)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         building = self.path.with_name(f"{self.path.name}.{os.getpid()}.building")
         building.unlink(missing_ok=True)
