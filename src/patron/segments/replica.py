@@ -19,6 +19,7 @@ the store's, and it says when its data was copied.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
@@ -345,6 +346,14 @@ def _open(path: Path) -> tuple[Engine, ReplicaState] | None:
         )
         _open_files[path] = (version, engine, state)
         return engine, state
+
+
+@atexit.register
+def _close_all() -> None:
+    # DuckDB connections still open when the interpreter tears down are reported as leaks
+    with _lock:
+        for path in list(_open_files):
+            _forget(path)
 
 
 def _forget(path: Path) -> None:
