@@ -110,12 +110,14 @@ def test_api_runs_analysis_and_shows_scores_on_the_profile(
 ) -> None:
     # an analyst may run an analysis, a marketer may only read it, a till neither
     forbidden = api.post(
-        "/analytics/runs", params={"as_of": AS_OF.isoformat()},
+        "/analytics/runs",
+        params={"as_of": AS_OF.isoformat()},
         headers=auth[Role.MARKETER],
     )
     assert forbidden.status_code == 403
     created = api.post(
-        "/analytics/runs", params={"as_of": AS_OF.isoformat()},
+        "/analytics/runs",
+        params={"as_of": AS_OF.isoformat()},
         headers=auth[Role.ANALYST],
     )
     assert created.status_code == 201, created.text
@@ -125,17 +127,17 @@ def test_api_runs_analysis_and_shows_scores_on_the_profile(
     assert latest.json()["id"] == run["id"]
     groups = latest.json()["results"]["tables"]["spend_groups"]
     assert len(groups) == 11
-    assert api.get(
-        "/analytics/runs/latest", headers=auth[Role.POS]
-    ).status_code == 403
+    assert api.get("/analytics/runs/latest", headers=auth[Role.POS]).status_code == 403
     profile = api.get("/customers/1", headers=auth[Role.MARKETER]).json()
     assert profile["scores"]["run_id"] == run["id"]
     assert profile["scores"]["lifecycle_stage"] in {
-        "new", "active", "at_risk", "lapsed", "won_back"
+        "new",
+        "active",
+        "at_risk",
+        "lapsed",
+        "won_back",
     }
-    history = api.get(
-        "/customers/1/scores", headers=auth[Role.ANALYST]
-    ).json()
+    history = api.get("/customers/1/scores", headers=auth[Role.ANALYST]).json()
     assert [h["run_id"] for h in history] == [run["id"]]
     missing = api.get("/analytics/runs/999", headers=auth[Role.ANALYST])
     assert missing.status_code == 404

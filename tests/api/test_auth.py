@@ -144,22 +144,32 @@ CALLS: dict[Permission, tuple[str, str, dict[str, Any] | None]] = {
     # no such campaign or customer: allowed in, then 404
     Permission.WRITE_CAMPAIGNS: ("PATCH", "/campaigns/1", {"goal": "more"}),
     Permission.LAUNCH_CAMPAIGNS: ("POST", "/campaigns/1/launch", None),
+    Permission.READ_LOYALTY: ("GET", "/loyalty/liability", None),
+    # no such card: allowed in, then 404
+    Permission.WRITE_LOYALTY: (
+        "POST",
+        "/loyalty/accounts/1/adjust",
+        {"points": 5, "reason": "why"},
+    ),
+    Permission.LOYALTY_POS: ("POST", "/loyalty/pos/cancel", {"receipt": "R1"}),
 }
 
 
 def test_role_table_is_what_the_brief_says() -> None:
     reads = {Permission.READ_CUSTOMERS, Permission.LOOKUP_CUSTOMERS}
     reads |= {Permission.READ_ORDERS, Permission.READ_EVENTS, Permission.READ_ANALYTICS}
-    reads |= {Permission.READ_SEGMENTS, Permission.READ_CAMPAIGNS}
+    reads |= {Permission.READ_SEGMENTS, Permission.READ_CAMPAIGNS, Permission.READ_LOYALTY}
     writes = {Permission.WRITE_CUSTOMERS, Permission.WRITE_ORDERS, Permission.WRITE_EVENTS}
     writes |= {Permission.WRITE_SEGMENTS, Permission.WRITE_CAMPAIGNS, Permission.LAUNCH_CAMPAIGNS}
+    # marketers run the program: they may correct points and serve at a till
+    writes |= {Permission.WRITE_LOYALTY, Permission.LOYALTY_POS}
     expected = {
         Role.ADMIN: frozenset(Permission),
         Role.MARKETER: reads | writes,
         # analysts build segments from what they find, but change no customer and launch
         # no campaign
         Role.ANALYST: reads | {Permission.RUN_ANALYTICS, Permission.WRITE_SEGMENTS},
-        Role.POS: {Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS},
+        Role.POS: {Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS, Permission.LOYALTY_POS},
     }
     assert expected == ROLE_PERMISSIONS
 
@@ -198,6 +208,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /campaigns/{campaign_id}/preview",
         "GET /campaigns/{campaign_id}/recipients",
         "GET /campaigns/{campaign_id}/report",
+        "GET /campaigns/{campaign_id}/runs",
         "GET /campaigns/{campaign_id}/trail",
         "GET /customers",
         "GET /customers/lookup",
@@ -205,6 +216,14 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /customers/{customer_id}/consents",
         "GET /customers/{customer_id}/scores",
         "GET /events",
+        "GET /loyalty/accounts/{card}",
+        "GET /loyalty/accounts/{card}/ledger",
+        "GET /loyalty/accounts/{card}/referrals",
+        "GET /loyalty/coupon-pools",
+        "GET /loyalty/liability",
+        "GET /loyalty/mini-programs",
+        "GET /loyalty/rules",
+        "GET /loyalty/verify",
         "GET /orders",
         "GET /orders/{order_id}",
         "GET /segments",
@@ -222,12 +241,24 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "POST /campaigns",
         "POST /campaigns/{campaign_id}/cancel",
         "POST /campaigns/{campaign_id}/launch",
+        "POST /campaigns/{campaign_id}/pause",
+        "POST /campaigns/{campaign_id}/resume",
         "POST /campaigns/{campaign_id}/schedule",
         "POST /customers",
         "POST /customers/{customer_id}/consents",
         "POST /customers/{customer_id}/identities",
         "POST /customers/{customer_id}/merge",
         "POST /events",
+        "POST /loyalty/accounts",
+        "POST /loyalty/accounts/{card}/adjust",
+        "POST /loyalty/coupon-pools",
+        "POST /loyalty/coupon-pools/{pool_id}/codes",
+        "POST /loyalty/mini-programs",
+        "POST /loyalty/mini-programs/{program_id}/start",
+        "POST /loyalty/pos/cancel",
+        "POST /loyalty/pos/confirm",
+        "POST /loyalty/pos/quote",
+        "POST /loyalty/pos/refund",
         "POST /merges/{merge_id}/undo",
         "POST /messages/{message_id}/feedback",
         "POST /orders",
@@ -236,6 +267,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "POST /segments/{segment_id}/build",
         "POST /segments/{segment_id}/duplicate",
         "POST /suppressions",
+        "PUT /loyalty/rules",
     ]
     assert all(op["security"] == [{"APIKeyHeader": []}] for op in operations.values())
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 
 from patron.customers.normalize import (
     InvalidIdentity,
+    check_email,
     normalize,
     normalize_card,
     normalize_email,
@@ -18,6 +20,30 @@ from patron.models import IdentityKind
 
 def test_email_is_trimmed_and_lower_cased() -> None:
     assert normalize_email("  Ivan.Petrov@Mail.RU ") == "ivan.petrov@mail.ru"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@example.com", "a.b+tag@example.com", "A@Example.COM", "анна@example.ru",
+        "a@пример.рф", "zhanna@@example", ".a@example.com", "a..b@example.com", "a b@x.com",
+        "a@localhost", "a@example", "a@x.local", "a@x.invalid", "a@-x.com", "a@b_c.com",
+        "a@x..com", "a@example.com.", "a@[1.2.3.4]", '"q"@example.com', "a@", "@x.com",
+        "a@" + "b" * 250 + ".com", "x" * 65 + "@example.com",
+    ],
+)  # fmt: skip
+def test_check_email_gives_the_verdict_of_email_validator(address: str) -> None:
+    try:
+        validate_email(address, check_deliverability=False)
+        expected = "valid"
+    except EmailNotValidError:
+        expected = "invalid"
+    try:
+        check_email(address)
+        found = "valid"
+    except EmailNotValidError:
+        found = "invalid"
+    assert found == expected
 
 
 @pytest.mark.parametrize(

@@ -225,9 +225,16 @@ def test_customers_from_excel(engine: Engine, tmp_path: Path) -> None:
     path = tmp_path / "clients.xlsx"
     book.save(path)
     mapping = Mapping(
-        columns={"customer_id": "Клиент", "phone": "Телефон", "birth_date": "Дата рождения", "city": "Город"}
+        columns={
+            "customer_id": "Клиент",
+            "phone": "Телефон",
+            "birth_date": "Дата рождения",
+            "city": "Город",
+        }
     )
-    summary = import_file(make_sessionmaker(engine), "customers", path, mapping=mapping, source="erp")
+    summary = import_file(
+        make_sessionmaker(engine), "customers", path, mapping=mapping, source="erp"
+    )
     assert (summary.read, summary.imported, summary.merged) == (2, 1, 1)
     with make_sessionmaker(engine)() as session:
         service = CustomerService(session)

@@ -17,9 +17,22 @@ NOWHERE = "postgresql+psycopg://postgres@127.0.0.1:9"
 def _pytest_against_no_server(ci: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATRON_TEST_POSTGRES": NOWHERE, "CI": ci}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-         "tests/kit/test_db.py::test_migrations_create_exactly_the_models"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "tests/kit/test_db.py::test_migrations_create_exactly_the_models",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 

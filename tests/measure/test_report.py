@@ -149,5 +149,8 @@ def test_report_over_the_api(
     assert [g["group"] for g in body["groups"]] == ["treatment", "control"]
     assert body["effects"][0]["group"] == "treatment"
     assert set(body["cost"]) == {
-        "messages", "cost_per_message", "message_cost", "incentives", "total"
+        "messages", "cost_per_message", "message_cost", "incentives", "incentive_basis", "total"
     }  # fmt: skip
+    assert (
+        body["cost"]["incentive_basis"] == "the offer's cost for each treated customer who bought"
+    )

@@ -72,12 +72,13 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Self
 
 import ibis
-import ibis.expr.datatypes as dt
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -88,7 +89,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from threadpoolctl import threadpool_limits
 
 from patron.analytics.clv import BetaGeo, ModelNotFitted
-from patron.analytics.rfm import as_timestamp, as_utc
+from patron.analytics.rfm import as_timestamp, as_utc, customer_days
 from patron.analytics.schemas import InvalidData, require_columns
 
 __all__ = [
@@ -106,7 +107,6 @@ __all__ = [
 Moment = date | datetime
 FloatArray = NDArray[np.float64]
 
-_DAY_SECONDS = 86_400
 _UNIT_DAYS: dict[str, int] = {"D": 1, "W": 7}
 _CALIBRATION_BINS = 10
 
@@ -177,15 +177,6 @@ class ChurnSettings(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
-def _days(tx: Any, *, as_of: Moment, ts: str) -> Any:
-    """``tx`` with ``_day``: whole UTC days from the midnight of ``as_of`` (that day is 0)."""
-    stamp = tx[ts]
-    midnight = as_timestamp(as_utc(as_of).date(), stamp)
-    # epoch seconds on both sides, so any backend offset cancels; floor division keeps the
-    # days before as_of negative (the convention of patron.analytics.rfm)
-    return tx.mutate(_day=(stamp.epoch_seconds() - midnight.epoch_seconds()) // _DAY_SECONDS)
-
-
 def _between(tx: Any, start: Moment | None, end: Moment, *, ts: str) -> Any:
     """The rows of ``tx`` in ``[start, end)``, from the first when ``start`` is None."""
     stamp = tx[ts]
@@ -196,21 +187,18 @@ def _between(tx: Any, start: Moment | None, end: Moment, *, ts: str) -> Any:
 
 
 def _daily(rows: Any, *, as_of: Moment, customer: str, ts: str, amount: str) -> Any:
-    """Customer days of ``rows``: ``_day`` (from the day of ``as_of``), ``_net`` amount,
-    ``_gross`` (positive rows) and ``_returned`` (negative rows, negated)."""
-    rows = _days(rows, as_of=as_of, ts=ts)
-    value = rows[amount]
-    if value.type().is_decimal():
-        # sums of money stay exact, so every engine (and summing order) gives the same
-        # features and the classifier the same splits; one wide type keeps unions aligned
-        value = value.cast(dt.Decimal(38, value.type().scale or 0))
-    else:
-        value = value.cast("float64")
-    return rows.group_by([customer, "_day"]).aggregate(
-        _net=value.sum(),
-        _gross=value.sum(where=value > 0),
-        _returned=(-value).sum(where=value < 0),
-    )
+    """Customer days of ``rows`` (all before ``as_of``): ``_day`` (from the day of
+    ``as_of``), ``_net`` amount, ``_gross`` (positive rows) and ``_returned`` (negative rows,
+    negated)."""
+    # customer_days sums money exactly, so every engine (and summing order) gives the same
+    # features and the classifier the same splits; its one wide type keeps unions aligned
+    days = customer_days(rows, as_of=as_of, customer=customer, ts=ts, amount=amount)
+    return _renamed(days, customer=customer)
+
+
+def _renamed(days: Any, *, customer: str) -> Any:
+    """The columns of :func:`patron.analytics.rfm.customer_days` that the features use."""
+    return days.select(customer, _day="day", _net="net", _gross="gross", _returned="returned")
 
 
 def _per_customer(days: Any, *, customer: str, windows: tuple[int, ...]) -> Any:
@@ -600,6 +588,7 @@ def churn_scores(
     customer: str = "customer_id",
     ts: str = "ts",
     amount: str = "amount",
+    days: Any = None,
 ) -> pd.DataFrame:
     """Churn risk of every customer at ``as_of``, from a model trained on the base's past.
 
@@ -610,7 +599,8 @@ def churn_scores(
     day-level aggregation of the transactions instead of two: the customer days before
     ``as_of`` (cached in the engine) give the features at ``as_of``; those before the day of
     ``c``, with the part of that day before ``c``, give the features at ``c``; the rest give
-    the labels.
+    the labels. ``days``, when given, is :func:`patron.analytics.rfm.customer_days` of
+    ``tx`` at ``as_of``, already computed by the caller, who keeps it.
 
     Returns
     -------
@@ -632,11 +622,11 @@ def churn_scores(
     _require_data_until(tx, end, ts=ts, what="training")
     # days count from the day of as_of, so the day of the cut-off is -horizon
     cutoff_day = as_utc(cutoff.date())
-    with _daily(_between(tx, None, end, ts=ts), as_of=end, **columns).cache() as days:
+    with _customer_days(tx, end, days, columns) as daily:
         early = _between(tx, cutoff_day, cutoff, ts=ts)
         late = _between(tx, cutoff, cutoff_day + timedelta(days=1), ts=ts)
-        history = days.filter(days["_day"] < -horizon).union(_daily(early, as_of=end, **columns))
-        window = days.filter(days["_day"] > -horizon).union(_daily(late, as_of=end, **columns))
+        history = daily.filter(daily["_day"] < -horizon).union(_daily(early, as_of=end, **columns))
+        window = daily.filter(daily["_day"] > -horizon).union(_daily(late, as_of=end, **columns))
         train = _with_labels(
             _per_customer(
                 history.mutate(_day=history["_day"] + horizon),
@@ -647,8 +637,18 @@ def churn_scores(
             customer=customer,
         )
         model._train(*model._pull(train, at=cutoff), cutoff=cutoff)
-        current = _per_customer(days, customer=customer, windows=settings.windows)
+        current = _per_customer(daily, customer=customer, windows=settings.windows)
         return model._score(*model._pull(current, at=end))
+
+
+@contextmanager
+def _customer_days(tx: Any, end: datetime, given: Any, columns: dict[str, str]) -> Iterator[Any]:
+    """The customer days before ``end``: the caller's, or computed and cached for the block."""
+    if given is not None:
+        yield _renamed(given, customer=columns["customer"])
+        return
+    with _daily(_between(tx, None, end, ts=columns["ts"]), as_of=end, **columns).cache() as days:
+        yield days
 
 
 # --------------------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ def lifecycle_stages(
     ts: str = "ts",
     amount: str = "amount",
     settings: LifecycleSettings | None = None,
+    days: Any = None,
 ) -> Any:
     """The lifecycle stage of each customer at ``as_of``.
 
@@ -132,6 +133,9 @@ def lifecycle_stages(
         Names of the customer id, timestamp and numeric amount columns.
     settings : LifecycleSettings
         The thresholds; the defaults when not given.
+    days : ibis.Table, optional
+        :func:`patron.analytics.rfm.customer_days` of ``tx`` at the same ``as_of``, when
+        the caller has it already; the transactions are then not aggregated again.
 
     Returns
     -------
@@ -151,12 +155,17 @@ def lifecycle_stages(
     if customers is not None:
         require_columns(customers, {customer: "any"}, what="customers")
 
-    stamp = tx[ts]
-    midnight = as_timestamp(as_utc(as_of).date(), stamp)
-    rows = tx.filter(stamp < as_timestamp(as_of, stamp))
-    # the day arithmetic of rfm_table: engine-side epoch seconds, floor division
-    rows = rows.mutate(_day=(rows[ts].epoch_seconds() - midnight.epoch_seconds()) // _DAY_SECONDS)
-    days = rows.group_by([customer, "_day"]).aggregate(_net=rows[amount].sum())
+    if days is not None:
+        days = days.select(customer, _day="day", _net="net")
+    else:
+        stamp = tx[ts]
+        midnight = as_timestamp(as_utc(as_of).date(), stamp)
+        rows = tx.filter(stamp < as_timestamp(as_of, stamp))
+        # the day arithmetic of rfm_table: engine-side epoch seconds, floor division
+        rows = rows.mutate(
+            _day=(rows[ts].epoch_seconds() - midnight.epoch_seconds()) // _DAY_SECONDS
+        )
+        days = rows.group_by([customer, "_day"]).aggregate(_net=rows[amount].sum())
     days = days.filter(days["_net"] > 0)
     by_day = ibis.window(group_by=days[customer], order_by=days["_day"])
     whole = ibis.window(group_by=days[customer])

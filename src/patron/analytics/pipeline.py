@@ -28,6 +28,7 @@ from typing import Any, Literal
 import ibis
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from patron import __version__
@@ -176,8 +177,11 @@ def analyze(
     tables: dict[str, list[dict[str, Any]]] = {}
     models: dict[str, Any] = {}
 
+    # one row per customer and day, which RFM, lifecycle, the BG/NBD summary and the churn
+    # features all start from: aggregating the transactions once saves three passes
+    days = rfm.customer_days(tx, as_of=moment).cache()
     # RFM: days since the last purchase, purchase days, net spend; scores and segments
-    base = rfm.rfm_table(tx, as_of=moment, unit="D")
+    base = rfm.rfm_table(tx, as_of=moment, unit="D", days=days)
     # each step's table is read by several later ones: materialise it once (a temporary
     # table on DuckDB, a cached frame on Spark) instead of recomputing it per reader
     scored = rfm.segment(
@@ -210,17 +214,21 @@ def analyze(
 
     # lifecycle stages against each customer's own usual gap
     stages = lifecycle_stages(
-        tx, as_of=moment, customers=customers.select("customer_id"), settings=settings.lifecycle
+        tx,
+        as_of=moment,
+        customers=customers.select("customer_id"),
+        settings=settings.lifecycle,
+        days=days,
     )
     done("lifecycle")
 
     # BG/NBD + Gamma-Gamma on the distinct triples, predictions joined back by triple
-    summary = summary_table(tx, as_of=moment).cache()
+    summary = summary_table(tx, as_of=moment, days=days).cache()
     value, clv_models = _customer_value(summary, settings.clv)
     models.update(clv_models)
     done("CLV models")
 
-    churn = churn_scores(tx, as_of=moment, settings=settings.churn)
+    churn = churn_scores(tx, as_of=moment, settings=settings.churn, days=days)
     models["churn"] = {"horizon_days": settings.churn.horizon_days, "scored": len(churn)}
     done("churn")
 
@@ -257,7 +265,7 @@ def analyze(
     )
 
 
-def summary_table(tx: Any, *, as_of: datetime) -> Any:
+def summary_table(tx: Any, *, as_of: datetime, days: Any = None) -> Any:
     """The BG/NBD and Gamma-Gamma statistics per customer, in weeks, as an Ibis table.
 
     The engine-side twin of :func:`patron.analytics.clv.summarize` with the same
@@ -266,13 +274,20 @@ def summary_table(tx: Any, *, as_of: datetime) -> Any:
     last, ``T`` weeks from the first purchase day to the day before ``as_of`` (so
     ``as_of = 1997-10-01`` reproduces the published CDNOW calibration ending on
     1997-09-30), ``monetary`` the mean net value of the repeat purchase days, and
-    ``t_x_days``, ``T_days`` the same spans in whole days.
+    ``t_x_days``, ``T_days`` the same spans in whole days. ``days``, when given, is
+    :func:`patron.analytics.rfm.customer_days` of ``tx`` at the same ``as_of``, so the
+    transactions are not aggregated again.
     """
-    stamp = tx["ts"]
-    midnight = rfm.as_timestamp(as_of.date(), stamp)
-    rows = tx.filter(stamp < rfm.as_timestamp(as_of, stamp))
-    rows = rows.mutate(_day=(rows["ts"].epoch_seconds() - midnight.epoch_seconds()) // _DAY_SECONDS)
-    days = rows.group_by(["customer_id", "_day"]).aggregate(_net=rows["amount"].sum())
+    if days is not None:
+        days = days.select("customer_id", _day="day", _net="net")
+    else:
+        stamp = tx["ts"]
+        midnight = rfm.as_timestamp(as_of.date(), stamp)
+        rows = tx.filter(stamp < rfm.as_timestamp(as_of, stamp))
+        rows = rows.mutate(
+            _day=(rows["ts"].epoch_seconds() - midnight.epoch_seconds()) // _DAY_SECONDS
+        )
+        days = rows.group_by(["customer_id", "_day"]).aggregate(_net=rows["amount"].sum())
     days = days.filter(days["_net"] > 0)
     per = days.group_by("customer_id").aggregate(
         _first=days["_day"].min(),
@@ -306,7 +321,15 @@ def _customer_value(summary: Any, settings: CLVSettings) -> tuple[Any, dict[str,
         _T_weeks=(summary["T_days"].cast("float64") / _WEEK_DAYS).round().cast("int64"),
     )
     key = ["x", "_t_x_weeks", "_T_weeks"]
-    triples = summary.group_by(key).aggregate(customers=summary.count()).to_pyarrow().to_pandas()
+    # in a fixed order: the engine's hash aggregate returns its groups in any order, and
+    # the likelihood summed in another order moves the fit in the last digits
+    triples = (
+        summary.group_by(key)
+        .aggregate(customers=summary.count())
+        .order_by(key)
+        .to_pyarrow()
+        .to_pandas()
+    )
     triples["t_x"] = triples["_t_x_weeks"].astype("float64")
     triples["T"] = triples["_T_weeks"].astype("float64")
     if triples.empty:
@@ -402,20 +425,45 @@ def _assemble(
     ).drop("customer_id_right")
     table = table.left_join(value, "customer_id").drop("customer_id_right")
     table = table.left_join(risk, "customer_id").drop("customer_id_right")
-    # each customer's offers as one list, in rank order, built in the engine
-    item = ibis.struct(
-        {"item": offers["item"], "kind": offers["kind"], "score": offers["score"].round(6)}
-    )
-    bundles = offers.group_by("customer_id").aggregate(
-        offer_items=item.collect(order_by=offers["rank"])
-    )
-    table = table.left_join(bundles, "customer_id").drop("customer_id_right")
     # Arrow's own conversion: Ibis's to_pandas is several times slower on a million rows
     fetched = table.order_by("customer_id").to_pyarrow()
-    items = fetched.column("offer_items").to_pylist()
-    frame = fetched.drop_columns(["offer_items"]).to_pandas()
-    frame["offers"] = [{"items": found or []} for found in items]
+    frame = fetched.to_pandas()
+    frame["offers"] = pd.array(_offer_lists(frame["customer_id"], offers), dtype=_OFFERS)
     return frame
+
+
+_ITEM = pa.struct([("item", pa.string()), ("kind", pa.string()), ("score", pa.float64())])
+_OFFERS = pd.ArrowDtype(pa.struct([("items", pa.list_(_ITEM))]))
+"""Each customer's offers as ``{"items": [{"item", "kind", "score"}, ...]}`` in rank order,
+held by Arrow: a million customers' lists as Python objects cost seconds to build."""
+
+
+def _offer_lists(customer_ids: pd.Series, offers: Any) -> pa.StructArray:
+    """The offers of each of ``customer_ids`` (unique) as one list, in rank order.
+
+    The offers arrive sorted by customer and rank and are cut into lists at the
+    customers' boundaries; a customer without offers gets an empty list.
+    """
+    ranked = (
+        offers.select("customer_id", "rank", "item", "kind", score=offers["score"].round(6))
+        .order_by(["customer_id", "rank"])
+        .to_pyarrow()
+    )
+    # the row of each offer's customer; offers of customers not in the list are dropped
+    owner = pd.Index(customer_ids).get_indexer(ranked.column("customer_id").to_pandas())
+    keep = owner >= 0
+    order = np.flatnonzero(keep)
+    if np.any(np.diff(owner[order]) < 0):  # the engine sorted ids differently from pandas
+        order = order[np.lexsort((ranked.column("rank").to_numpy()[order], owner[order]))]
+    owner = owner[order]
+    items = pa.StructArray.from_arrays(
+        [ranked.column(f.name).combine_chunks().take(order).cast(f.type) for f in _ITEM],
+        fields=list(_ITEM),
+    )
+    offsets = np.searchsorted(owner, np.arange(len(customer_ids) + 1)).astype(np.int32)
+    return pa.StructArray.from_arrays(
+        [pa.ListArray.from_arrays(pa.array(offsets), items)], names=["items"]
+    )
 
 
 def _profit(

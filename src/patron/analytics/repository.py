@@ -8,11 +8,14 @@ cost more than the whole analysis of a million customers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import delete, desc, func, select, text, update
 from sqlalchemy.orm import Session
 
@@ -20,6 +23,7 @@ from patron.kit.db import bulk_insert_columns, table_of
 from patron.models import AnalysisRun, CustomerScore, RunStatus
 
 _BATCH = 200_000
+_HUNDRED = pa.scalar(Decimal(100), pa.decimal128(3, 0))
 
 TRANSACTIONS = pa.schema(
     [
@@ -121,9 +125,40 @@ class AnalyticsRepository:
         self.session.flush()
         return run
 
-    def insert_scores(self, columns: dict[str, list[Any]]) -> None:
-        """One run's scores, given column by column (see ``score_columns``)."""
-        bulk_insert_columns(self.session, table_of(CustomerScore), columns)
+    def insert_scores(self, scores: pa.Table) -> None:
+        """One run's scores, as the Arrow columns of ``customer_scores`` (see
+        ``service.score_columns``).
+
+        Each column becomes driver values as a whole, in Arrow's C code: a bind processor
+        or ``json.dumps`` called per value would cost more, at a million customers, than
+        the insert itself. The values are those the column types' bind processors give, so
+        they read back the same: JSON as ``json.dumps`` writes it, and on SQLite UTC times
+        as the naive ISO text SQLAlchemy stores and money as the double nearest its cents
+        (what ``float(Decimal)`` gives; reading rounds it back to the cent).
+        """
+        sqlite = self.session.get_bind().dialect.name == "sqlite"
+        columns: dict[str, list[Any]] = {}
+        prepared: list[str] = []
+        for field, column in zip(scores.schema, scores.columns, strict=True):
+            values = column.combine_chunks()
+            kind = field.type
+            if pa.types.is_struct(kind) or pa.types.is_list(kind):
+                values = _json_text(values)
+            elif sqlite and pa.types.is_timestamp(kind):
+                values = values.cast(pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us"))
+                values = values.cast(pa.string())  # SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff"
+            elif sqlite and pa.types.is_decimal(kind):
+                # whole cents are exact in a double, and one IEEE division rounds correctly
+                cents = pc.multiply(values.cast(pa.decimal128(18, 2)), _HUNDRED).cast(pa.int64())
+                values = pc.divide(cents.cast(pa.float64()), 100.0)
+            elif sqlite and pa.types.is_boolean(kind):
+                values = values.cast(pa.int64())  # SQLite has no boolean: 0 and 1
+            else:
+                columns[field.name] = values.to_pylist()
+                continue
+            columns[field.name] = values.to_pylist()
+            prepared.append(field.name)
+        bulk_insert_columns(self.session, table_of(CustomerScore), columns, prepared=prepared)
 
     def finish_run(self, run_id: int, **values: Any) -> None:
         self.session.execute(update(AnalysisRun).where(AnalysisRun.id == run_id).values(**values))
@@ -166,3 +201,30 @@ class AnalyticsRepository:
     def delete_run(self, run_id: int) -> None:
         self.session.execute(delete(CustomerScore).where(CustomerScore.run_id == run_id))
         self.session.execute(delete(AnalysisRun).where(AnalysisRun.id == run_id))
+
+
+def _json_text(values: pa.Array) -> pa.Array:
+    """Each value as the text ``json.dumps`` gives it, built a column at a time.
+
+    Structs and lists are assembled from their children's text with Arrow's string
+    joins; scalars, of which a column holds few distinct ones (item names, kinds, scores),
+    are written by ``json.dumps`` once per distinct value. Null is ``null`` at any depth.
+    """
+    kind = values.type
+    if pa.types.is_struct(kind):
+        parts: list[Any] = ["{"]
+        for index in range(kind.num_fields):
+            key = json.dumps(kind.field(index).name)
+            parts += [
+                f"{', ' if index else ''}{key}: ",
+                _json_text(pc.struct_field(values, [index])),
+            ]
+        text = pc.binary_join_element_wise(*parts, "}", "")
+    elif pa.types.is_list(kind):
+        items = pa.ListArray.from_arrays(values.offsets, _json_text(values.values))
+        text = pc.binary_join_element_wise("[", pc.binary_join(items, ", "), "]", "")
+    else:
+        distinct = pc.unique(values)
+        written = pa.array([json.dumps(v) for v in distinct.to_pylist()], pa.string())
+        return written.take(pc.index_in(values, distinct, skip_nulls=False))
+    return pc.if_else(pc.is_valid(values), text, "null")

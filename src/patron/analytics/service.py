@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
 import ibis
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +25,7 @@ from patron.models import AnalysisRun, CustomerScore, RunStatus
 _MONEY_COLUMNS = ("monetary", "expected_spend", "clv", "profit_clv")
 _INT_COLUMNS = ("recency_days", "frequency", "r_score", "f_score", "m_score", "spend_band")
 _FLOAT_COLUMNS = ("p_alive", "expected_purchases", "churn_risk")
+_UTC = pa.timestamp("us", tz="UTC")
 
 
 class AnalyticsService:
@@ -98,31 +99,36 @@ STEPS = ("read", *PIPELINE_STEPS, "write")
 """What :meth:`AnalyticsService.analyze` reports to its progress callback, in order."""
 
 
-def score_columns(result: AnalysisResult, *, run_id: int) -> dict[str, list[Any]]:
-    """The scores as the columns of ``customer_scores``: money rounded to cents as
-    ``Decimal``, missing measures as ``None``.
+def score_columns(result: AnalysisResult, *, run_id: int) -> pa.Table:
+    """The scores as the Arrow columns of ``customer_scores``: money rounded to cents as
+    ``decimal128(18, 2)``, times as UTC timestamps, missing measures null, the offers as
+    structs ``{"items": [...]}``.
 
     Each column is converted as a whole by Arrow, in C; a per-value Python conversion of
-    a million customers would cost more than the analysis that produced them.
+    a million customers would cost more than the analysis that produced them. The
+    repository turns the columns into what its database takes.
     """
     frame = result.scores
-    columns: dict[str, list[Any]] = {
-        "customer_id": frame["customer_id"].astype("int64").tolist(),
-        "best_customer": frame["best_customer"].astype(bool).tolist(),
-        "lifecycle_stage": frame["lifecycle_stage"].astype(str).tolist(),
-        "rfm_segment": _arrow(frame["rfm_segment"], pa.string()).to_pylist(),
-        "offers": list(frame["offers"]),
+    every = np.zeros(len(frame), dtype=np.int64)  # a constant column, by taking one value
+    columns: dict[str, pa.Array] = {
+        "run_id": pa.array([run_id], pa.int64()).take(every),
+        "as_of": pa.array([result.as_of], _UTC).take(every),
+        "customer_id": _arrow(frame["customer_id"], pa.int64()),
+        "best_customer": _arrow(frame["best_customer"].astype(bool), pa.bool_()),
+        "lifecycle_stage": _arrow(frame["lifecycle_stage"].astype(str), pa.string()),
+        "rfm_segment": _arrow(frame["rfm_segment"], pa.string()),
+        "offers": pa.array(frame["offers"]),
     }
     for name in ("first_purchase_at", "last_purchase_at"):
-        columns[name] = _arrow(frame[name], pa.timestamp("us", tz="UTC")).to_pylist()
+        columns[name] = _arrow(frame[name], _UTC)
     for name in _INT_COLUMNS:
-        columns[name] = _arrow(frame[name], pa.float64()).cast(pa.int64()).to_pylist()
+        columns[name] = _arrow(frame[name], pa.float64()).cast(pa.int64())
     for name in _FLOAT_COLUMNS:
-        columns[name] = _arrow(frame[name], pa.float64()).to_pylist()
+        columns[name] = _arrow(frame[name], pa.float64())
     for name in _MONEY_COLUMNS:
-        columns[name] = _cents(frame[name]).to_pylist()
-    assert set(columns) == set(SCORE_COLUMNS)
-    return {"run_id": [run_id] * len(frame), "as_of": [result.as_of] * len(frame), **columns}
+        columns[name] = _cents(frame[name])
+    assert set(columns) == {"run_id", "as_of", *SCORE_COLUMNS}
+    return pa.table(columns)
 
 
 def _arrow(values: pd.Series, kind: pa.DataType) -> pa.Array:

@@ -18,6 +18,7 @@ from patron.dispatch.endpoints import public as tracking_router
 from patron.dispatch.endpoints import router as dispatch_router
 from patron.events.endpoints import router as events_router
 from patron.kit.db import make_engine, make_sessionmaker
+from patron.loyalty.endpoints import router as loyalty_router
 from patron.segments.endpoints import router as segments_router
 
 API_PREFIX = "/api/v1"
@@ -67,5 +68,6 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.include_router(segments_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(campaigns_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(dispatch_router, prefix=API_PREFIX, responses=_ERRORS)
+    app.include_router(loyalty_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(tracking_router)
     return app

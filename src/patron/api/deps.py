@@ -59,20 +59,26 @@ class Permission(StrEnum):
     READ_CAMPAIGNS = "campaigns:read"
     WRITE_CAMPAIGNS = "campaigns:write"
     LAUNCH_CAMPAIGNS = "campaigns:launch"
+    READ_LOYALTY = "loyalty:read"
+    WRITE_LOYALTY = "loyalty:write"
+    LOYALTY_POS = "loyalty:pos"
 
 
 _READ = {Permission.READ_CUSTOMERS, Permission.LOOKUP_CUSTOMERS}
 _READ |= {Permission.READ_ORDERS, Permission.READ_EVENTS, Permission.READ_ANALYTICS}
-_READ |= {Permission.READ_SEGMENTS, Permission.READ_CAMPAIGNS}
+_READ |= {Permission.READ_SEGMENTS, Permission.READ_CAMPAIGNS, Permission.READ_LOYALTY}
 _WRITE = {Permission.WRITE_CUSTOMERS, Permission.WRITE_ORDERS, Permission.WRITE_EVENTS}
 _WRITE |= {Permission.WRITE_SEGMENTS, Permission.WRITE_CAMPAIGNS, Permission.LAUNCH_CAMPAIGNS}
+_WRITE |= {Permission.WRITE_LOYALTY, Permission.LOYALTY_POS}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MARKETER: frozenset(_READ | _WRITE),
     Role.ANALYST: frozenset(_READ | {Permission.RUN_ANALYTICS, Permission.WRITE_SEGMENTS}),
-    # a till records sales and recognises the customer at the counter, nothing more
-    Role.POS: frozenset({Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS}),
+    # a till records sales, recognises the customer and runs the loyalty till calls
+    Role.POS: frozenset(
+        {Permission.WRITE_ORDERS, Permission.LOOKUP_CUSTOMERS, Permission.LOYALTY_POS}
+    ),
 }
 """What each role may do: the one place access rules live."""
 

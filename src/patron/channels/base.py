@@ -9,9 +9,10 @@ before the callback has committed leaves the server holding an unfinished messag
 it discards, and the outbox row claimable again after its lease: it is sent once, later.
 A crash after the ``.`` is written leaves a message marked sent that the server accepts.
 The only gap is between the commit returning and the ``.`` reaching the socket, a few
-microseconds, in which a crash would lose the message while it is marked sent; the
-opposite order (commit after the server's reply) would instead send a duplicate for a
-crash anywhere in the server's round trip.
+microseconds (the SMTP transport hands over a group of sessions' messages in one call and
+then writes their dots one after another), in which a crash would lose a message while it
+is marked sent; the opposite order (commit after the server's reply) would instead send a
+duplicate for a crash anywhere in the server's round trip.
 """
 
 from __future__ import annotations

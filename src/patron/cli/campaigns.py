@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from patron.campaigns.schemas import CampaignIn
 from patron.campaigns.service import CampaignService
 from patron.kit.db import unit_of_work
 from patron.kit.errors import InvalidInput
+from patron.models import Campaign
 from patron.segments.schemas import describe
 
 campaign_app = typer.Typer(
@@ -94,13 +96,38 @@ def show(campaign: str) -> None:
         console.print(trail)
 
 
+def _move(campaign: str, act: Callable[[CampaignService, int], Campaign], said: str) -> None:
+    """One state change by name or id, and what it did."""
+    with unit_of_work(_store()) as session:
+        service = CampaignService(session)
+        done = act(service, service.find(campaign).id)
+        _console().print(f"campaign {done.id} {said}")
+
+
 @campaign_app.command("schedule")
 def schedule(campaign: str) -> None:
     """Approve a draft to run on its schedule."""
-    with unit_of_work(_store()) as session:
-        service = CampaignService(session)
-        done = service.schedule(service.find(campaign).id, actor="cli")
-        _console().print(f"campaign {done.id} scheduled")
+    _move(campaign, lambda service, cid: service.schedule(cid, actor="cli"), "scheduled")
+
+
+@campaign_app.command("pause")
+def pause(campaign: str, reason: Annotated[str, typer.Option(help="Why")] = "") -> None:
+    """Hold a running campaign's messages not yet sent."""
+    _move(campaign, lambda service, cid: service.pause(cid, actor="cli", reason=reason), "paused")
+
+
+@campaign_app.command("resume")
+def resume(campaign: str) -> None:
+    """Send a paused campaign's waiting messages."""
+    _move(campaign, lambda service, cid: service.resume(cid, actor="cli"), "running again")
+
+
+@campaign_app.command("cancel")
+def cancel(campaign: str, reason: Annotated[str, typer.Option(help="Why")] = "") -> None:
+    """Stop a campaign."""
+    _move(
+        campaign, lambda service, cid: service.cancel(cid, actor="cli", reason=reason), "cancelled"
+    )
 
 
 @campaign_app.command("launch")
@@ -145,33 +172,6 @@ def report(
         _console().print_json(result.model_dump_json())
         return
     print_report(_console(), result, currency=found.currency)
-
-
-@campaign_app.command("cancel")
-def cancel(campaign: str, reason: Annotated[str, typer.Option(help="Why")] = "") -> None:
-    """Stop a campaign."""
-    with unit_of_work(_store()) as session:
-        service = CampaignService(session)
-        done = service.cancel(service.find(campaign).id, actor="cli", reason=reason)
-        _console().print(f"campaign {done.id} cancelled")
-
-
-@campaign_app.command("pause")
-def pause(campaign: str, reason: Annotated[str, typer.Option(help="Why")] = "") -> None:
-    """Hold a running campaign's messages not yet sent."""
-    with unit_of_work(_store()) as session:
-        service = CampaignService(session)
-        done = service.pause(service.find(campaign).id, actor="cli", reason=reason)
-        _console().print(f"campaign {done.id} paused")
-
-
-@campaign_app.command("resume")
-def resume(campaign: str) -> None:
-    """Send a paused campaign's waiting messages."""
-    with unit_of_work(_store()) as session:
-        service = CampaignService(session)
-        done = service.resume(service.find(campaign).id, actor="cli")
-        _console().print(f"campaign {done.id} running again")
 
 
 @campaign_app.command("runs")

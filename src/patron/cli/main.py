@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.cli.campaigns import campaign_app
+from patron.cli.loyalty import loyalty_app
 from patron.cli.segments import segment_app
 from patron.kit.clock import utcnow
 from patron.kit.db import make_engine, make_sessionmaker, migrate, unit_of_work
@@ -44,6 +45,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(report_app, name="report")
 app.add_typer(segment_app, name="segment")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(loyalty_app, name="loyalty")
 
 console = Console()
 errors = Console(stderr=True)
@@ -473,18 +475,24 @@ def main() -> None:
             markup=False,
         )
         sys.exit(1)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         errors.print("aborted")
         sys.exit(130)
     except OSError as exc:
         errors.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(1)
     except Exception as exc:
+        # Typer carries its own copy of click, whose usage errors are not click's classes
+        if callable(getattr(exc, "show", None)) and isinstance(
+            getattr(exc, "exit_code", None), int
+        ):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if os.environ.get("PATRON_DEBUG"):
             raise
         errors.print(

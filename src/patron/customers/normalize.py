@@ -16,6 +16,9 @@ from email_validator import EmailNotValidError, validate_email
 from patron.models.identity import IdentityKind
 
 _CARD_NOISE = re.compile(r"[\s\-.]")
+# the dot-atom rule email_validator applies to an ASCII local part
+_DOT_ATOM = re.compile(r"[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+)*")
+_ADDRESS_MAX = 254
 _TELEGRAM_NAME = re.compile(r"^[a-z][a-z0-9_]{3,31}$")
 _EXTERNAL_MAX = 128
 
@@ -28,10 +31,37 @@ def normalize_email(raw: str) -> str:
     """Trim and lower-case, then check the syntax (no DNS look-up)."""
     text = raw.strip().lower()
     try:
-        validate_email(text, check_deliverability=False)
+        check_email(text)
     except EmailNotValidError as exc:
         raise InvalidIdentity(f"not an email address: {raw!r} ({exc})") from None
     return text
+
+
+def check_email(address: str) -> None:
+    """Raise ``EmailNotValidError`` unless ``address`` is a valid email (syntax only).
+
+    Same verdict as ``validate_email(address, check_deliverability=False)``, faster on a
+    mailing list: email_validator spends most of its time on the domain, which many
+    addresses share. A plain ASCII local part is checked with the rule email_validator
+    applies to it, and the domain is checked once per domain; any other address goes
+    through email_validator whole.
+    """
+    local, at, domain = address.rpartition("@")
+    if at and len(address) <= _ADDRESS_MAX and domain.isascii() and _DOT_ATOM.fullmatch(local):
+        problem = _domain_problem(domain)
+        if problem is not None:
+            raise EmailNotValidError(problem)
+        return
+    validate_email(address, check_deliverability=False)
+
+
+@lru_cache(maxsize=4096)
+def _domain_problem(domain: str) -> str | None:
+    try:
+        validate_email(f"a@{domain}", check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
 
 
 @lru_cache(maxsize=65_536)

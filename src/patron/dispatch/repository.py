@@ -3,7 +3,8 @@
 Claiming is one statement per backend. PostgreSQL selects due rows ``FOR UPDATE SKIP
 LOCKED`` so that workers on several hosts never take the same row and never wait on each
 other. SQLite has one writer at a time, so a plain ``UPDATE ... WHERE id IN (SELECT ...
-LIMIT n)`` is atomic there; run one worker per SQLite store.
+LIMIT n)`` is atomic there; workers on one host can share a SQLite store, taking turns at
+its write lock.
 """
 
 from __future__ import annotations
@@ -128,6 +129,18 @@ class DispatchRepository:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+
+    def mark_sent(self, subjects: dict[int, str], *, at: datetime) -> None:
+        """Messages sent, each with its subject (keyed by id): one ``executemany``."""
+        if subjects:
+            self.session.execute(
+                update(Message),
+                [
+                    {"id": message_id, "status": MessageStatus.SENT, "sent_at": at,
+                     "lease_until": None, "reason": None, "subject": subject}
+                    for message_id, subject in subjects.items()
+                ],
+            )  # fmt: skip
 
     # -- contexts ------------------------------------------------------------------------
 

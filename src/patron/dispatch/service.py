@@ -5,13 +5,12 @@ the worker loop (:mod:`patron.dispatch.tasks`) and the HTTP boundary commit."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy.orm import Session
 
 from patron.campaigns.repository import ADDRESS_KIND, CampaignRepository
@@ -19,6 +18,7 @@ from patron.campaigns.schemas import MessageTemplate, Offer, Schedule
 from patron.campaigns.templates import render
 from patron.channels.base import Envelope, Outcome
 from patron.channels.email import message_key
+from patron.customers.normalize import check_email
 from patron.customers.schemas import PROFILE_FIELDS, ConsentIn
 from patron.customers.service import CustomerService
 from patron.dispatch import links
@@ -26,6 +26,7 @@ from patron.dispatch.repository import DispatchRepository
 from patron.kit.clock import utcnow
 from patron.kit.errors import InvalidInput, NotFound
 from patron.kit.settings import Settings, get_settings
+from patron.loyalty.coupons import CouponService, new_code
 from patron.models import (
     Campaign,
     CampaignStatus,
@@ -35,14 +36,6 @@ from patron.models import (
     MessageStatus,
 )
 from patron.segments.schemas import SCORE_TYPES
-
-_COUPON_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
-
-
-def coupon_code(prefix: str) -> str:
-    """A unique, unguessable code: 10 characters from ``secrets`` (about 50 bits)."""
-    body = "".join(secrets.choice(_COUPON_ALPHABET) for _ in range(10))
-    return f"{prefix}-{body}" if prefix else body
 
 
 @dataclass(frozen=True)
@@ -75,7 +68,13 @@ class DispatchService:
         count = len(rows)
         coupons: list[str | None] = [None] * count
         if offer.kind == "coupon":
-            coupons = [coupon_code(offer.coupon_prefix or "") for _ in range(count)]
+            coupons = [new_code(offer.coupon_prefix or "") for _ in range(count)]
+            # the codes become single-use coupons of the campaign's pool, for the tills
+            CouponService(self.session).issue_for_campaign(
+                campaign.id, campaign.name, discount_percent=offer.discount_percent,
+                valid_days=offer.valid_days, at=moment,
+                pairs=[(c, code) for (c, _), code in zip(rows, coupons, strict=True) if code],
+            )  # fmt: skip
         self.repo.enqueue(
             {
                 "campaign_id": [campaign.id] * count,
@@ -172,7 +171,7 @@ class DispatchService:
                 continue
             if campaign.channel is Channel.EMAIL:
                 try:
-                    validate_email(address, check_deliverability=False)
+                    check_email(address)
                 except EmailNotValidError as exc:
                     skipped[message.id] = f"malformed address {address!r}: {exc}"
                     continue
@@ -242,11 +241,7 @@ class DispatchService:
 
     def handed_over(self, envelopes: Sequence[Envelope], *, now: datetime) -> None:
         """Mark messages sent before the transport releases them (see channels.base)."""
-        ids = [e.message_id for e in envelopes]
-        self.repo.mark(ids, status=MessageStatus.SENT, sent_at=now, lease_until=None, reason=None)
-        subjects = {e.message_id: e.subject for e in envelopes}
-        for message in self.repo.messages(ids):
-            message.subject = subjects[message.id][:500]
+        self.repo.mark_sent({e.message_id: e.subject[:500] for e in envelopes}, at=now)
 
     def settle(
         self, outcomes: Sequence[Outcome], skipped: dict[int, str], *, now: datetime

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patron.channels.base import Envelope, Transport
 from patron.channels.email import SmtpSettings, SmtpTransport
-from patron.dispatch.service import DispatchService
+from patron.dispatch.service import DispatchService, Rendered
 from patron.kit.clock import utcnow
 from patron.kit.db import unit_of_work
 from patron.kit.settings import Settings, get_settings
@@ -57,6 +58,65 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claimed batch, rendered: what goes to the transport."""
+
+    claimed: int
+    rendered: Rendered
+
+
+def claim_and_render(
+    factory: sessionmaker[Session], *, settings: Settings, name: str, stats: WorkerStats
+) -> Claim | None:
+    """Claim one batch and render it; skipped rows are settled at once. ``None`` when
+    nothing is due."""
+    now = utcnow()
+    with unit_of_work(factory) as session:
+        service = DispatchService(session, settings=settings)
+        ids = service.repo.claim(
+            worker=name,
+            limit=settings.worker_batch,
+            now=now,
+            lease=timedelta(seconds=settings.worker_lease_seconds),
+        )
+    if not ids:
+        return None
+    with unit_of_work(factory) as session:
+        service = DispatchService(session, settings=settings)
+        rendered = service.render(service.repo.messages(ids), now=now)
+    if rendered.skipped:
+        # skipped rows are final at once: a bad address must not wait for the batch
+        with unit_of_work(factory) as session:
+            DispatchService(session, settings=settings).settle([], rendered.skipped, now=now)
+    stats.claimed += len(ids)
+    stats.skipped += len(rendered.skipped)
+    return Claim(claimed=len(ids), rendered=rendered)
+
+
+def deliver_and_settle(
+    factory: sessionmaker[Session],
+    transport: Transport,
+    claim: Claim,
+    *,
+    settings: Settings,
+    stats: WorkerStats,
+) -> None:
+    """Hand a rendered batch to the transport, committing each group's sent state in
+    ``handing_over``, then record the outcomes."""
+
+    def handing_over(envelopes: Sequence[Envelope]) -> None:
+        with unit_of_work(factory) as session:
+            DispatchService(session, settings=settings).handed_over(envelopes, now=utcnow())
+
+    outcomes = transport.deliver(claim.rendered.envelopes, handing_over=handing_over)
+    with unit_of_work(factory) as session:
+        tally = DispatchService(session, settings=settings).settle(outcomes, {}, now=utcnow())
+    stats.sent += tally["sent"]
+    stats.retried += tally["retry"]
+    stats.failed += tally["failed"]
+
+
 def run_once(
     factory: sessionmaker[Session],
     transport: Transport,
@@ -65,42 +125,19 @@ def run_once(
     name: str | None = None,
     stats: WorkerStats | None = None,
 ) -> int:
-    """Claim one batch and see it through; returns how many messages were claimed."""
+    """Claim one batch and see it through; returns how many messages were claimed. With
+    nothing due, housekeeping runs instead."""
     settings = settings or get_settings()
     stats = stats if stats is not None else WorkerStats()
-    who = name or worker_name()
-    now = utcnow()
-    with unit_of_work(factory) as session:
-        service = DispatchService(session, settings=settings)
-        ids = service.repo.claim(
-            worker=who,
-            limit=settings.worker_batch,
-            now=now,
-            lease=timedelta(seconds=settings.worker_lease_seconds),
-        )
-    if not ids:
+    claim = claim_and_render(factory, settings=settings, name=name or worker_name(), stats=stats)
+    if claim is None:
         with unit_of_work(factory) as session:
-            stats.completed += DispatchService(session, settings=settings).housekeeping(now=now)
+            stats.completed += DispatchService(session, settings=settings).housekeeping(
+                now=utcnow()
+            )
         return 0
-    stats.claimed += len(ids)
-    with unit_of_work(factory) as session:
-        service = DispatchService(session, settings=settings)
-        rendered = service.render(service.repo.messages(ids), now=now)
-        # skipped rows are final at once: a bad address must not wait for the batch
-        service.settle([], rendered.skipped, now=now)
-    stats.skipped += len(rendered.skipped)
-
-    def handing_over(envelopes: Sequence[Envelope]) -> None:
-        with unit_of_work(factory) as session:
-            DispatchService(session, settings=settings).handed_over(envelopes, now=utcnow())
-
-    outcomes = transport.deliver(rendered.envelopes, handing_over=handing_over)
-    with unit_of_work(factory) as session:
-        tally = DispatchService(session, settings=settings).settle(outcomes, {}, now=utcnow())
-    stats.sent += tally["sent"]
-    stats.retried += tally["retry"]
-    stats.failed += tally["failed"]
-    return len(ids)
+    deliver_and_settle(factory, transport, claim, settings=settings, stats=stats)
+    return claim.claimed
 
 
 def run_worker(
@@ -114,26 +151,52 @@ def run_worker(
     report: Callable[[WorkerStats], None] | None = None,
 ) -> WorkerStats:
     """Work until stopped, or with ``until_idle`` until nothing is queued or in flight
-    (messages waiting for a retry or a lease count as in flight)."""
+    (messages waiting for a retry or a lease count as in flight).
+
+    Two batches are under way at a time: while one is with the transport, in a thread of
+    its own, the next is claimed and rendered. Rendering is Python work and delivery
+    mostly socket system calls and commits, which release the GIL, so on two cores the
+    two overlap instead of taking turns. Every message still follows the handing-over
+    protocol of :mod:`patron.channels.base`; the next batch's lease starts at its claim.
+    """
     settings = settings or get_settings()
     stats = WorkerStats()
     name = worker_name()
     halt = stop or threading.Event()
+    sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patron-deliver")
+    in_flight: Future[None] | None = None
+
+    def landed() -> None:
+        nonlocal in_flight
+        if in_flight is not None:
+            done, in_flight = in_flight, None
+            done.result()  # a failed delivery stops the worker, as it would unpipelined
+            if report is not None:
+                report(stats)
+
     try:
         while not halt.is_set():
-            claimed = run_once(factory, transport, settings=settings, name=name, stats=stats)
-            if report is not None and claimed:
-                report(stats)
-            if claimed:
+            claim = claim_and_render(factory, settings=settings, name=name, stats=stats)
+            landed()
+            if claim is not None:
+                in_flight = sender.submit(
+                    deliver_and_settle, factory, transport, claim, settings=settings,
+                    stats=stats,
+                )  # fmt: skip
                 continue
+            with unit_of_work(factory) as session:
+                service = DispatchService(session, settings=settings)
+                stats.completed += service.housekeeping(now=utcnow())
             if until_idle:
                 with unit_of_work(factory) as session:
-                    if (
-                        DispatchService(session, settings=settings).repo.due_count(now=utcnow())
-                        == 0
-                    ):
+                    repo = DispatchService(session, settings=settings).repo
+                    if repo.due_count(now=utcnow()) == 0:
                         break
             halt.wait(poll_seconds)
     finally:
-        transport.close()
+        try:
+            landed()
+        finally:
+            sender.shutdown(wait=True)
+            transport.close()
     return stats

@@ -7,7 +7,7 @@ opened the unit of work commits it (see ``unit_of_work``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -220,14 +220,20 @@ def bulk_insert(
 
 
 def bulk_insert_columns(
-    session: Session, table: Table, columns: Mapping[str, Sequence[Any]]
+    session: Session,
+    table: Table,
+    columns: Mapping[str, Sequence[Any]],
+    *,
+    prepared: Collection[str] = (),
 ) -> None:
     """Insert rows given column by column, straight through the driver.
 
     For result tables of a million rows (analysis scores) the values already sit in
     columns; converting a column at a time with its type's bind processor, then zipping,
     skips the per-row dicts and index loops of :func:`bulk_insert`. Every column must be
-    given; defaults are not filled in.
+    given; defaults are not filled in. The columns named in ``prepared`` already hold what
+    the bind processor would give for this dialect (built a whole column at a time, say
+    by Arrow) and are passed to the driver as they are.
     """
     names = list(columns)
     dialect = session.get_bind().dialect
@@ -235,7 +241,10 @@ def bulk_insert_columns(
     for name in names:
         process = table.c[name].type._cached_bind_processor(dialect)
         values = columns[name]
-        lists.append(values if process is None else [process(v) for v in values])
+        if process is None or name in prepared:
+            lists.append(values)
+        else:
+            lists.append([process(v) for v in values])
     _write_rows(session, table, names, zip(*lists, strict=True))
 
 

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = False
-    smtp_connections: int = Field(default=4, ge=1, le=64)
+    smtp_connections: int = Field(default=8, ge=1, le=64)
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
     worker_batch: int = Field(default=200, ge=1, le=10_000)
     scheduler_poll_seconds: float = Field(

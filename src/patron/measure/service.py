@@ -5,8 +5,9 @@ out), the messages and their feedback, and the orders in the attribution window,
 launch for ``attribution_days``. Customers who were left out (no consent, suppressed...)
 are in neither group. The effect is the difference of means between treatment and
 control, with Welch's 95% intervals (:mod:`patron.measure.stats`); totals scale it by the
-treated count. Cost is the messages sent times the cost per message, plus the offer's
-cost for every treated customer who bought (the incentive they were given).
+treated count. Cost is the messages sent times the cost per message, plus the incentives:
+the discounts the campaign's coupons gave at the tills where they were redeemed there,
+else the offer's cost for every treated customer who bought.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from patron.campaigns.schemas import Kpi, Offer
 from patron.kit.clock import utcnow
+from patron.loyalty.coupons import CouponService
 from patron.measure.repository import MeasureRepository
 from patron.measure.stats import Difference, welch
 from patron.models import Campaign
@@ -76,6 +78,7 @@ class CostOut(BaseModel):
     cost_per_message: Decimal
     message_cost: Decimal
     incentives: Decimal
+    incentive_basis: str
     total: Decimal
 
 
@@ -134,7 +137,14 @@ class MeasureService:
         offer = Offer.model_validate(campaign.offer)
         sent = int(data["delivered"][treated].sum()) if treated.any() else 0
         message_cost = money(campaign.cost_per_message * sent)
-        incentives = money(offer.cost * int(data["bought"][treated].sum()))
+        redeemed = CouponService(self.session).campaign_redemptions(campaign.id)
+        if redeemed:
+            # the tills told what each code gave: the real incentive, not an estimate
+            incentives = money(sum(redeemed.values(), Decimal(0)))
+            basis = f"coupon redemptions at the tills ({len(redeemed):,} customers)"
+        else:
+            incentives = money(offer.cost * int(data["bought"][treated].sum()))
+            basis = "the offer's cost for each treated customer who bought"
         total_cost = money(message_cost + incentives)
         overall = effects[0] if effects else None
         profit: Decimal | None = None
@@ -160,6 +170,7 @@ class MeasureService:
                 cost_per_message=campaign.cost_per_message,
                 message_cost=message_cost,
                 incentives=incentives,
+                incentive_basis=basis,
                 total=total_cost,
             ),
             incremental_profit=profit,

@@ -482,6 +482,11 @@ class SegmentRepository:
         )
         return list(self.session.scalars(query))
 
+    def ids_among(self, predicate: ColumnElement[bool], candidates: Sequence[int]) -> set[int]:
+        """Which of ``candidates`` the predicate selects."""
+        query = select(Customer.id).where(ACTIVE, Customer.id.in_(candidates), predicate)
+        return set(self.session.scalars(query))
+
     # -- materialisation -------------------------------------------------------------------
 
     def materialise(

@@ -166,6 +166,13 @@ class SegmentService:
         fresh = self.replica.fresh(self.session, score_run=state.score_run)
         return state, fresh is not None
 
+    def contains(self, segment: str, customer_id: int, *, as_of: datetime | None = None) -> bool:
+        """Whether the rule of a saved segment selects this customer now."""
+        found = self.find(segment)
+        compiler = self.repo.compiler(as_of=as_of or utcnow())
+        predicate = compiler.predicate(self.rule_of(found), where=f"segment {found.name!r}")
+        return customer_id in self.repo.ids_among(predicate, [customer_id])
+
     def preview_ids(
         self, rule: Condition, *, as_of: datetime | None = None, limit: int = 50, offset: int = 0
     ) -> list[int]:

@@ -1,0 +1,601 @@
+"""All SQL of the loyalty domain: rules versions, accounts, the ledger and its lots, till
+transactions, operations and tier history.
+
+What remains of a lot is its points less what negative entries took from it
+(``loyalty_lot_uses``), so "spend the oldest first" and "expire exactly what is left" are
+both one grouped query. The ledger tables only ever receive inserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    delete,
+    extract,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from patron.kit.clock import utcnow
+from patron.kit.db import bulk_insert_columns, table_of
+from patron.models import (
+    Coupon,
+    CouponPool,
+    CouponUse,
+    Customer,
+    EntryKind,
+    Event,
+    Identity,
+    IdentityKind,
+    LedgerEntry,
+    LotUse,
+    LoyaltyAccount,
+    LoyaltyOperation,
+    LoyaltyProgram,
+    MiniProgram,
+    MiniProgramMember,
+    OpenLot,
+    PosTransaction,
+    Referral,
+    ReferralStatus,
+    TierChange,
+    TransactionStatus,
+)
+
+Row = TypeVar("Row")
+
+
+@dataclass(frozen=True)
+class Lot:
+    """A positive entry with points left."""
+
+    id: int
+    account_id: int
+    remaining: int
+    effective_at: datetime
+    expires_at: datetime | None
+
+
+def _lot(row: Any) -> Lot:
+    # PostgreSQL sums bigints as numeric: the points are whole, so make them int again
+    lot_id, account_id, remaining, effective_at, expires_at = row
+    return Lot(int(lot_id), int(account_id), int(remaining), effective_at, expires_at)
+
+
+def _canonical(kind: IdentityKind, value: str) -> str:
+    if kind is not IdentityKind.EMAIL or "@" not in value:
+        return value
+    local, domain = value.rsplit("@", 1)
+    local = local.split("+", 1)[0]
+    if domain in {"gmail.com", "googlemail.com"}:
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}"
+
+
+class LoyaltyRepository:
+    """Loyalty rows in one session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def latest_program(self) -> LoyaltyProgram | None:
+        query = select(LoyaltyProgram).order_by(LoyaltyProgram.version.desc()).limit(1)
+        return self.session.scalar(query)
+
+    def programs(self) -> Sequence[LoyaltyProgram]:
+        return self.session.scalars(
+            select(LoyaltyProgram).order_by(LoyaltyProgram.version.desc())
+        ).all()
+
+    def add(self, row: Row) -> Row:
+        """Insert one row and give it its id."""
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    # -- accounts --------------------------------------------------------------------------
+
+    def account(self, account_id: int) -> LoyaltyAccount | None:
+        return self.session.get(LoyaltyAccount, account_id)
+
+    def by_card(self, card: str) -> LoyaltyAccount | None:
+        return self.session.scalar(select(LoyaltyAccount).where(LoyaltyAccount.card_number == card))
+
+    def by_customer(self, customer_id: int) -> LoyaltyAccount | None:
+        return self.session.scalar(
+            select(LoyaltyAccount).where(LoyaltyAccount.customer_id == customer_id)
+        )
+
+    def lock(self, account_id: int) -> None:
+        """Take the account's lock for the rest of the transaction.
+
+        An UPDATE is the one lock every backend has: PostgreSQL holds the row until the
+        commit, and SQLite takes its write lock here, before anything is read, so a
+        balance read after this point cannot be stale."""
+        self.session.execute(
+            update(LoyaltyAccount)
+            .where(LoyaltyAccount.id == account_id)
+            .values(lock_version=LoyaltyAccount.lock_version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        self.session.expire_all()
+
+    def add_points(self, account_id: int, points: int) -> None:
+        """Move the cached total with its entries, in the same transaction."""
+        self.session.execute(
+            update(LoyaltyAccount)
+            .where(LoyaltyAccount.id == account_id)
+            .values(points=LoyaltyAccount.points + points)
+            .execution_options(synchronize_session=False)
+        )
+
+    def accounts(self, *, limit: int, offset: int) -> Sequence[LoyaltyAccount]:
+        query = select(LoyaltyAccount).order_by(LoyaltyAccount.id).limit(limit).offset(offset)
+        return self.session.scalars(query).all()
+
+    def by_referral_code(self, code: str) -> LoyaltyAccount | None:
+        return self.session.scalar(
+            select(LoyaltyAccount).where(LoyaltyAccount.referral_code == code)
+        )
+
+    def pending_referral(self, friend_id: int) -> Referral | None:
+        return self.session.scalar(
+            select(Referral).where(
+                Referral.friend_id == friend_id, Referral.status == ReferralStatus.PENDING
+            )
+        )
+
+    def referrals_by(self, referrer_id: int) -> Sequence[Referral]:
+        return self.session.scalars(
+            select(Referral).where(Referral.referrer_id == referrer_id).order_by(Referral.id)
+        ).all()
+
+    def shared_identity(self, one: int, other: int) -> str | None:
+        """What shows two profiles are one person: the same profile, one merged into the
+        other, or an email or phone that is the same once canonical (an email's +tag and,
+        at Gmail, its dots do not make another mailbox). None when nothing is shared."""
+        if one == other:
+            return "the same customer"
+        merged = self.session.scalar(
+            select(func.count()).select_from(Customer).where(
+                or_(
+                    and_(Customer.id == one, Customer.merged_into_id == other),
+                    and_(Customer.id == other, Customer.merged_into_id == one),
+                )
+            )
+        )  # fmt: skip
+        if merged:
+            return "one profile is merged into the other"
+        rows = self.session.execute(
+            select(Identity.customer_id, Identity.kind, Identity.value).where(
+                Identity.customer_id.in_([one, other]),
+                Identity.kind.in_([IdentityKind.EMAIL, IdentityKind.PHONE]),
+            )
+        )
+        seen: dict[str, set[int]] = {}
+        for owner, kind, value in rows:
+            key = f"{kind.value} {_canonical(kind, value)}"
+            seen.setdefault(key, set()).add(int(owner))
+        shared = sorted(key for key, owners in seen.items() if len(owners) == 2)
+        return shared[0] if shared else None
+
+    def account_ids(self) -> list[int]:
+        return list(self.session.scalars(select(LoyaltyAccount.id).order_by(LoyaltyAccount.id)))
+
+    def birthdays(self, month: int, day: int) -> list[tuple[int, int]]:
+        """(account, customer) of members born on this day of the year."""
+        born = Customer.birth_date
+        rows = self.session.execute(
+            select(LoyaltyAccount.id, Customer.id)
+            .join(Customer, Customer.id == LoyaltyAccount.customer_id)
+            .where(
+                born.is_not(None),
+                extract("month", born) == month,
+                extract("day", born) == day,
+            )
+            .order_by(LoyaltyAccount.id)
+        )
+        return [(int(a), int(c)) for a, c in rows]
+
+    # -- the ledger ------------------------------------------------------------------------
+
+    def entry_by_key(self, key: str) -> LedgerEntry | None:
+        return self.session.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == key))
+
+    def entries(self, account_id: int, *, limit: int, offset: int) -> Sequence[LedgerEntry]:
+        query = (
+            select(LedgerEntry)
+            .where(LedgerEntry.account_id == account_id)
+            .order_by(LedgerEntry.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return self.session.scalars(query).all()
+
+    def open_lot(self, entry: LedgerEntry) -> None:
+        """A new lot is open with all its points."""
+        self.session.add(
+            OpenLot(
+                lot_id=entry.id, account_id=entry.account_id, remaining=entry.points,
+                effective_at=entry.effective_at, expires_at=entry.expires_at,
+            )
+        )  # fmt: skip
+
+    def use_lots(self, entry_id: int, uses: Sequence[tuple[int, int]]) -> None:
+        """Record what a negative entry took from each lot, and what each has left (a lot
+        used up is no longer open)."""
+        if not uses:
+            return
+        bulk_insert_columns(
+            self.session,
+            table_of(LotUse),
+            {
+                "entry_id": [entry_id] * len(uses),
+                "lot_id": [lot for lot, _ in uses],
+                "points": [points for _, points in uses],
+            },
+        )
+        for lot, points in uses:
+            self.session.execute(
+                update(OpenLot)
+                .where(OpenLot.lot_id == lot)
+                .values(remaining=OpenLot.remaining - points)
+                .execution_options(synchronize_session=False)
+            )
+        self.session.execute(
+            delete(OpenLot)
+            .where(OpenLot.lot_id.in_([lot for lot, _ in uses]), OpenLot.remaining <= 0)
+            .execution_options(synchronize_session=False)
+        )
+
+    def _open(self) -> Any:
+        return select(
+            OpenLot.lot_id, OpenLot.account_id, OpenLot.remaining, OpenLot.effective_at,
+            OpenLot.expires_at,
+        ).where(OpenLot.remaining > 0)  # fmt: skip
+
+    def lots(self, account_id: int) -> list[Lot]:
+        """The account's lots with points left: the soonest to expire first, then the
+        oldest (a lot that never expires goes last)."""
+        query = (
+            self._open()
+            .where(OpenLot.account_id == account_id)
+            .order_by(
+                case((OpenLot.expires_at.is_(None), 1), else_=0), OpenLot.expires_at, OpenLot.lot_id
+            )
+        )
+        return [_lot(row) for row in self.session.execute(query)]
+
+    def lots_expiring(self, *, until: datetime, after: datetime | None = None) -> list[Lot]:
+        """Lots with points left whose expiry is at or before ``until`` (and after
+        ``after``), across accounts, in account order: the expiry job's work list."""
+        query = self._open().where(OpenLot.expires_at <= until)
+        if after is not None:
+            query = query.where(OpenLot.expires_at > after)
+        query = query.order_by(OpenLot.account_id, OpenLot.lot_id)
+        return [_lot(row) for row in self.session.execute(query)]
+
+    def totals(self, *, now: datetime) -> tuple[int, int, int]:
+        """Accounts, points available and points pending, across the program."""
+        live = or_(OpenLot.expires_at.is_(None), OpenLot.expires_at > now)
+        available = func.sum(case((and_(OpenLot.effective_at <= now, live), OpenLot.remaining)))
+        pending = func.sum(case((OpenLot.effective_at > now, OpenLot.remaining)))
+        points = self.session.execute(select(available, pending)).one()
+        accounts = self.session.scalar(select(func.count()).select_from(LoyaltyAccount))
+        return int(accounts or 0), int(points[0] or 0), int(points[1] or 0)
+
+    def lot_differences(self) -> list[tuple[int, int, int]]:
+        """Lots whose open remainder differs from what the ledger leaves them:
+        (lot, cached, ledger). The ledger's remainder is the lot less its uses."""
+        used = (
+            select(func.coalesce(func.sum(LotUse.points), 0))
+            .where(LotUse.lot_id == LedgerEntry.id)
+            .correlate(LedgerEntry)
+            .scalar_subquery()
+        )
+        left = (LedgerEntry.points - used).label("left")
+        cached = func.coalesce(OpenLot.remaining, 0)
+        rows = self.session.execute(
+            select(LedgerEntry.id, cached, left)
+            .outerjoin(OpenLot, OpenLot.lot_id == LedgerEntry.id)
+            .where(LedgerEntry.points > 0, cached != left)
+            .order_by(LedgerEntry.id)
+        )
+        return [(int(a), int(b), int(c)) for a, b, c in rows]
+
+    def moved(self, kind: EntryKind) -> int:
+        """All points ever moved by entries of ``kind`` (as a positive number)."""
+        total = self.session.scalar(
+            select(func.sum(func.abs(LedgerEntry.points))).where(LedgerEntry.kind == kind)
+        )
+        return int(total or 0)
+
+    def ledger_sums(self) -> dict[int, tuple[int, int]]:
+        """Per account: the cached points and the sum of its entries."""
+        sums = (
+            select(LedgerEntry.account_id, func.sum(LedgerEntry.points).label("total"))
+            .group_by(LedgerEntry.account_id)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(LoyaltyAccount.id, LoyaltyAccount.points, func.coalesce(sums.c.total, 0))
+            .outerjoin(sums, sums.c.account_id == LoyaltyAccount.id)
+            .order_by(LoyaltyAccount.id)
+        )
+        return {int(a): (int(cached), int(total)) for a, cached, total in rows}
+
+    # -- till transactions -----------------------------------------------------------------
+
+    def transaction(self, receipt: str) -> PosTransaction | None:
+        return self.session.scalar(select(PosTransaction).where(PosTransaction.receipt == receipt))
+
+    def transaction_points(self, transaction_id: int, kind: EntryKind, *, sign: int) -> int:
+        """Points a transaction's entries of one kind and sign moved so far (positive)."""
+        direction = LedgerEntry.points > 0 if sign > 0 else LedgerEntry.points < 0
+        total = self.session.scalar(
+            select(func.sum(func.abs(LedgerEntry.points))).where(
+                LedgerEntry.transaction_id == transaction_id, LedgerEntry.kind == kind, direction
+            )
+        )
+        return int(total or 0)
+
+    def earn_lot(self, transaction_id: int) -> LedgerEntry | None:
+        return self.session.scalar(
+            select(LedgerEntry).where(
+                LedgerEntry.transaction_id == transaction_id, LedgerEntry.kind == EntryKind.EARN
+            )
+        )
+
+    def spend_in_window(self, account_id: int, *, since: datetime, until: datetime) -> Decimal:
+        """Goods bought and kept (net of refunds) in the window: the spend measure."""
+        kept = PosTransaction.subtotal - PosTransaction.discount - PosTransaction.refunded
+        total = self.session.scalar(
+            select(func.sum(kept)).where(
+                PosTransaction.account_id == account_id,
+                PosTransaction.status != TransactionStatus.CANCELLED,
+                PosTransaction.confirmed_at > since,
+                PosTransaction.confirmed_at <= until,
+            )
+        )
+        return Decimal(total or 0)
+
+    def earned_in_window(self, account_id: int, *, since: datetime, until: datetime) -> Decimal:
+        """Points earned (less those reversed) in the window: the points measure."""
+        total = self.session.scalar(
+            select(func.sum(LedgerEntry.points)).where(
+                LedgerEntry.account_id == account_id,
+                or_(
+                    LedgerEntry.kind == EntryKind.EARN,
+                    and_(
+                        LedgerEntry.kind == EntryKind.REVERSE,
+                        LedgerEntry.points < 0,
+                        LedgerEntry.transaction_id.is_not(None),
+                    ),
+                ),
+                LedgerEntry.created_at > since,
+                LedgerEntry.created_at <= until,
+            )
+        )
+        return Decimal(total or 0)
+
+    # -- operations, tiers, events ---------------------------------------------------------
+
+    def operation(self, key: str) -> LoyaltyOperation | None:
+        return self.session.scalar(select(LoyaltyOperation).where(LoyaltyOperation.key == key))
+
+    def tier_history(self, account_id: int) -> Sequence[TierChange]:
+        return self.session.scalars(
+            select(TierChange).where(TierChange.account_id == account_id).order_by(TierChange.id)
+        ).all()
+
+    def tier_counts(self) -> dict[str, int]:
+        rows = self.session.execute(
+            select(LoyaltyAccount.tier, func.count()).group_by(LoyaltyAccount.tier)
+        )
+        return {str(tier): int(n) for tier, n in rows}
+
+    def event_exists(self, external_id: str) -> bool:
+        found = self.session.scalar(
+            select(literal(1)).where(Event.source == "loyalty", Event.external_id == external_id)
+        )
+        return found is not None
+
+
+class CouponRepository:
+    """Coupon pools, codes and their uses."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: Row) -> Row:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def pool(self, pool_id: int) -> CouponPool | None:
+        return self.session.get(CouponPool, pool_id)
+
+    def pool_by_name(self, name: str) -> CouponPool | None:
+        return self.session.scalar(select(CouponPool).where(CouponPool.name == name))
+
+    def pool_of_campaign(self, campaign_id: int) -> CouponPool | None:
+        return self.session.scalar(select(CouponPool).where(CouponPool.campaign_id == campaign_id))
+
+    def pools(self) -> Sequence[CouponPool]:
+        return self.session.scalars(select(CouponPool).order_by(CouponPool.id)).all()
+
+    def coupon(self, code: str) -> Coupon | None:
+        return self.session.scalar(select(Coupon).where(Coupon.code == code))
+
+    def add_codes(self, pool_id: int, codes: Sequence[str], owners: Sequence[int | None]) -> None:
+        bulk_insert_columns(
+            self.session,
+            table_of(Coupon),
+            {
+                "pool_id": [pool_id] * len(codes),
+                "code": list(codes),
+                "customer_id": list(owners),
+                "lock_version": [0] * len(codes),
+                "created_at": [utcnow()] * len(codes),
+            },
+        )
+
+    def lock(self, coupon_id: int) -> None:
+        """The coupon's lock, taken after the account's (always in that order)."""
+        self.session.execute(
+            update(Coupon)
+            .where(Coupon.id == coupon_id)
+            .values(lock_version=Coupon.lock_version + 1)
+            .execution_options(synchronize_session=False)
+        )
+
+    def uses(self, coupon_id: int) -> int:
+        total = self.session.scalar(
+            select(func.sum(CouponUse.uses)).where(CouponUse.coupon_id == coupon_id)
+        )
+        return int(total or 0)
+
+    def uses_by(self, pool_id: int, customer_id: int) -> int:
+        total = self.session.scalar(
+            select(func.sum(CouponUse.uses))
+            .join(Coupon, Coupon.id == CouponUse.coupon_id)
+            .where(Coupon.pool_id == pool_id, CouponUse.customer_id == customer_id)
+        )
+        return int(total or 0)
+
+    def use_of(self, transaction_id: int) -> CouponUse | None:
+        return self.session.scalar(
+            select(CouponUse)
+            .where(CouponUse.transaction_id == transaction_id, CouponUse.uses > 0)
+            .limit(1)
+        )
+
+    def stats(self, pool_id: int) -> tuple[int, int, int, Decimal]:
+        """Codes, net redemptions, customers who redeemed, and discount given."""
+        codes = self.session.scalar(
+            select(func.count()).select_from(Coupon).where(Coupon.pool_id == pool_id)
+        )
+        used = (
+            select(CouponUse.customer_id, CouponUse.uses, CouponUse.discount)
+            .join(Coupon, Coupon.id == CouponUse.coupon_id)
+            .where(Coupon.pool_id == pool_id)
+            .subquery()
+        )
+        row = self.session.execute(
+            select(
+                func.coalesce(func.sum(used.c.uses), 0),
+                func.count(func.distinct(used.c.customer_id)),
+                func.coalesce(func.sum(used.c.uses * used.c.discount), 0),
+            )
+        ).one()
+        return int(codes or 0), int(row[0]), int(row[1]), Decimal(row[2])
+
+    def redemptions(self, campaign_id: int) -> dict[int, Decimal]:
+        """Per customer, the discount the campaign's coupons gave (net of cancellations)."""
+        rows = self.session.execute(
+            select(CouponUse.customer_id, func.sum(CouponUse.uses * CouponUse.discount))
+            .join(Coupon, Coupon.id == CouponUse.coupon_id)
+            .join(CouponPool, CouponPool.id == Coupon.pool_id)
+            .where(CouponPool.campaign_id == campaign_id)
+            .group_by(CouponUse.customer_id)
+        )
+        return {int(c): Decimal(d) for c, d in rows if d}
+
+
+class MiniProgramRepository:
+    """Mini-programs and their members."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: Row) -> Row:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, program_id: int) -> MiniProgram | None:
+        return self.session.get(MiniProgram, program_id)
+
+    def by_name(self, name: str) -> MiniProgram | None:
+        return self.session.scalar(select(MiniProgram).where(MiniProgram.name == name))
+
+    def listing(self) -> Sequence[MiniProgram]:
+        return self.session.scalars(select(MiniProgram).order_by(MiniProgram.id)).all()
+
+    def join(self, program_id: int, selected: ColumnElement[bool], *, at: datetime) -> int:
+        """Members whose customer the segment's predicate selects join; returns how many."""
+        chosen = select(Customer.id).where(Customer.merged_into_id.is_(None), selected)
+        accounts = list(
+            self.session.scalars(
+                select(LoyaltyAccount.id)
+                .where(LoyaltyAccount.customer_id.in_(chosen))
+                .order_by(LoyaltyAccount.id)
+            )
+        )
+        if accounts:
+            bulk_insert_columns(
+                self.session,
+                table_of(MiniProgramMember),
+                {
+                    "program_id": [program_id] * len(accounts),
+                    "account_id": accounts,
+                    "joined_at": [at] * len(accounts),
+                    "progress": [Decimal("0.00")] * len(accounts),
+                    "reached_at": [None] * len(accounts),
+                },
+            )
+        return len(accounts)
+
+    def memberships(
+        self, account_id: int, *, at: datetime
+    ) -> list[tuple[MiniProgram, MiniProgramMember]]:
+        """The account's places in programs running at ``at``."""
+        rows = self.session.execute(
+            select(MiniProgram, MiniProgramMember)
+            .join(MiniProgramMember, MiniProgramMember.program_id == MiniProgram.id)
+            .where(
+                MiniProgramMember.account_id == account_id,
+                MiniProgram.starts_at <= at,
+                MiniProgram.ends_at > at,
+            )
+            .order_by(MiniProgram.id)
+        )
+        return [(program, member) for program, member in rows]
+
+    def purchases_in_window(self, account_id: int, *, since: datetime, until: datetime) -> int:
+        total = self.session.scalar(
+            select(func.count()).select_from(PosTransaction).where(
+                PosTransaction.account_id == account_id,
+                PosTransaction.status.not_in(
+                    [TransactionStatus.CANCELLED, TransactionStatus.REFUNDED]
+                ),
+                PosTransaction.confirmed_at >= since,
+                PosTransaction.confirmed_at <= until,
+            )
+        )  # fmt: skip
+        return int(total or 0)
+
+    def standing(self, program_id: int) -> tuple[int, int, Decimal]:
+        """Members, those who reached the goal, and the mean progress."""
+        row = self.session.execute(
+            select(
+                func.count(),
+                func.count(MiniProgramMember.reached_at),
+                func.coalesce(func.avg(MiniProgramMember.progress), 0),
+            ).where(MiniProgramMember.program_id == program_id)
+        ).one()
+        return int(row[0]), int(row[1]), Decimal(row[2])

@@ -1,0 +1,467 @@
+"""The points ledger through the till's calls: quote, confirm, refund, cancel, adjust;
+idempotency, bad input, lots spent oldest first, exact expiry, tiers and liability."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from patron.customers.repository import CustomerRepository
+from patron.kit.errors import Conflict, InvalidInput, NotFound
+from patron.loyalty.schemas import (
+    AdjustIn,
+    CancelIn,
+    ConfirmIn,
+    EnrolIn,
+    MiniProgramIn,
+    ProgramRules,
+    QuoteIn,
+    RefundIn,
+)
+from patron.loyalty.service import AccountBlocked, LoyaltyService, luhn_digit
+from patron.models import (
+    Customer,
+    Event,
+    Identity,
+    IdentityKind,
+    LedgerEntry,
+    PosTransaction,
+    TransactionStatus,
+)
+from patron.segments.schemas import SegmentIn, parse_rule
+from patron.segments.service import SegmentService
+from tests.fixtures.segments import store_base
+
+T0 = datetime(2026, 1, 10, 10, 0, tzinfo=UTC)
+CARD = "1234567890"
+RULES: dict[str, Any] = {
+    "point_value": "1.00",
+    "max_burn_share": "0.5",
+    "pending_days": 14,
+    "expiry_days": 365,
+    "earning": {"base_rate": "0.1", "categories": {"electronics": "0.5"}, "welcome_bonus": 100},
+    "tiers": [
+        {"name": "Basic", "threshold": "0"},
+        {"name": "Silver", "threshold": "10000", "earn_multiplier": "1.5",
+         "discount_percent": "5"},
+        {"name": "Gold", "threshold": "50000", "earn_multiplier": "2", "discount_percent": "10"},
+    ],
+    "qualification": {"measure": "spend", "window_days": 365, "grace_days": 30},
+}  # fmt: skip
+
+
+def lines(*spec: tuple[str, str, str, str]) -> list[dict[str, str]]:
+    return [
+        {"sku": sku, "category": category, "quantity": quantity, "unit_price": price}
+        for sku, category, quantity, price in spec
+    ]
+
+
+BASKET = lines(("B1", "books", "2", "500"), ("E1", "electronics", "1", "2000"))
+
+
+@pytest.fixture
+def program(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The small base; the rules above; Anna (customer 1) enrolled at T0 on CARD."""
+    with session_factory() as session:
+        store_base(session)
+        service = LoyaltyService(session)
+        service.configure(ProgramRules.model_validate(RULES), actor="admin")
+        service.enrol(EnrolIn(customer_id=1, card_number=CARD), actor="admin", now=T0)
+        session.commit()
+    return session_factory
+
+
+def confirm(
+    factory: sessionmaker[Session], receipt: str, basket: list[dict[str, str]], *,
+    redeem: int = 0, at: datetime, key: str | None = None, card: str = CARD,
+    coupon: str | None = None,
+) -> Any:  # fmt: skip
+    with factory() as session:
+        body = ConfirmIn(
+            card=card, receipt=receipt, lines=basket, redeem_points=redeem, at=at, coupon=coupon
+        )
+        answer = LoyaltyService(session).confirm(body, key=key or f"k-{receipt}", actor="till-1")
+        session.commit()
+        return answer
+
+
+def refund(
+    factory: sessionmaker[Session], receipt: str, amount: str, *, key: str, at: datetime
+) -> Any:
+    with factory() as session:
+        body = RefundIn(receipt=receipt, amount=Decimal(amount))
+        answer = LoyaltyService(session).refund(body, key=key, actor="till-1", now=at)
+        session.commit()
+        return answer
+
+
+def test_enrolment_makes_the_card_an_identity_and_gives_the_welcome_bonus(
+    program: sessionmaker[Session],
+) -> None:
+    with program() as session:
+        service = LoyaltyService(session)
+        anna = service.describe(service.account(CARD), now=T0)
+        assert (anna.customer_id, anna.tier, anna.available_points, anna.pending_points) == (
+            1, "Basic", 100, 0,
+        )  # fmt: skip
+        assert anna.expiring_soon == 0
+        # the card is an identity of the customer hub, like an email or a phone
+        owners = CustomerRepository(session).owners([(IdentityKind.CARD, "", CARD)])
+        assert owners == {(IdentityKind.CARD, "", CARD): 1}
+        with pytest.raises(Conflict, match="customer 1 is a member already"):
+            service.enrol(EnrolIn(customer_id=1), actor="admin")
+        generated = service.enrol(EnrolIn(customer_id=5), actor="admin", now=T0)
+        number = generated.card_number
+        assert len(number) == 16 and number[-1] == luhn_digit(number[:-1])
+        assert luhn_digit("7992739871") == "3"  # the standard's worked example
+
+
+def test_a_purchase_burns_and_earns_at_once_and_refunds_reverse_in_proportion(
+    program: sessionmaker[Session],
+) -> None:
+    with program() as session:
+        quote = LoyaltyService(session).quote(QuoteIn(card=CARD, lines=BASKET, at=T0))
+    assert (quote.subtotal, quote.discount, quote.available_points) == (
+        Decimal("3000.00"),
+        Decimal(0),
+        100,
+    )
+    # 1,000 of books at 0.1 and 2,000 of electronics at 0.1 x 0.5
+    assert (quote.max_redeemable, quote.points_to_earn, quote.to_pay) == (100, 200, Decimal(3000))
+
+    first = confirm(program, "R1", BASKET, redeem=100, at=T0 + timedelta(hours=1))
+    # the 100 paid by points is shared 33.33 / 66.67, and only money earns:
+    # (966.67 + 1,933.33 x 0.5) x 0.1 = 193.33 -> 193
+    assert (first.points_burned, first.points_value, first.paid) == (100, 100, Decimal("2900.00"))
+    assert (first.points_earned, first.available_points, first.pending_points) == (193, 0, 193)
+    assert first.earn_available_at == T0 + timedelta(days=14, hours=1)
+    assert (first.tier, first.tier_changed) == ("Basic", False)
+
+    # 3,000 + 8,000 of rolling spend passes Silver's 10,000: the move up is at once
+    second = confirm(program, "R2", lines(("E2", "electronics", "1", "8000")),
+                     at=T0 + timedelta(hours=2))  # fmt: skip
+    assert (second.points_earned, second.tier, second.tier_changed) == (400, "Silver", True)
+    with program() as session:
+        silver = LoyaltyService(session).quote(
+            QuoteIn(
+                card=CARD, lines=lines(("B2", "books", "1", "1000")), at=T0 + timedelta(hours=3)
+            )
+        )
+    # Silver: 5% off, and 950 x 0.1 x 1.5 = 142.5 -> 142 points
+    assert (silver.discount, silver.to_pay, silver.points_to_earn) == (
+        Decimal(50),
+        Decimal(950),
+        142,
+    )
+
+    # a third of R1 comes back: 33 of the 100 burned points return, 64 of the 193 go
+    part = refund(program, "R1", "1000", key="rf-1", at=T0 + timedelta(hours=3))
+    assert (part.points_returned, part.points_reversed, part.points_short) == (33, 64, 0)
+    assert (part.money_back, part.status) == (Decimal("966.67"), TransactionStatus.PARTLY_REFUNDED)
+    assert (part.available_points, part.pending_points) == (33, 129 + 400)
+
+    with pytest.raises(InvalidInput, match=r"amount: 2500 is more than the 2000.00 left"):
+        refund(program, "R1", "2500", key="rf-2", at=T0 + timedelta(hours=4))
+    with program() as session, pytest.raises(Conflict, match="partly refunded"):
+        LoyaltyService(session).cancel(CancelIn(receipt="R1"), key="c-1", actor="till-1")
+
+    rest = refund(program, "R1", "2000", key="rf-3", at=T0 + timedelta(hours=4))
+    # the cumulative targets make a full refund exact: 100 returned, 193 reversed in all
+    assert (rest.points_returned, rest.points_reversed, rest.money_back) == (
+        67, 129, Decimal("1933.33"),
+    )  # fmt: skip
+    assert rest.status is TransactionStatus.REFUNDED
+    assert (rest.available_points, rest.pending_points) == (100, 400)
+    with pytest.raises(Conflict, match="refunded in full already"):
+        refund(program, "R1", "1", key="rf-4", at=T0 + timedelta(hours=5))
+
+    with program() as session:
+        service = LoyaltyService(session)
+        assert service.verify().mismatches == [] and service.verify().negative == []
+        kinds = [(e.kind.value, e.points) for e in reversed(service.ledger(
+            service.account(CARD), limit=50, offset=0))]  # fmt: skip
+        assert kinds == [
+            ("earn", 100), ("burn", -100), ("earn", 193), ("earn", 400),
+            ("reverse", 33), ("reverse", -64), ("reverse", 67), ("reverse", -129),
+        ]  # fmt: skip
+        earned = session.scalars(select(Event).where(Event.type == "loyalty.points_earned"))
+        assert sorted(e.properties["points"] for e in earned) == [193, 400]
+        changed = session.scalars(select(Event).where(Event.type == "loyalty.tier_changed")).one()
+        assert (changed.properties["from"], changed.properties["to"]) == ("Basic", "Silver")
+
+
+def test_points_already_spent_are_kept_from_the_refund_money(
+    program: sessionmaker[Session],
+) -> None:
+    confirm(program, "R1", lines(("B1", "books", "1", "3000")), at=T0)  # earns 300
+    # 15 days on, the 300 are available; they pay for half of a 600 basket
+    later = T0 + timedelta(days=15)
+    spent = confirm(program, "R2", lines(("B2", "books", "1", "800")), redeem=400, at=later)
+    assert (spent.points_burned, spent.available_points) == (400, 0)
+    back = refund(program, "R1", "3000", key="rf", at=later + timedelta(hours=1))
+    # R2's own 40 points (pending) are all there is to take back of the 300
+    assert (back.points_reversed, back.points_short) == (40, 260)
+    assert back.money_back == Decimal("2740.00")
+    with program() as session:
+        verdict = LoyaltyService(session).verify()
+        assert (verdict.mismatches, verdict.negative) == ([], [])
+
+
+def test_every_call_is_idempotent_and_bad_input_changes_nothing(
+    program: sessionmaker[Session],
+) -> None:
+    at = T0 + timedelta(hours=1)
+    once = confirm(program, "R1", BASKET, redeem=50, at=at, key="same")
+    again = confirm(program, "R1", BASKET, redeem=50, at=at, key="same")
+    assert again == once
+    with pytest.raises(Conflict, match="'same' was used for a different request"):
+        confirm(program, "R9", BASKET, at=at, key="same")
+    with pytest.raises(Conflict, match="receipt 'R1' is confirmed already"):
+        confirm(program, "R1", BASKET, at=at, key="other")
+    with pytest.raises(InvalidInput, match="redeem_points: 60 is more than the 50 points"):
+        confirm(program, "R2", BASKET, redeem=60, at=at)
+    with pytest.raises(InvalidInput, match=r"at most 40 points may pay for this basket \(50%"):
+        confirm(program, "R3", lines(("B", "books", "1", "80")), redeem=45, at=at)
+    with pytest.raises(NotFound, match="card '999' is not known"):
+        confirm(program, "R4", BASKET, at=at, card="999")
+    with pytest.raises(ValueError, match=r"lines\.0\.unit_price\n  Input should be greater than 0"):
+        ConfirmIn(card=CARD, receipt="R5", lines=lines(("B", "books", "1", "-5")))
+    with pytest.raises(ValueError, match=r"lines\.0\.quantity\n  Input should be a valid decimal"):
+        ConfirmIn(card=CARD, receipt="R5", lines=lines(("B", "books", "two", "5")))
+    with program() as session:
+        LoyaltyService(session).block(CARD, blocked=True)
+        session.commit()
+    with pytest.raises(AccountBlocked, match=f"card {CARD} is blocked"):
+        confirm(program, "R6", BASKET, at=at)
+    with program() as session:
+        assert session.scalar(select(func.count()).select_from(PosTransaction)) == 1
+        service = LoyaltyService(session)
+        assert service.balance(service.account(CARD), now=at).available == 50
+        assert service.verify().mismatches == []
+
+
+def test_lots_are_spent_soonest_expiring_first_and_expire_exactly(
+    session_factory: sessionmaker[Session],
+) -> None:
+    rules = {**RULES, "pending_days": 0, "expiry_days": 30, "expiry_notice_days": 30,
+             "earning": {"base_rate": "0.1"}}  # fmt: skip
+    with session_factory() as session:
+        store_base(session)
+        service = LoyaltyService(session)
+        service.configure(ProgramRules.model_validate(rules), actor="admin")
+        service.enrol(EnrolIn(customer_id=1, card_number=CARD), actor="admin", now=T0)
+        service.adjust(CARD, AdjustIn(points=100, reason="goodwill"), key="a", actor="op", now=T0)
+        service.adjust(CARD, AdjustIn(points=50, reason="goodwill"), key="b", actor="op",
+                       now=T0 + timedelta(days=10))  # fmt: skip
+        with pytest.raises(InvalidInput, match="cannot take 500 points, card 1234567890 has 150"):
+            service.adjust(CARD, AdjustIn(points=-500, reason="error"), key="c", actor="op",
+                           now=T0 + timedelta(days=10))  # fmt: skip
+        # both lots expire within the notice period: announced once each
+        assert service.announce_expiring(now=T0 + timedelta(days=12)) == 2
+        assert service.announce_expiring(now=T0 + timedelta(days=13)) == 0
+        session.commit()
+    # 120 burned on day 20: the whole first lot (expires day 30) and 20 of the second
+    confirm(session_factory, "R1", lines(("B", "books", "1", "240")), redeem=120,
+            at=T0 + timedelta(days=20))  # fmt: skip
+    with session_factory() as session:
+        service = LoyaltyService(session)
+        assert service.expire(now=T0 + timedelta(days=35)) == 0  # the first lot is used up
+        # day 41: what is left of the second lot (30) goes; the purchase's 12 (money paid
+        # 120 x 0.1) expire on day 50
+        assert service.expire(now=T0 + timedelta(days=41)) == 30
+        assert service.expire(now=T0 + timedelta(days=41)) == 0
+        account = service.account(CARD)
+        assert service.balance(account, now=T0 + timedelta(days=41)).available == 12
+        assert service.expire(now=T0 + timedelta(days=51)) == 12
+        session.commit()
+        expired = session.scalars(
+            select(LedgerEntry.points).where(LedgerEntry.kind == "expire").order_by(LedgerEntry.id)
+        ).all()
+        assert list(expired) == [-30, -12]
+        liability = service.liability(now=T0 + timedelta(days=51))
+        # history: 42 expired against 120 burned
+        assert (liability.outstanding_points, liability.breakage_rate) == (0, Decimal("0.2593"))
+        assert service.verify().mismatches == []
+
+
+def test_tiers_go_up_at_once_and_down_only_at_a_review_after_the_grace(
+    program: sessionmaker[Session],
+) -> None:
+    confirm(program, "R1", lines(("B", "books", "1", "12000")), at=T0)
+    with program() as session:
+        service = LoyaltyService(session)
+        assert service.account(CARD).tier == "Silver"
+        # the balance never counts: spending all points changes no tier
+        assert service.review_tiers(now=T0 + timedelta(days=20)) == {"up": 0, "down": 0}
+        # a year on, the rolling spend is 0, and the grace has long passed
+        assert service.review_tiers(now=T0 + timedelta(days=366)) == {"up": 0, "down": 1}
+        history = [(c.from_tier, c.to_tier, c.reason) for c in service.tiers_of(
+            service.account(CARD))]  # fmt: skip
+        assert history == [
+            (None, "Basic", "enrolled"), ("Basic", "Silver", "qualified"),
+            ("Silver", "Basic", "review: below threshold"),
+        ]  # fmt: skip
+        session.commit()
+    # a refund that takes the spend below the threshold does not move the tier down at once
+    confirm(program, "R2", lines(("B", "books", "1", "11000")), at=T0 + timedelta(days=400))
+    refund(program, "R2", "5000", key="rf", at=T0 + timedelta(days=401))
+    with program() as session:
+        service = LoyaltyService(session)
+        assert service.account(CARD).tier == "Silver"
+        # within the grace of 30 days from the move up, the review keeps the tier
+        assert service.review_tiers(now=T0 + timedelta(days=420)) == {"up": 0, "down": 0}
+        assert service.review_tiers(now=T0 + timedelta(days=431)) == {"up": 0, "down": 1}
+
+
+def test_promotions_minimum_basket_and_birthday_bonus(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Double points on weekends for the "moscow" segment; nothing under a 200 basket;
+    a birthday bonus once a year."""
+    rules = {
+        **RULES,
+        "pending_days": 0,
+        "earning": {
+            "base_rate": "0.1", "min_basket": "200", "birthday_bonus": 300,
+            "promotions": [{"name": "weekend x2", "multiplier": "2", "weekdays": [6, 7],
+                            "segment": "moscow"}],
+        },
+    }  # fmt: skip
+    with session_factory() as session:
+        store_base(session)
+        SegmentService(session).create(
+            SegmentIn(name="moscow", rule=parse_rule({"kind": "profile", "field": "city",
+                                                      "value": "Moscow"})),
+            actor="t",
+        )  # fmt: skip
+        service = LoyaltyService(session)
+        service.configure(ProgramRules.model_validate(rules), actor="admin")
+        service.enrol(EnrolIn(customer_id=1, card_number=CARD), actor="admin", now=T0)
+        service.enrol(EnrolIn(customer_id=5, card_number="5555"), actor="admin", now=T0)
+        session.commit()
+    saturday, monday = datetime(2026, 1, 10, 12, tzinfo=UTC), datetime(2026, 1, 12, 12, tzinfo=UTC)
+    basket = lines(("B", "books", "1", "1000"))
+    with session_factory() as session:
+        service = LoyaltyService(session)
+        weekend = service.quote(QuoteIn(card=CARD, lines=basket, at=saturday))
+        assert (weekend.points_to_earn, weekend.promotions) == (200, ["weekend x2"])
+        assert service.quote(QuoteIn(card=CARD, lines=basket, at=monday)).points_to_earn == 100
+        # Dina lives in Kazan: not in the segment
+        assert service.quote(QuoteIn(card="5555", lines=basket, at=saturday)).points_to_earn == 100
+        small = lines(("B", "books", "1", "199"))
+        assert service.quote(QuoteIn(card=CARD, lines=small, at=monday)).points_to_earn == 0
+        # Anna was born on 10 March
+        birthday = datetime(2026, 3, 10, 8, tzinfo=UTC)
+        assert service.birthday_bonuses(now=birthday) == 1
+        assert service.birthday_bonuses(now=birthday + timedelta(hours=5)) == 0
+        assert service.balance(service.account(CARD), now=birthday).available == 300
+
+
+def test_a_friend_brought_rewards_both_once_and_self_referral_is_refused(
+    session_factory: sessionmaker[Session],
+) -> None:
+    rules = {
+        **RULES,
+        "pending_days": 0,
+        "referrals": {"referrer_points": 500, "friend_points": 200, "min_purchase": "500"},
+    }
+    with session_factory() as session:
+        store_base(session)
+        # Anna again, with a plus-addressed email, as a new profile
+        session.add(Customer(id=9, first_name="Anya", merged_into_id=None, attributes={}))
+        session.flush()
+        session.add(
+            Identity(customer_id=9, kind=IdentityKind.EMAIL, value="anna+promo@example.ru",
+                     raw_value="anna+promo@example.ru", source="test")
+        )  # fmt: skip
+        service = LoyaltyService(session)
+        service.configure(ProgramRules.model_validate(rules), actor="admin")
+        anna = service.enrol(EnrolIn(customer_id=1, card_number=CARD), actor="a", now=T0)
+        code = anna.referral_code
+        assert re.fullmatch(r"[A-HJ-NP-Z2-9]{8}", code)
+        with pytest.raises(InvalidInput, match="referral_code: 'NOPE' is not known"):
+            service.enrol(EnrolIn(customer_id=5, referral_code="NOPE"), actor="a", now=T0)
+        service.enrol(EnrolIn(customer_id=5, card_number="5555", referral_code=code.lower()),
+                      actor="a", now=T0)  # fmt: skip
+        service.enrol(EnrolIn(customer_id=9, card_number="9999", referral_code=code),
+                      actor="a", now=T0)  # fmt: skip
+        session.commit()
+    # a purchase below the minimum does not complete the referral; the next one does
+    confirm(session_factory, "D1", lines(("B", "books", "1", "300")), at=T0, card="5555")
+    confirm(session_factory, "D2", lines(("B", "books", "1", "600")), at=T0, card="5555")
+    confirm(session_factory, "D3", lines(("B", "books", "1", "600")), at=T0, card="5555")
+    confirm(session_factory, "A1", lines(("B", "books", "1", "600")), at=T0, card="9999")
+    with session_factory() as session:
+        service = LoyaltyService(session)
+        found = [(r.friend_id, r.status.value, r.reason) for r in service.referrals(
+            service.account(CARD))]  # fmt: skip
+        assert found == [
+            (2, "completed", None),
+            (3, "refused", "self-referral: email anna@example.ru"),
+        ]
+        balance = {card: service.balance(service.account(card), now=T0).available
+                   for card in (CARD, "5555", "9999")}  # fmt: skip
+        # each has the welcome 100; Anna 500 for Dina; Dina 30 + 60 + 60 earned and 200 for
+        # coming; Anya 60 earned, and nothing for her own referral
+        assert balance == {CARD: 600, "5555": 450, "9999": 160}
+        events = session.scalars(select(Event).where(Event.type == "loyalty.referral_completed"))
+        assert sorted(e.properties["side"] for e in events) == ["friend", "referrer"]
+
+
+def test_a_mini_program_rewards_its_segment_once_when_the_goal_is_reached(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Moscow members (Anna, Vera) have January to spend 2,000 for 1,000 points; Dina
+    (Kazan) is a member but not in the segment."""
+    with session_factory() as session:
+        store_base(session)
+        SegmentService(session).create(
+            SegmentIn(name="moscow", rule=parse_rule({"kind": "profile", "field": "city",
+                                                      "value": "Moscow"})),
+            actor="t",
+        )  # fmt: skip
+        service = LoyaltyService(session)
+        service.configure(ProgramRules.model_validate({**RULES, "pending_days": 0}), actor="a")
+        for customer, card in ((1, CARD), (3, "3333"), (5, "5555")):
+            service.enrol(EnrolIn(customer_id=customer, card_number=card), actor="a", now=T0)
+        minis = service.minis
+        program = minis.create(
+            MiniProgramIn(
+                name="January push", segment="moscow", goal=Decimal("2000"), reward_points=1000,
+                starts_at=T0, ends_at=T0 + timedelta(days=21),
+            ),
+            actor="maria",
+        )  # fmt: skip
+        assert minis.start(program, now=T0) == 2
+        with pytest.raises(Conflict, match="started already"):
+            minis.start(program, now=T0)
+        session.commit()
+    book = lines(("B", "books", "1", "1500"))
+    first = confirm(session_factory, "A1", book, at=T0 + timedelta(days=1))
+    assert first.available_points == 100 + 150
+    second = confirm(session_factory, "A2", book, at=T0 + timedelta(days=2))
+    # 3,000 spent: the goal is reached at this purchase, and rewarded with it
+    assert second.available_points == 100 + 150 + 150 + 1000
+    refund(session_factory, "A2", "1500", key="rf", at=T0 + timedelta(days=3))
+    confirm(session_factory, "A3", book, at=T0 + timedelta(days=4))
+    confirm(session_factory, "D1", book, at=T0 + timedelta(days=1), card="5555")
+    # after the period, nothing counts
+    confirm(session_factory, "V1", lines(("B", "books", "1", "5000")), at=T0 + timedelta(days=22),
+            card="3333")  # fmt: skip
+    with session_factory() as session:
+        service = LoyaltyService(session)
+        out = service.minis.standing(service.minis.find("January push"))
+        # Anna: 3,000 kept by day 4 (1,500 refunded); Vera: nothing in the period
+        assert (out.members, out.reached, out.mean_progress) == (2, 1, Decimal("1500.00"))
+        rewards = session.scalars(
+            select(LedgerEntry.points).where(LedgerEntry.reason.like("mini-program%"))
+        ).all()
+        assert list(rewards) == [1000]
+        assert service.balance(service.account("5555"), now=T0 + timedelta(days=5)).available == 250
