@@ -17,15 +17,23 @@ The segment is "best customers at risk" as a marketer would write it::
 
 Timed, each several times (the best and the median are printed):
 
-* **Patron count**: ``SegmentService.count`` (the rule compiled to one SQL statement);
+* **Patron count, replica**: ``SegmentService.count`` as the segment editor calls it:
+  the rule compiled to one SQL statement, run in the segment replica (the columnar
+  DuckDB copy, ``patron segment refresh``) after checking the store's fingerprint;
+* **Patron count, store**: the same statement run in the operational store
+  (``count(store=True)``);
+* **Replica refresh**: copying the store into a new replica file (timed once);
 * **Patron build**: ``SegmentService.build`` into an empty membership, then a rebuild of
   an unchanged base (every member stays, nothing is written);
 * **Baseline**: the same rule the popular Python way: ``pandas.read_sql`` of the tables
   the rule reads (customers, consents, the year's orders, the scores, the quarter's pet
-  lines), then pandas filters and group-bys. Its count must equal Patron's.
+  lines), then pandas filters and group-bys. All three counts must be equal.
+
+The machine's load average is printed before each timed part: on a shared machine it
+says how far the figures are to be trusted.
 
 Usage: ``python benchmarks/segment_bench.py [--customers 1000000 | --quick]
-[--postgres URL] [--data-dir DIR] [--repeat 5]``.
+[--postgres URL] [--data-dir DIR] [--repeat 5] [--keep-replica]``.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from patron.kit.db import (
     table_of,
 )
 from patron.models import Consent, Customer, Identity, Order, OrderLine
+from patron.segments.replica import SegmentReplica
 from patron.segments.schemas import SegmentIn, parse_rule
 from patron.segments.service import SegmentService
 
@@ -311,6 +320,9 @@ def main() -> None:
     parser.add_argument("--postgres", help="PostgreSQL server URL (default: a SQLite file)")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--keep-replica", action="store_true", help="reuse a fresh replica (refresh untimed)"
+    )
     args = parser.parse_args()
     customers = 100_000 if args.quick else args.customers
     backend = "postgres" if args.postgres else "sqlite"
@@ -329,20 +341,37 @@ def main() -> None:
     meta = prepare(folder, customers=customers, seed=args.seed, url=url)
 
     engine = make_engine(url)
+    migrate(engine)  # a base kept from an older Patron gets the newer indexes
     factory: sessionmaker[Session] = make_sessionmaker(engine)
     rule = parse_rule(RULE)
+    replica = SegmentReplica(folder / "replica.duckdb")
+    loads: dict[str, str] = {}
     with factory() as session:
-        service = SegmentService(session)
-        service.count(rule, as_of=AS_OF)  # warm the page cache once, as a live editor would
-        count_times, counted = timed(
-            lambda: service.count(rule, as_of=AS_OF).customers, args.repeat
+        service = SegmentService(session, replica=replica)
+        refresh_s: float | None = None
+        if not (args.keep_replica and replica.fresh(session, score_run=None)):
+            loads["refresh"] = load()
+            print(f"refreshing the replica (load {loads['refresh']}) ...", flush=True)
+            refresh_s = replica.refresh(session).seconds
+        # warm each route once, as a live editor would have
+        if service.count(rule, as_of=AS_OF).route != "replica":
+            raise SystemExit("the replica is not fresh: is another process writing the store?")
+        service.count(rule, as_of=AS_OF, store=True)
+        loads["counts"] = load()
+        fast_times, fast = timed(lambda: service.count(rule, as_of=AS_OF).customers, args.repeat)
+        slow_times, slow = timed(
+            lambda: service.count(rule, as_of=AS_OF, store=True).customers, args.repeat
         )
+        loads["pandas"] = load()
         pandas_times, pandas_found = timed(lambda: pandas_count(engine), max(1, args.repeat // 2))
-        if counted != pandas_found:
-            raise SystemExit(f"counts differ: Patron {counted:,}, pandas {pandas_found:,}")
+        if not fast == slow == pandas_found:
+            raise SystemExit(
+                f"counts differ: replica {fast:,}, store {slow:,}, pandas {pandas_found:,}"
+            )
         segment = service.create(SegmentIn(name="bench", rule=rule), actor="bench")
         session.execute(sa.text("DELETE FROM segment_memberships"))
         session.execute(sa.text("DELETE FROM segment_builds"))
+        loads["builds"] = load()
         started = time.perf_counter()
         first = service.build(segment, at=AS_OF)
         build_s = time.perf_counter() - started
@@ -357,20 +386,30 @@ def main() -> None:
         f"{meta['order_lines']:,} order lines, {meta['scored']:,} scored; store {backend}"
     )
     print(f"machine: {machine()}")
+    print("load average (1, 5, 15 min) before: " + "; ".join(f"{k} {v}" for k, v in loads.items()))
     print(f"rule: {json.dumps(RULE, ensure_ascii=False)}")
-    print(f"members: {counted:,}\n")
-    best, median = min(count_times), statistics.median(count_times)
-    pandas_best = min(pandas_times)
-    print("| route | best s | median s | vs Patron count |")
+    print(f"members: {fast:,}\n")
+    best = min(fast_times)
+
+    def row(name: str, times: list[float]) -> str:
+        mine = min(times)
+        ratio = "1.0x" if times is fast_times else f"{mine / best:.1f}x slower"
+        return f"| {name} | {mine:.3f} | {statistics.median(times):.3f} | {ratio} |"
+
+    print("| route | best s | median s | vs replica count |")
     print("|---|---:|---:|---:|")
-    print(f"| Patron live count (SQL) | {best:.3f} | {median:.3f} | 1.0x |")
-    print(
-        f"| pandas read_sql + filters | {pandas_best:.3f} | {statistics.median(pandas_times):.3f} "
-        f"| {pandas_best / best:.1f}x slower |"
-    )
+    print(row("Patron live count, replica (DuckDB)", fast_times))
+    print(row(f"Patron live count, store ({backend})", slow_times))
+    print(row("pandas read_sql + filters", pandas_times))
+    if refresh_s is not None:
+        print(f"| replica refresh (full copy) | {refresh_s:.3f} | | |")
     print(f"| Patron build, {first.entered:,} entered | {build_s:.3f} | | |")
     print(f"| Patron rebuild, {again.entered} entered, {again.left} left | {rebuild_s:.3f} | | |")
     print(f"\ncount goal <= 1 s: {'met' if best <= 1 else 'NOT met'} ({best:.3f} s)")
+
+
+def load() -> str:
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def machine() -> str:
@@ -380,8 +419,10 @@ def machine() -> str:
          if line.startswith("model name")),
         platform.processor() or platform.machine(),
     )  # fmt: skip
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, load average {load()} after; "
+        f"Python {platform.python_version()}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from patron.cli import main as cli
 from patron.cli.main import main
 from patron.kit.settings import get_settings
 from patron.models import Role
+from patron.segments.tasks import refresh_replica
 from tests.fixtures.api import Headers, api_client, auth_headers
 from tests.fixtures.segments import AS_OF, store_base
 
@@ -47,6 +49,7 @@ def test_api_saves_counts_builds_lists_and_exports(
     )
     assert preview.status_code == 200, preview.text
     assert preview.json()["customers"] == 1
+    assert preview.json()["route"] == "store"  # no replica was made
     created = api.post(
         "/segments",
         json={"name": "moscow", "rule": {"kind": "profile", "field": "city", "value": "Moscow"}},
@@ -185,3 +188,55 @@ def test_cli_segment_commands(
     code, _, err = run(capsys, "segment", "members", "nope")
     assert (code, err.strip()) == (2, "error: segment 'nope' not found")
     get_settings.cache_clear()
+
+
+def test_cli_refreshes_the_replica_and_counts_there(
+    cli_store: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    email = "{kind: consent, channel: email}"
+    # before a refresh there is no replica: the count reads the store
+    code, out, _ = run(capsys, "segment", "count", "--where", email, "--as-of", "2026-06-01")
+    assert code == 0 and out.rstrip().endswith(" s, store)")
+    code, out, err = run(capsys, "segment", "refresh")
+    assert code == 0, err
+    assert out.startswith("segment replica refreshed as of ")
+    assert "8 customers, 8 identities, 7 consents, 9 orders, 10 order_lines" in out
+    assert (tmp_path / "patron-replica.duckdb").exists()  # the default, in the working folder
+    code, out, _ = run(capsys, "segment", "count", "--where", email, "--as-of", "2026-06-01")
+    assert code == 0 and out.startswith("2 customers as of 2026-06-01 00:00 UTC")
+    assert " s, replica as of " in out
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def replica_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """The segment replica setting pointed at a file of this test."""
+    path = tmp_path / "replica.duckdb"
+    monkeypatch.setenv("PATRON_SEGMENT_REPLICA", str(path))
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+
+
+def test_api_tells_the_replica_state_and_counts_there_when_fresh(
+    stored: sessionmaker[Session],
+    replica_file: Path,
+    api: TestClient,
+    auth: dict[Role, Headers],
+) -> None:
+    analyst = auth[Role.ANALYST]
+    assert api.get("/segments/replica", headers=analyst).json() == {
+        "exists": False, "fresh": False, "refreshed_at": None, "score_run": None,
+        "rows": {}, "seconds": None,
+    }  # fmt: skip
+    assert refresh_replica(stored) is not None
+    state = api.get("/segments/replica", headers=analyst).json()
+    assert (state["exists"], state["fresh"], state["score_run"]) == (True, True, 2)
+    assert state["rows"]["orders"] == 9
+    preview = api.post(
+        "/segments/preview",
+        json={"rule": BEST_AT_RISK, "as_of": AS_OF.isoformat()},
+        headers=analyst,
+    ).json()
+    assert (preview["customers"], preview["route"]) == (1, "replica")
+    assert preview["data_as_of"] == state["refreshed_at"]

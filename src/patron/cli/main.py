@@ -129,6 +129,17 @@ def import_(
             progress=update,
         )
     console.print(summary.line() + f" in {summary.seconds:.1f} s")
+    _refresh_segment_replica(factory)
+
+
+def _refresh_segment_replica(factory: sessionmaker[Session]) -> None:
+    """Keep an existing segment replica current after the store changed in bulk."""
+    from patron.segments.tasks import refresh_replica
+
+    with console.status("refreshing the segment replica"):
+        state = refresh_replica(factory, only_if_present=True)
+    if state is not None:
+        console.print(f"segment replica refreshed in {state.seconds:.1f} s")
 
 
 @customers_app.command("show")
@@ -361,6 +372,7 @@ def analyze(
             bar.update(task, advance=1, description=name)
 
         summary = run_analysis(factory, as_of=moment, settings=settings, progress=step)
+    _refresh_segment_replica(factory)
     console.print(
         f"analysis run {summary.id}: {summary.customers:,} customers scored as of "
         f"{summary.as_of:%Y-%m-%d %H:%M} UTC (model {summary.model_version})"

@@ -106,9 +106,30 @@ def count(
         service = SegmentService(session)
         parsed = service.rule_of(service.find(name)) if name else read_rule(rule, where)
         counted = service.count(parsed, as_of=_moment(as_of, "--as-of"))
+    source = (
+        f"replica as of {counted.data_as_of:%Y-%m-%d %H:%M:%S} UTC"
+        if counted.route == "replica"
+        else "store"
+    )
     _console().print(
         f"{counted.customers:,} customers as of {counted.as_of:%Y-%m-%d %H:%M} UTC "
-        f"({counted.seconds:.3f} s)"
+        f"({counted.seconds:.3f} s, {source})"
+    )
+
+
+@segment_app.command("refresh")
+def refresh() -> None:
+    """Copy the store into the segment replica (PATRON_SEGMENT_REPLICA), which live counts
+    read while it is current; imports and analyses refresh it once it exists."""
+    from patron.segments.tasks import refresh_replica
+
+    state = refresh_replica(_store())
+    if state is None:
+        raise InvalidInput("no segment replica is configured: set PATRON_SEGMENT_REPLICA")
+    rows = ", ".join(f"{n:,} {name}" for name, n in state.rows.items())
+    _console().print(
+        f"segment replica refreshed as of {state.refreshed_at:%Y-%m-%d %H:%M:%S} UTC "
+        f"in {state.seconds:.1f} s: {rows}"
     )
 
 

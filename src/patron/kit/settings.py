@@ -17,6 +17,12 @@ class Settings(BaseSettings):
         default="sqlite:///patron.db",
         description="SQLAlchemy URL of the operational store; a SQLite file by default.",
     )
+    segment_replica: str = Field(
+        default="patron-replica.duckdb",
+        description="DuckDB file of the segment replica, the columnar copy that live counts "
+        "read; made by `patron segment refresh`, kept current by imports and analyses once "
+        "it exists. Empty: live counts always read the store.",
+    )
     default_region: str = Field(
         default="RU",
         description="ISO country code used to read phone numbers written without a country code.",

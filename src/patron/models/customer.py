@@ -41,6 +41,8 @@ class Customer(Base):
     __table_args__ = (
         Index("ix_customers_birth_city", "birth_date", "city"),
         Index("ix_customers_merged_into_id", "merged_into_id"),
+        # the segment replica checks its freshness by the newest change
+        Index("ix_customers_updated_at", "updated_at"),
     )
 
     @property

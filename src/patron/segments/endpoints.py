@@ -20,6 +20,7 @@ from patron.segments.schemas import (
     MemberOut,
     MoveOut,
     PreviewIn,
+    ReplicaOut,
     SegmentIn,
     SegmentOut,
     SegmentUpdate,
@@ -59,6 +60,23 @@ class DuplicateIn(BaseModel):
 def preview(*, body: PreviewIn, service: ServiceDep, _key: Reader) -> CountOut:
     """Count a rule without saving it: the live count of the segment editor."""
     return service.count(body.rule, as_of=body.as_of)
+
+
+@router.get("/segments/replica", response_model=ReplicaOut)
+def replica(*, service: ServiceDep, _key: Reader) -> ReplicaOut:
+    """The segment replica that live counts read while it is fresh (made and renewed by
+    ``patron segment refresh``, imports and analyses)."""
+    state, fresh = service.replica_state()
+    if state is None:
+        return ReplicaOut(exists=False, fresh=False)
+    return ReplicaOut(
+        exists=True,
+        fresh=fresh,
+        refreshed_at=state.refreshed_at,
+        score_run=state.score_run,
+        rows=state.rows,
+        seconds=state.seconds,
+    )
 
 
 @router.post("/segments", status_code=201, response_model=SegmentOut)

@@ -22,8 +22,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Column,
     ColumnElement,
+    MetaData,
     Select,
+    Table,
     and_,
     case,
     func,
@@ -109,6 +113,11 @@ class RuleCompiler:
         self.checking = checking
         self._run_id: int | None = None
         self._stack: list[str] = list(inside)
+
+    @property
+    def score_run(self) -> int | None:
+        """The analysis run whose scores the compiled rules read (None: they read none)."""
+        return self._run_id
 
     def predicate(self, rule: Condition, *, where: str = "rule") -> ColumnElement[bool]:
         """The rule as a boolean SQL expression on ``customers``; ``where`` names the
@@ -397,6 +406,15 @@ def _aggregate_test(
     return Customer.id.in_(rows.having(test))
 
 
+_MATCHES = Table(
+    "segment_matches",
+    MetaData(),
+    Column("customer_id", BigInteger, primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+"""The customers a rule selects, for one build; private to the connection."""
+
+
 class SegmentRepository:
     """Saved segments, their builds and membership history, and rule evaluation."""
 
@@ -481,7 +499,18 @@ class SegmentRepository:
         open_stay = and_(
             SegmentMembership.segment_id == segment.id, SegmentMembership.left_at.is_(None)
         )
-        matching = select(Customer.id).where(ACTIVE, predicate)
+        # the rule is evaluated once, into a temporary table of the matching ids, and
+        # both sides of the difference are then read from there rather than recomputed
+        connection = self.session.connection()
+        # a failed build leaves the table only until the rollback that must follow
+        _MATCHES.create(connection, checkfirst=True)
+        connection.execute(_MATCHES.delete())
+        connection.execute(
+            insert(_MATCHES).from_select(
+                ["customer_id"], select(Customer.id).where(ACTIVE, predicate)
+            )
+        )
+        matching = select(_MATCHES.c.customer_id)
         self.session.execute(
             update(SegmentMembership)
             .where(open_stay, SegmentMembership.customer_id.not_in(matching))
@@ -494,12 +523,13 @@ class SegmentRepository:
                 ["segment_id", "customer_id", "entered_at", "entered_build_id"],
                 select(
                     literal(segment.id),
-                    Customer.id,
+                    _MATCHES.c.customer_id,
                     literal(build.built_at, UTCDateTime()),
                     literal(build.id),
-                ).where(ACTIVE, predicate, Customer.id.not_in(current)),
+                ).where(_MATCHES.c.customer_id.not_in(current)),
             )
         )
+        _MATCHES.drop(connection)
 
         def stays(*where: ColumnElement[bool]) -> int:
             # counted, not taken from rowcount, which drivers do not all report for

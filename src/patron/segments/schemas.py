@@ -449,11 +449,30 @@ class SegmentOut(BaseModel):
 
 
 class CountOut(BaseModel):
-    """A live count: how many customers the rule selects as of a moment."""
+    """A live count: how many customers the rule selects as of a moment.
+
+    ``route`` says where it was counted: in the segment replica (the columnar copy, fast)
+    or in the operational store. ``data_as_of`` is when the data counted was read from the
+    store: the replica's last refresh, or the count itself on the store route.
+    """
 
     customers: int
     as_of: datetime
     seconds: float
+    route: Literal["replica", "store"] = "store"
+    data_as_of: datetime
+
+
+class ReplicaOut(BaseModel):
+    """The segment replica: whether live counts read it now (``fresh``), and what it
+    holds: when it was copied, the analysis run of its scores, the rows of each table."""
+
+    exists: bool
+    fresh: bool
+    refreshed_at: datetime | None = None
+    score_run: int | None = None
+    rows: dict[str, int] = Field(default_factory=dict)
+    seconds: float | None = None
 
 
 class BuildOut(BaseModel):

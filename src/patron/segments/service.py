@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from patron.kit.clock import utcnow
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.models import Segment, SegmentBuild
+from patron.segments.replica import ReplicaState, SegmentReplica, configured_replica
 from patron.segments.repository import SegmentRepository
 from patron.segments.schemas import (
     SCORE_TYPES,
@@ -33,11 +34,13 @@ MoveBy = Literal["spend_band", "rfm_segment", "lifecycle_stage", "r_score", "f_s
 
 
 class SegmentService:
-    """Segments on one session."""
+    """Segments on one session; live counts go through ``replica`` while it is fresh
+    (default: the file named by the ``segment_replica`` setting, if any)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, replica: SegmentReplica | None = None) -> None:
         self.session = session
         self.repo = SegmentRepository(session)
+        self.replica = replica if replica is not None else configured_replica()
 
     # -- saved segments --------------------------------------------------------------------
 
@@ -118,14 +121,50 @@ class SegmentService:
 
     # -- evaluation ------------------------------------------------------------------------
 
-    def count(self, rule: Condition, *, as_of: datetime | None = None) -> CountOut:
-        """The live count of a rule, saved or not."""
+    def count(
+        self, rule: Condition, *, as_of: datetime | None = None, store: bool = False
+    ) -> CountOut:
+        """The live count of a rule, saved or not.
+
+        Counted in the replica when it is fresh (it shows the store as it is now and
+        holds the scores the rule reads), else, or with ``store``, in the store. Either
+        way the number is the same; the replica's is found in a fraction of the time.
+        """
         moment = as_of or utcnow()
         started = time.perf_counter()
-        customers = self.repo.count(self.repo.compiler(as_of=moment).predicate(rule))
+        compiler = self.repo.compiler(as_of=moment)
+        predicate = compiler.predicate(rule)
+        fresh = None
+        if self.replica is not None and not store:
+            fresh = self.replica.fresh(self.session, score_run=compiler.score_run)
+        if fresh is not None and self.replica is not None:
+            customers = self.replica.count(predicate)
+        else:
+            customers = self.repo.count(predicate)
         return CountOut(
-            customers=customers, as_of=moment, seconds=round(time.perf_counter() - started, 4)
+            customers=customers,
+            as_of=moment,
+            seconds=round(time.perf_counter() - started, 4),
+            route="store" if fresh is None else "replica",
+            data_as_of=utcnow() if fresh is None else fresh.refreshed_at,
         )
+
+    def refresh_replica(self) -> ReplicaState:
+        """Copy the store into the segment replica now (creating it if need be)."""
+        if self.replica is None:
+            raise Conflict("no segment replica is configured: set PATRON_SEGMENT_REPLICA")
+        return self.replica.refresh(self.session)
+
+    def replica_state(self) -> tuple[ReplicaState | None, bool]:
+        """The replica's state (None: there is none) and whether it is fresh for counts
+        that read no older analysis run."""
+        if self.replica is None:
+            return None, False
+        state = self.replica.state()
+        if state is None:
+            return None, False
+        fresh = self.replica.fresh(self.session, score_run=state.score_run)
+        return state, fresh is not None
 
     def contains(self, segment: str, customer_id: int, *, as_of: datetime | None = None) -> bool:
         """Whether the rule of a saved segment selects this customer now."""
