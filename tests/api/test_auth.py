@@ -228,6 +228,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /orders/{order_id}",
         "GET /segments",
         "GET /segments/moves",
+        "GET /segments/replica",
         "GET /segments/{segment_id}",
         "GET /segments/{segment_id}/builds",
         "GET /segments/{segment_id}/changes",
