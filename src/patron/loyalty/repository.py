@@ -120,19 +120,29 @@ class LoyaltyRepository:
             select(LoyaltyAccount).where(LoyaltyAccount.customer_id == customer_id)
         )
 
-    def lock(self, account_id: int) -> None:
-        """Take the account's lock for the rest of the transaction.
+    def lock(self, account_id: int) -> LoyaltyAccount | None:
+        """Take the account's lock for the rest of the transaction; returns the account as
+        it is under the lock.
 
         An UPDATE is the one lock every backend has: PostgreSQL holds the row until the
         commit, and SQLite takes its write lock here, before anything is read, so a
         balance read after this point cannot be stale."""
-        self.session.execute(
-            update(LoyaltyAccount)
-            .where(LoyaltyAccount.id == account_id)
-            .values(lock_version=LoyaltyAccount.lock_version + 1)
-            .execution_options(synchronize_session=False)
-        )
+        return self._lock(LoyaltyAccount.id == account_id)
+
+    def lock_card(self, card: str) -> LoyaltyAccount | None:
+        """:meth:`lock` by card number: the till's one round trip to find and lock."""
+        return self._lock(LoyaltyAccount.card_number == card)
+
+    def _lock(self, where: Any) -> LoyaltyAccount | None:
         self.session.expire_all()
+        # RETURNING hands back the row as locked, so nothing is read twice
+        return self.session.scalars(
+            update(LoyaltyAccount)
+            .where(where)
+            .values(lock_version=LoyaltyAccount.lock_version + 1)
+            .returning(LoyaltyAccount),
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        ).one_or_none()
 
     def add_points(self, account_id: int, points: int) -> None:
         """Move the cached total with its entries, in the same transaction."""

@@ -195,11 +195,10 @@ class LoyaltyService:
         rules = self.rules.referrals
         if referral is None or value < rules.min_purchase:
             return
-        referrer = self.repo.account(referral.referrer_id)
-        assert referrer is not None
         # the friend's lock is held; the referrer's comes second, and no chain of referrals
         # can lock the other way round (a friend always enrolled after their referrer)
-        self.repo.lock(referrer.id)
+        referrer = self.repo.lock(referral.referrer_id)
+        assert referrer is not None
         for member, points, side in (
             (referrer, rules.referrer_points, "referrer"), (friend, rules.friend_points, "friend")
         ):  # fmt: skip
@@ -294,8 +293,7 @@ class LoyaltyService:
 
     def confirm(self, data: ConfirmIn, *, key: str, actor: str) -> ConfirmOut:
         """Burn and earn for a purchase, at once; the same key again replays the answer."""
-        account = self._usable_account(data.card)
-        self.repo.lock(account.id)
+        account = self._may_use(self.repo.lock_card(data.card.strip()), data.card)
         return self._once(
             key, "confirm", data, ConfirmOut, lambda: self._confirm(account, data, key, actor)
         )
@@ -356,7 +354,7 @@ class LoyaltyService:
             self._publish(
                 account, "loyalty.points_earned", moment, f"earned:{transaction.id}",
                 {"points": quote.points_to_earn, "receipt": data.receipt,
-                 "available_at": available_at.isoformat()},
+                 "available_at": available_at.isoformat()}, fresh=True,
             )  # fmt: skip
         self._complete_referral(
             account, transaction, value=quote.subtotal - quote.discount, now=moment, actor=actor
@@ -379,11 +377,13 @@ class LoyaltyService:
         """Undo a whole purchase: every point it burned comes back, every point it earned
         goes (what was spent already is kept from the money)."""
         transaction = self._transaction(data.receipt)
-        self.repo.lock(transaction.account_id)
+        account = self.repo.lock(transaction.account_id)
+        assert account is not None
         return self._once(
             key, "cancel", data, RefundOut,
             lambda: self._refund(
-                transaction, None, key=key, actor=actor, now=now or utcnow(), cancelling=True
+                account, transaction, None, key=key, actor=actor, now=now or utcnow(),
+                cancelling=True,
             ),
         )  # fmt: skip
 
@@ -392,22 +392,21 @@ class LoyaltyService:
     ) -> RefundOut:
         """Goods came back: earn and burn are reversed in proportion to their value."""
         transaction = self._transaction(data.receipt)
-        self.repo.lock(transaction.account_id)
+        account = self.repo.lock(transaction.account_id)
+        assert account is not None
         return self._once(
             key, "refund", data, RefundOut,
             lambda: self._refund(
-                transaction, data.amount, key=key, actor=actor, now=now or utcnow(),
+                account, transaction, data.amount, key=key, actor=actor, now=now or utcnow(),
                 cancelling=False,
             ),
         )  # fmt: skip
 
     def _refund(
-        self, transaction: PosTransaction, amount: Decimal | None, *, key: str, actor: str,
-        now: datetime, cancelling: bool,
+        self, account: LoyaltyAccount, transaction: PosTransaction, amount: Decimal | None,
+        *, key: str, actor: str, now: datetime, cancelling: bool,
     ) -> RefundOut:  # fmt: skip
         self.session.refresh(transaction)
-        account = self.repo.account(transaction.account_id)
-        assert account is not None
         value = transaction.subtotal - transaction.discount
         left = value - transaction.refunded
         if transaction.status is TransactionStatus.CANCELLED:
@@ -480,8 +479,8 @@ class LoyaltyService:
         self, card: str, data: AdjustIn, *, key: str, actor: str, now: datetime | None = None
     ) -> AccountOut:
         """An operator's correction, with its reason; it never leaves a negative balance."""
-        account = self.account(card)
-        self.repo.lock(account.id)
+        account = self.repo.lock(self.account(card).id)
+        assert account is not None
         moment = now or utcnow()
 
         def act() -> AccountOut:
@@ -613,8 +612,7 @@ class LoyaltyService:
         grace = timedelta(days=self.rules.qualification.grace_days)
         moves = {"up": 0, "down": 0}
         for account_id in self.repo.account_ids():
-            self.repo.lock(account_id)
-            account = self.repo.account(account_id)
+            account = self.repo.lock(account_id)
             assert account is not None
             measure = self.qualifying(account, now=moment)
             target = self.rules.qualifying_tier(measure)
@@ -701,8 +699,7 @@ class LoyaltyService:
             key = f"birthday:{account_id}:{moment.year}"
             if self.repo.entry_by_key(key) is not None:
                 continue
-            self.repo.lock(account_id)
-            account = self.repo.account(account_id)
+            account = self.repo.lock(account_id)
             assert account is not None
             self._lot(
                 account, bonus, kind=EntryKind.EARN, reason="birthday bonus", source="program",
@@ -824,7 +821,11 @@ class LoyaltyService:
     # -- helpers ---------------------------------------------------------------------------
 
     def _usable_account(self, card: str) -> LoyaltyAccount:
-        account = self.account(card)
+        return self._may_use(self.repo.by_card(card.strip()), card)
+
+    def _may_use(self, account: LoyaltyAccount | None, card: str) -> LoyaltyAccount:
+        if account is None:
+            raise NotFound(f"card {card!r} is not known")
         if account.status is AccountStatus.BLOCKED:
             raise AccountBlocked(f"card {account.card_number} is blocked")
         return account
@@ -856,10 +857,12 @@ class LoyaltyService:
         return result
 
     def _publish(
-        self, account: LoyaltyAccount, kind: str, at: datetime, ref: str, data: dict[str, Any]
+        self, account: LoyaltyAccount, kind: str, at: datetime, ref: str, data: dict[str, Any],
+        *, fresh: bool = False,
     ) -> bool:
-        """An event on the customer's timeline, once per ``ref``; triggers start from it."""
-        if self.repo.event_exists(ref):
+        """An event on the customer's timeline, once per ``ref``; triggers start from it.
+        ``fresh`` says the ref names a row made in this transaction, so it cannot be there."""
+        if not fresh and self.repo.event_exists(ref):
             return False
         self.repo.add(
             Event(
