@@ -38,6 +38,10 @@ class Envelope:
     text: str
     html: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    channel: Channel = Channel.EMAIL
+    """Which transport takes it; ``to`` is that channel's address: an email address, a
+    phone number in E.164 form (SMS, WhatsApp, call list), a Telegram chat id, or a web
+    push subscription as JSON."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,11 @@ class Outcome:
     result: Literal["sent", "retry", "failed"]
     reason: str | None = None
     hard_bounce: bool = False
+    provider_ref: str | None = None
+    """The provider's id of the message (Twilio's ``sid``, Telegram's ``message_id``...),
+    which its delivery-status callbacks name."""
+    retry_after: float | None = None
+    """Seconds the provider asked us to wait (HTTP 429 ``Retry-After``), for a retry."""
 
 
 HandingOver = Callable[[Sequence[Envelope]], None]
