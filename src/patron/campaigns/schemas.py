@@ -51,10 +51,12 @@ class Offer(_Plan):
 
 
 class MessageTemplate(_Plan):
-    """Jinja2 templates (run sandboxed) of the subject, the HTML and the plain-text body."""
+    """Jinja2 templates (run sandboxed) of the subject, the HTML and the plain-text body.
+    SMS, messengers, push and call lists use the text (a push also shows the subject as
+    its title); email needs all three."""
 
-    subject: str = Field(min_length=1, max_length=500)
-    html: str = Field(min_length=1)
+    subject: str = Field(default="", max_length=500)
+    html: str = ""
     text: str = Field(min_length=1)
     sender: str = Field(default="Patron <news@patron.local>", max_length=320)
 

@@ -80,7 +80,7 @@ class CampaignService:
         if self.repo.by_name(plan.name) is not None:
             raise Conflict(f"a campaign named {plan.name!r} exists already")
         segment = self.segments.find(plan.segment)
-        check(plan.message)
+        check(plan.message, plan.channel)
         campaign = self.repo.add(
             Campaign(
                 name=plan.name,
@@ -123,7 +123,9 @@ class CampaignService:
                 raw = getattr(changes, field)
                 stored = raw if field in ("budget", "cost_per_message", "margin_rate") else value
                 if field == "message":
-                    check(MessageTemplate.model_validate(value))
+                    check(
+                        MessageTemplate.model_validate(value), changes.channel or campaign.channel
+                    )
                 old, new, target = _plain(getattr(campaign, field)), value, field
             if old != new:
                 diff[target] = {"from": old, "to": new}
@@ -164,7 +166,7 @@ class CampaignService:
     def schedule(self, campaign_id: int, *, actor: str) -> Campaign:
         """Approve a draft to run on its schedule: the plan is checked once more."""
         campaign = self.get(campaign_id)
-        check(MessageTemplate.model_validate(campaign.message))
+        check(MessageTemplate.model_validate(campaign.message), campaign.channel)
         when = Schedule.model_validate(campaign.schedule).runs(after=utcnow(), count=1)
         if not when:
             raise InvalidInput(f"campaign {campaign.id}'s schedule has no time left to run")
@@ -307,7 +309,7 @@ class CampaignService:
             )
         moment = at or utcnow()
         message = MessageTemplate.model_validate(campaign.message)
-        check(message)
+        check(message, campaign.channel)
         segment = self.segments.get(campaign.segment_id)
         compiler = self.segments.repo.compiler(as_of=moment)
         selected = compiler.predicate(

@@ -25,6 +25,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from patron.campaigns.schemas import MessageTemplate, Offer
 from patron.customers.schemas import PROFILE_FIELDS
 from patron.kit.errors import InvalidInput
+from patron.models.consent import Channel
 from patron.segments.schemas import SCORE_TYPES
 
 CONTEXT_NAMES = ("customer", "scores", "offers", "offer", "coupon", "campaign", "unsubscribe_url")
@@ -44,14 +45,19 @@ class Rendered:
     text: str
 
 
-def check(message: MessageTemplate) -> None:
-    """Refuse a message whose templates do not parse or use a name they cannot have.
+def check(message: MessageTemplate, channel: Channel = Channel.EMAIL) -> None:
+    """Refuse a message whose templates do not parse or use a name they cannot have, or
+    that lacks a part its channel needs.
 
     Raises
     ------
     InvalidInput
         Naming the part (``message.html``), the line and the problem.
     """
+    if channel is Channel.EMAIL:
+        for part in ("subject", "html"):
+            if not getattr(message, part).strip():
+                raise InvalidInput(f"message.{part}: an email campaign needs one")
     for part in _PARTS:
         source = getattr(message, part)
         environment = _HTML if part == "html" else _TEXT

@@ -67,10 +67,8 @@ class Outcome:
 HandingOver = Callable[[Sequence[Envelope]], None]
 
 
-class Transport(Protocol):
-    """A channel's delivery mechanism."""
-
-    channel: Channel
+class Delivery(Protocol):
+    """What the worker hands batches to: one transport, or a router of several."""
 
     def deliver(self, envelopes: Sequence[Envelope], *, handing_over: HandingOver) -> list[Outcome]:
         """Deliver every envelope, calling ``handing_over`` with each before it is released
@@ -80,6 +78,12 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+class Transport(Delivery, Protocol):
+    """A channel's delivery mechanism."""
+
+    channel: Channel
 
 
 @dataclass

@@ -22,11 +22,14 @@ from patron.models import (
     Campaign,
     CampaignRecipient,
     CampaignStatus,
+    Consent,
+    ConsentStatus,
     Customer,
     CustomerScore,
     Identity,
     Message,
     MessageStatus,
+    Purpose,
     RecipientGroup,
     RunStatus,
     Suppression,
@@ -142,6 +145,27 @@ class DispatchRepository:
                 ],
             )  # fmt: skip
 
+    def set_provider_refs(self, refs: dict[int, str]) -> None:
+        """The providers' ids of sent messages, for their delivery callbacks."""
+        if refs:
+            self.session.execute(
+                update(Message),
+                [{"id": message_id, "provider_ref": ref} for message_id, ref in refs.items()],
+            )
+
+    def complaint_counts(self, campaign_id: int) -> tuple[int, int]:
+        """A campaign's messages sent, and how many of them drew a complaint."""
+        row = self.session.execute(
+            select(
+                func.count().filter(Message.status == MessageStatus.SENT),
+                func.count(Message.complained_at),
+            ).where(Message.campaign_id == campaign_id)
+        ).one()
+        return int(row[0]), int(row[1])
+
+    def by_provider_ref(self, ref: str) -> Message | None:
+        return self.session.scalar(select(Message).where(Message.provider_ref == ref))
+
     # -- contexts ------------------------------------------------------------------------
 
     def customers(self, ids: Sequence[int]) -> dict[int, Customer]:
@@ -178,6 +202,26 @@ class DispatchRepository:
             )
         )
         return {s.customer_id: s for s in rows}
+
+    def consenting(self, ids: Sequence[int], channel: str, *, now: datetime) -> set[int]:
+        """Which of these customers' marketing consent on the channel is granted now: the
+        latest decision per customer, read for these customers only (a send-time check
+        must not scan the whole base for each batch)."""
+        rows = self.session.execute(
+            select(Consent.customer_id, Consent.status, Consent.decided_at, Consent.id).where(
+                Consent.customer_id.in_(ids),
+                Consent.channel == channel,
+                Consent.purpose == Purpose.MARKETING,
+                Consent.status != ConsentStatus.PENDING,
+                Consent.decided_at <= now,
+            )
+        )
+        latest: dict[int, tuple[datetime, int, str]] = {}
+        for customer, status, decided, row in rows:
+            seen = latest.get(int(customer))
+            if seen is None or (decided, row) > seen[:2]:
+                latest[int(customer)] = (decided, row, str(status))
+        return {c for c, (_, _, status) in latest.items() if status == ConsentStatus.GRANTED}
 
     def suppressed(self, ids: Sequence[int], channel: str) -> set[int]:
         """Which of these customers are suppressed on the channel now."""

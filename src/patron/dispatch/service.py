@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError
 from sqlalchemy.orm import Session
@@ -147,15 +148,20 @@ class DispatchService:
         offers = {
             c.id: Offer.model_validate(c.offer).model_dump(mode="json") for c in campaigns.values()
         }
-        # an unsubscribe or a bounce after the launch stops the messages still queued
+        # an unsubscribe or a bounce after the launch stops the messages still queued, and
+        # so does consent withdrawn since the planning (by an import, a form, a reply)
         suppressed: set[tuple[int, str]] = set()
+        consenting: set[tuple[int, str]] = set()
         for channel in {m.channel.value for m in messages}:
             suppressed |= {(c, channel) for c in self.repo.suppressed(people, channel)}
+            consenting |= {(c, channel) for c in self.repo.consenting(people, channel, now=now)}
         held: list[int] = []
+        deferred: dict[int, tuple[datetime, str]] = {}
         for message in messages:
             campaign = campaigns[message.campaign_id]
             template = templates[campaign.id]
             address = message.address
+            channel = message.channel
             if campaign.status is CampaignStatus.CANCELLED:
                 skipped[message.id] = "campaign cancelled"
                 continue
@@ -163,21 +169,30 @@ class DispatchService:
                 # claimed as the pause came in (or back from a retry): it waits with the rest
                 held.append(message.id)
                 continue
-            if (message.customer_id, message.channel.value) in suppressed:
-                skipped[message.id] = f"suppressed on {message.channel.value} since the launch"
+            if (message.customer_id, channel.value) in suppressed:
+                skipped[message.id] = f"suppressed on {channel.value} since the launch"
+                continue
+            if (message.customer_id, channel.value) not in consenting:
+                skipped[message.id] = f"no marketing consent on {channel.value} at send time"
                 continue
             if not address:
-                skipped[message.id] = f"no {campaign.channel.value} address"
+                skipped[message.id] = f"no {channel.value} address"
                 continue
-            if campaign.channel is Channel.EMAIL:
+            if channel is Channel.EMAIL:
                 try:
                     check_email(address)
                 except EmailNotValidError as exc:
                     skipped[message.id] = f"malformed address {address!r}: {exc}"
                     continue
+            customer = customers[message.customer_id]
+            if channel.value in self.settings.quiet_hours_channels:
+                wake = self._quiet_until(customer.timezone, now)
+                if wake is not None:
+                    deferred[message.id] = wake
+                    continue
             unsubscribe = links.unsubscribe_url(message.id, base=base, secret=secret)
             context = self._context(
-                campaign, customers[message.customer_id], contacts.get(message.customer_id, {}),
+                campaign, customer, contacts.get(message.customer_id, {}),
                 scores.get(message.customer_id), offer=offers[campaign.id],
                 coupon=message.coupon, unsubscribe=unsubscribe,
             )  # fmt: skip
@@ -186,10 +201,21 @@ class DispatchService:
             except InvalidInput as exc:
                 skipped[message.id] = f"template: {exc.message}"
                 continue
+            key = message_key(message.id, campaign_id=campaign.id, domain=_domain(template))
+            if channel is not Channel.EMAIL:
+                # a text message carries its words only; opting out is a reply (STOP) or
+                # the messenger's own block, which the feedback webhooks record
+                envelopes.append(
+                    Envelope(
+                        message_id=message.id, key=key, to=address, sender=template.sender,
+                        subject=body.subject, text=body.text, channel=channel,
+                    )
+                )  # fmt: skip
+                continue
             envelopes.append(
                 Envelope(
                     message_id=message.id,
-                    key=message_key(message.id, campaign_id=campaign.id, domain=_domain(template)),
+                    key=key,
                     to=address,
                     sender=template.sender,
                     subject=body.subject,
@@ -202,6 +228,7 @@ class DispatchService:
                     ),
                 )
             )
+        self.defer(deferred)
         self.hold_claimed(held)
         return Rendered(envelopes=envelopes, skipped=skipped)
 
@@ -239,6 +266,40 @@ class DispatchService:
             "unsubscribe_url": unsubscribe,
         }
 
+    def _quiet_until(self, zone: str | None, now: datetime) -> tuple[datetime, str] | None:
+        """When the customer's quiet hours end, if ``now`` falls inside them, with the
+        zone read; None when a message may go now."""
+        start, end = self.settings.quiet_hours_start, self.settings.quiet_hours_end
+        if start == end:
+            return None
+        name = zone or self.settings.default_timezone
+        try:
+            tz = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            name = self.settings.default_timezone
+            tz = ZoneInfo(name)
+        local = now.astimezone(tz)
+        quiet = (start <= local.hour or local.hour < end) if start > end else (
+            start <= local.hour < end
+        )  # fmt: skip
+        if not quiet:
+            return None
+        wake = local.replace(hour=end, minute=0, second=0, microsecond=0)
+        if wake <= local:
+            wake += timedelta(days=1)
+        return wake.astimezone(now.tzinfo), name
+
+    def defer(self, deferred: dict[int, tuple[datetime, str]]) -> None:
+        """Give back claimed messages that must wait (quiet hours), due again at the given
+        time, without counting the attempt; the reason says until when and in which zone."""
+        for message_id, (until, zone) in deferred.items():
+            local = until.astimezone(ZoneInfo(zone))
+            self.repo.mark(
+                [message_id], status=MessageStatus.QUEUED, lease_until=None, worker=None,
+                attempts=Message.attempts - 1, next_attempt_at=until,
+                reason=f"quiet hours: waits until {local:%Y-%m-%d %H:%M} {zone}",
+            )  # fmt: skip
+
     def handed_over(self, envelopes: Sequence[Envelope], *, now: datetime) -> None:
         """Mark messages sent before the transport releases them (see channels.base)."""
         self.repo.mark_sent({e.message_id: e.subject[:500] for e in envelopes}, at=now)
@@ -255,6 +316,9 @@ class DispatchService:
             self.repo.mark([message_id], reason=reason)
         tally = {"sent": 0, "retry": 0, "failed": 0, "skipped": len(skipped)}
         tally["sent"] = sum(1 for o in outcomes if o.result == "sent")
+        self.repo.set_provider_refs(
+            {o.message_id: o.provider_ref for o in outcomes if o.provider_ref is not None}
+        )
         troubled = {o.message_id: o for o in outcomes if o.result != "sent" or o.reason}
         campaigns = CampaignRepository(self.session)
         for message in self.repo.messages(list(troubled)) if troubled else []:
@@ -265,6 +329,8 @@ class DispatchService:
             message.lease_until = None
             if outcome.result == "retry" and message.attempts < self.settings.max_attempts:
                 wait = self.settings.retry_base_seconds * 2 ** (message.attempts - 1)
+                # a provider that asked for a longer pause (HTTP 429) gets it
+                wait = max(wait, outcome.retry_after or 0)
                 message.status = MessageStatus.QUEUED
                 message.next_attempt_at = now + timedelta(seconds=wait)
                 tally["retry"] += 1
@@ -338,10 +404,33 @@ class DispatchService:
         )
 
     def complained(self, message_id: int, *, now: datetime) -> None:
-        """A spam complaint: treated as an unsubscribe, and counted apart."""
+        """A spam complaint: treated as an unsubscribe, and counted apart. A campaign whose
+        complaints pass the set share of its sent messages is paused at once."""
         message = self._message(message_id)
+        first = message.complained_at is None
         message.complained_at = message.complained_at or now
         self.unsubscribed(message_id, now=now)
+        if first:
+            self.session.flush()
+            self._complaint_guard(message.campaign_id)
+
+    def _complaint_guard(self, campaign_id: int) -> None:
+        sent, complaints = self.repo.complaint_counts(campaign_id)
+        limit = self.settings.complaint_rate_limit
+        if sent < self.settings.complaint_min_sent or complaints <= limit * sent:
+            return
+        campaign = self.repo.campaigns([campaign_id])[campaign_id]
+        if campaign.status is not CampaignStatus.RUNNING:
+            return
+        # campaigns sit above dispatch (they write the outbox); imported here, at the one
+        # place dispatch needs to act on a campaign's state
+        from patron.campaigns.service import CampaignService
+
+        CampaignService(self.session).pause(
+            campaign_id, actor="complaint-guard",
+            reason=f"{complaints} complaints on {sent} sent messages "
+            f"({complaints / sent:.2%}) passed the limit of {limit:.2%}",
+        )  # fmt: skip
 
     def bounced(self, message_id: int, *, now: datetime, hard: bool) -> None:
         """A bounce reported after delivery (a DSN or a provider's webhook)."""

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from patron.channels.base import Envelope, Transport
+from patron.channels.base import Delivery, Envelope
 from patron.channels.email import SmtpSettings, SmtpTransport
 from patron.dispatch.service import DispatchService, Rendered
 from patron.kit.clock import utcnow
@@ -96,7 +96,7 @@ def claim_and_render(
 
 def deliver_and_settle(
     factory: sessionmaker[Session],
-    transport: Transport,
+    transport: Delivery,
     claim: Claim,
     *,
     settings: Settings,
@@ -119,7 +119,7 @@ def deliver_and_settle(
 
 def run_once(
     factory: sessionmaker[Session],
-    transport: Transport,
+    transport: Delivery,
     *,
     settings: Settings | None = None,
     name: str | None = None,
@@ -142,7 +142,7 @@ def run_once(
 
 def run_worker(
     factory: sessionmaker[Session],
-    transport: Transport,
+    transport: Delivery,
     *,
     settings: Settings | None = None,
     until_idle: bool = False,

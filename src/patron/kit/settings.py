@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,33 @@ class Settings(BaseSettings):
     )
     retry_base_seconds: int = Field(default=60, ge=1)
     max_attempts: int = Field(default=5, ge=1, le=50)
+    quiet_hours_start: int = Field(
+        default=21,
+        ge=0,
+        le=23,
+        description="From this hour of the customer's own day, messages on the quiet-hours "
+        "channels wait until quiet_hours_end.",
+    )
+    quiet_hours_end: int = Field(default=9, ge=0, le=23)
+    # channel names as strings: the settings load before the models that name channels
+    quiet_hours_channels: list[Literal["email", "sms", "phone", "telegram", "whatsapp", "push"]] = (
+        Field(
+            default=["sms", "whatsapp", "telegram", "push", "phone"],
+            description="Channels that buzz a phone; email waits in the inbox and goes any time.",
+        )
+    )
+    default_timezone: str = Field(
+        default="Europe/Moscow",
+        description="The time zone of a customer whose profile names none.",
+    )
+    complaint_rate_limit: float = Field(
+        default=0.003,
+        ge=0,
+        le=1,
+        description="A running campaign whose complaints exceed this share of its sent "
+        "messages is paused at once (checked from complaint_min_sent messages on).",
+    )
+    complaint_min_sent: int = Field(default=200, ge=1)
 
 
 @lru_cache(maxsize=1)

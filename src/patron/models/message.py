@@ -64,6 +64,11 @@ class Message(Base):
     unsubscribed_at: Mapped[datetime | None]
     bounced_at: Mapped[datetime | None]
     complained_at: Mapped[datetime | None]
+    provider_ref: Mapped[str | None] = mapped_column(String(120))
+    """The provider's id of the message, which its delivery callbacks name."""
+    delivered_at: Mapped[datetime | None]
+    """When the provider reported it delivered to the handset or inbox."""
+    read_at: Mapped[datetime | None]
 
     __table_args__ = (
         # the decision to message a customer in a campaign is taken once
@@ -71,4 +76,5 @@ class Message(Base):
         # workers look for due rows by status and time
         Index("ix_messages_status_due", "status", "next_attempt_at"),
         Index("ix_messages_campaign_status", "campaign_id", "status"),
+        Index("ix_messages_provider_ref", "provider_ref"),
     )
