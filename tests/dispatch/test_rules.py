@@ -18,7 +18,8 @@ from patron.customers.schemas import ConsentIn
 from patron.customers.service import CustomerService
 from patron.dispatch.service import DispatchService
 from patron.dispatch.tasks import WorkerStats, run_once, run_worker
-from patron.kit.settings import Settings
+from patron.kit.errors import InvalidInput
+from patron.kit.settings import Settings, get_settings
 from patron.models import (
     Campaign,
     CampaignStatus,
@@ -237,3 +238,37 @@ def test_complaints_past_the_limit_pause_the_campaign(
         assert paused[0].changes["reason"] == (
             "1 complaints on 1 sent messages (100.00%) passed the limit of 30.00%"
         )
+
+
+def test_the_cross_channel_cap_counts_every_channel(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATRON_FREQUENCY_CAP_ALL_CHANNELS", "2")
+    get_settings.cache_clear()
+    with session_factory() as session:
+        store_base(session)
+        CustomerService(session).record_consent(
+            1, ConsentIn(channel=Channel.SMS, status=ConsentStatus.GRANTED,
+                         decided_at=datetime(2026, 1, 1, tzinfo=UTC)),
+            source="form",
+        )  # fmt: skip
+        segments = SegmentService(session)
+        segments.create(SegmentIn(name="anna", rule=parse_rule(
+            {"kind": "profile", "field": "first_name", "value": "Anna"})), actor="t")  # fmt: skip
+        service = CampaignService(session)
+        for number, channel in enumerate(("sms", "sms", "email"), start=1):
+            message = SMS_TEXT if channel == "sms" else plan().message.model_dump()
+            campaign = service.create(
+                plan(name=f"c{number}", segment="anna", control_share=0.0, channel=channel,
+                     message=message),
+                actor="m",
+            )  # fmt: skip
+            if number < 3:
+                service.launch(campaign.id, actor="m")
+                assert campaign.audience["treatment"] == 1
+                continue
+            # two SMS in the week reach the cross-channel cap of 2: the email, the first on
+            # its own channel, leaves her out
+            with pytest.raises(InvalidInput, match=r"\(frequency_cap 1; mostly frequency_cap"):
+                service.launch(campaign.id, actor="m")
+    get_settings.cache_clear()

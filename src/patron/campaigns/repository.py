@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, literal, select, update
+from sqlalchemy import ColumnElement, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from patron.kit.db import bulk_insert_columns, table_of
@@ -139,6 +139,7 @@ class CampaignRepository:
         consented: ColumnElement[bool],
         cap_messages: int,
         cap_since: datetime,
+        cap_all_channels: int | None = None,
     ) -> list[tuple[int, str | None]]:
         """Every selected customer with the first reason to leave them out, or None."""
         kind = ADDRESS_KIND.get(channel)
@@ -163,11 +164,25 @@ class CampaignRepository:
             .group_by(CampaignRecipient.customer_id)
             .having(func.count() >= cap_messages)
         )
+        capped = Customer.id.in_(recent)
+        if cap_all_channels is not None:
+            # the customer's whole inbox counts too: three emails and three SMS in a week
+            # are six messages, whatever each channel's own cap says
+            everywhere = (
+                select(CampaignRecipient.customer_id)
+                .where(
+                    CampaignRecipient.group == RecipientGroup.TREATMENT,
+                    CampaignRecipient.frozen_at >= cap_since,
+                )
+                .group_by(CampaignRecipient.customer_id)
+                .having(func.count() >= cap_all_channels)
+            )
+            capped = or_(capped, Customer.id.in_(everywhere))
         reason = case(
             (~has_address, "no_address"),
             (~consented, "no_consent"),
             (suppressed, "suppressed"),
-            (Customer.id.in_(recent), "frequency_cap"),
+            (capped, "frequency_cap"),
             else_=None,
         )
         query = select(Customer.id, reason).where(ACTIVE, selected).order_by(Customer.id)

@@ -323,6 +323,7 @@ class CampaignService:
             consented=consented,
             cap_messages=settings.frequency_cap_messages,
             cap_since=moment - timedelta(days=settings.frequency_cap_days),
+            cap_all_channels=settings.frequency_cap_all_channels,
         )
         counts = dict.fromkeys(REASONS, 0)
         for _, reason in screened:

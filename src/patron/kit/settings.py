@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         "all campaigns, within frequency_cap_days.",
     )
     frequency_cap_days: int = Field(default=7, ge=1)
+    frequency_cap_all_channels: int | None = Field(
+        default=5,
+        ge=1,
+        description="At most this many marketing messages per customer across every "
+        "channel within frequency_cap_days; empty for no cross-channel cap.",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Where recipients reach this server: tracking and unsubscribe links.",
