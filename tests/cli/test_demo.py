@@ -160,11 +160,13 @@ def test_demo_recovers_the_generators_truth(engine: Engine, tmp_path: Path) -> N
     # the migration counts each member who bought in either year once: in the band of the
     # year before, or in the "none" row when they bought only after enrolling
     matrix = loyalty.migration
+    assert loyalty.cohort == pilot.members
+    assert int(matrix.to_numpy().sum()) == len(pilot.bought_before | pilot.bought_after)
     assert int(matrix.drop(index="none").to_numpy().sum()) == len(pilot.bought_before)
     assert int(matrix.loc["none"].sum()) == len(pilot.bought_after - pilot.bought_before)
     assert int(matrix["none"].sum()) == len(pilot.bought_before - pilot.bought_after)
     printed = quiet.file.getvalue()  # type: ignore[attr-defined]
-    for title in ("Loyalty tiers", "Points", "Liability", "Members by spend band"):
+    for title in ("Loyalty pilot", "Loyalty tiers", "Points", "Liability", "Members by spend"):
         assert title in printed
     assert f"ledger check: all {pilot.members:,} balances equal their ledgers" in printed
 

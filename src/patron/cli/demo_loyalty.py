@@ -66,6 +66,8 @@ RULES = ProgramRules.model_validate(
             "categories": {"electronics": "0.5", "home": "2"},
             "welcome_bonus": 100,
         },
+        # on a year's spend: in the demo about one member in seven reaches Silver, one in
+        # a hundred Gold
         "tiers": [
             {"name": "Basic", "threshold": "0"},
             {"name": "Silver", "threshold": "5000", "earn_multiplier": "1.5",
@@ -131,6 +133,8 @@ class LoyaltyDemo:
     points: PointsSummary
     liability: Liability
     check: VerifyOut
+    cohort: int
+    """Members enrolled on ``enrolled_at``, whose spend the migration follows."""
     migration: Any
     """Members per spend band (rows: the year before enrolment, columns: the year after),
     a pandas DataFrame labelled ``"none"``, ``"1"``, ...; members who bought nothing in
@@ -154,25 +158,11 @@ def run_loyalty_demo(
         factory, at=enrolled_at, actor=ACTOR, chosen=lambda _, card: _in_pilot(card)
     )
     console.print(
-        f"loyalty program {rules.name!r}, a pilot on the cards ending in {PILOT_CARD_ENDING} "
-        f"(about one card holder in ten, to keep the demo short): {enrolment.enrolled:,} "
-        f"card holders enrolled on {enrolled_at:%Y-%m-%d}"
-        + (f", {enrolment.members_before:,} were members already" if enrolment.members_before
-           else "")
-        + (f", {enrolment.refused:,} cards refused" if enrolment.refused else "")
-    )  # fmt: skip
+        f"loyalty program {rules.name!r}: a pilot on the cards ending in {PILOT_CARD_ENDING} "
+        f"(about one card holder in ten, to keep the demo short), enrolled on "
+        f"{enrolled_at:%Y-%m-%d}; replaying their year of purchases ..."
+    )
     replay = _replay(factory, console=console, since=enrolled_at, until=end)
-    done = replay.purchases + replay.refunds
-    console.print(
-        f"replayed the year to {end:%Y-%m-%d}: {replay.purchases:,} purchases confirmed "
-        f"({replay.redemptions:,} paid partly with points), {replay.refunds:,} returns refunded, "
-        f"{replay.unmatched_returns:,} returns without a replayed purchase skipped"
-        + (f", {replay.replayed_before:,} orders replayed by an earlier run left alone"
-           if replay.replayed_before else "")
-        + (f", {replay.unusable:,} unusable orders" if replay.unusable else "")
-        + f" in {replay.seconds:.1f} s"
-        + (f" ({replay.seconds / done * 1000:.1f} ms each)" if done else "")
-    )  # fmt: skip
     with unit_of_work(factory) as session:
         service = LoyaltyService(session)
         expired_now = service.expire(now=end, actor=ACTOR)
@@ -188,7 +178,7 @@ def run_loyalty_demo(
     result = LoyaltyDemo(
         enrolled_at=enrolled_at, end=end, enrolment=enrolment, replay=replay,
         expired_now=expired_now, tier_moves=moves, tiers=tiers, points=points,
-        liability=liability, check=check, migration=migration,
+        liability=liability, check=check, cohort=len(cohort), migration=migration,
         seconds=time.perf_counter() - started,
     )  # fmt: skip
     _print(console, result, rules)
@@ -264,6 +254,47 @@ def _band_label(label: str) -> str:
 
 
 def _print(console: Console, result: LoyaltyDemo, rules: ProgramRules) -> None:
+    _print_year(console, result)
+    _print_program(console, result, rules)
+    _print_migration(console, result, rules.currency)
+    check = result.check
+    if not check.mismatches and not check.negative:
+        console.print(
+            f"ledger check: all {check.accounts:,} balances equal their ledgers, no lot overdrawn"
+        )
+    else:
+        console.print(
+            f"ledger check FAILED: {len(check.mismatches):,} mismatches, "
+            f"{len(check.negative):,} negative"
+        )
+    console.print(f"loyalty part done in {result.seconds:.1f} s")
+
+
+def _print_year(console: Console, result: LoyaltyDemo) -> None:
+    enrolment, replay = result.enrolment, result.replay
+    year = Table(title=f"Loyalty pilot, {result.enrolled_at:%Y-%m-%d} to {result.end:%Y-%m-%d}",
+                 show_header=False)  # fmt: skip
+    enrolled = f"{enrolment.enrolled:,}"
+    if enrolment.members_before:
+        enrolled += f" (and {enrolment.members_before:,} members already)"
+    year.add_row("card holders enrolled", enrolled)
+    if enrolment.refused:
+        year.add_row("cards refused", f"{enrolment.refused:,}")
+    year.add_row("purchases confirmed", f"{replay.purchases:,}")
+    year.add_row("  of which paid partly with points", f"{replay.redemptions:,}")
+    year.add_row("returns refunded", f"{replay.refunds:,}")
+    year.add_row("returns skipped: no replayed purchase", f"{replay.unmatched_returns:,}")
+    if replay.unusable:
+        year.add_row("purchases a till would refuse", f"{replay.unusable:,}")
+    if replay.replayed_before:
+        year.add_row("orders replayed by an earlier run", f"{replay.replayed_before:,}")
+    done = replay.purchases + replay.refunds
+    each = f" ({replay.seconds / done * 1000:.1f} ms an order)" if done else ""
+    year.add_row("replay time", f"{replay.seconds:.1f} s{each}")
+    console.print(year)
+
+
+def _print_program(console: Console, result: LoyaltyDemo, rules: ProgramRules) -> None:
     currency = rules.currency
     members_count = sum(result.tiers.values())
     tiers = Table(title=f"Loyalty tiers on {result.end:%Y-%m-%d}")
@@ -309,6 +340,8 @@ def _print(console: Console, result: LoyaltyDemo, rules: ProgramRules) -> None:
     owed.add_row("expiring in the next 30 days", f"{liability.expiring_next_30_days:,}")
     console.print(owed)
 
+
+def _print_migration(console: Console, result: LoyaltyDemo, currency: str) -> None:
     matrix = result.migration
     labels = list(matrix.index)
     moves = Table(
@@ -320,26 +353,25 @@ def _print(console: Console, result: LoyaltyDemo, rules: ProgramRules) -> None:
         moves.add_column(_band_label(label), justify="right")
     moves.add_column("all", justify="right")
     rose = stayed = fell = 0
-    for i, row in enumerate(labels):
+    for row in labels:
         cells = [int(matrix.loc[row, column]) for column in labels]
         moves.add_row(_band_label(row), *[f"{c:,}" if c else "" for c in cells], f"{sum(cells):,}")
-        fell += sum(cells[:i])
-        stayed += cells[i]
-        rose += sum(cells[i + 1 :])
+        for column, count in zip(labels, cells, strict=True):
+            if NO_BAND in (row, column):
+                continue
+            if int(column) > int(row):
+                rose += count
+            elif int(column) == int(row):
+                stayed += count
+            else:
+                fell += count
     console.print(moves)
+    newcomers = int(matrix.loc[NO_BAND].sum()) if NO_BAND in matrix.index else 0
+    gone = int(matrix[NO_BAND].sum()) if NO_BAND in matrix.columns else 0
+    idle = result.cohort - int(matrix.to_numpy().sum())
     console.print(
-        f"members whose band rose: {rose:,}, stayed: {stayed:,}, fell: {fell:,} ('none' counts "
-        "as the lowest; the simulator knows nothing of the program, so this is the base's own "
-        "drift, not the program's effect)"
+        f"of the members who bought in both years, {rose:,} moved to a higher band, "
+        f"{stayed:,} stayed and {fell:,} moved lower; {newcomers:,} bought only after "
+        f"enrolling, {gone:,} only before, {idle:,} in neither year. The simulator knows "
+        "nothing of the program, so this is the base's own drift, not the program's effect."
     )
-    check = result.check
-    if not check.mismatches and not check.negative:
-        console.print(
-            f"ledger check: all {check.accounts:,} balances equal their ledgers, no lot overdrawn"
-        )
-    else:
-        console.print(
-            f"ledger check FAILED: {len(check.mismatches):,} mismatches, "
-            f"{len(check.negative):,} negative"
-        )
-    console.print(f"loyalty part done in {result.seconds:.1f} s")
