@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from patron.cli.demo import run_demo
+from patron.cli.demo import DEMO_END, run_demo
+from patron.cli.demo_loyalty import PILOT_CARD_ENDING
 from patron.kit.db import make_sessionmaker
+from patron.models import EntryKind, LedgerEntry, LoyaltyAccount
 
 
 def _guest_revenue_left(data: Path) -> Decimal:
@@ -25,6 +29,61 @@ def _guest_revenue_left(data: Path) -> Decimal:
             if not row["customer_id"] and row["card"] not in cards:
                 total += Decimal(row["quantity"]) * Decimal(row["unit_price"])
     return total
+
+
+@dataclass
+class Pilot:
+    """The loyalty pilot as read from the generated files, without the store."""
+
+    members: int = 0
+    purchases: set[str] = field(default_factory=set)
+    """Purchase orders of members in the year after enrolment."""
+    returns: set[str] = field(default_factory=set)
+    bought_before: set[str] = field(default_factory=set)
+    """Members (by card) with an order in the year before enrolment."""
+    bought_after: set[str] = field(default_factory=set)
+
+
+def _pilot(data: Path) -> Pilot:
+    """Card holders whose card ends in the pilot's digit, and their orders: those placed
+    under their customer id, and guest orders that showed their card."""
+    end = datetime(DEMO_END.year, DEMO_END.month, DEMO_END.day, tzinfo=UTC)
+    enrolled = end.replace(year=end.year - 1)
+    start = enrolled.replace(year=enrolled.year - 1)
+    with (data / "customers.csv").open(encoding="utf-8") as f:
+        cards = {
+            row["customer_id"]: row["card"]
+            for row in csv.DictReader(f)
+            if row["card"].endswith(PILOT_CARD_ENDING)
+        }
+    pilot = Pilot(members=len(cards))
+    shown = set(cards.values())
+    with (data / "orders.csv").open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["customer_id"]:
+                card = cards.get(row["customer_id"])
+            else:
+                card = row["card"] if row["card"] in shown else None
+            placed = datetime.fromisoformat(row["placed_at"])
+            if card is None or not start <= placed < end:
+                continue
+            if placed < enrolled:
+                pilot.bought_before.add(card)
+                continue
+            pilot.bought_after.add(card)
+            is_return = row["order_id"].startswith("C")
+            (pilot.returns if is_return else pilot.purchases).add(row["order_id"])
+    return pilot
+
+
+def _ledger(factory: sessionmaker[Session]) -> tuple[int, dict[EntryKind, int]]:
+    """Entries, and the points of each kind of entry, summed straight from the ledger."""
+    with factory() as session:
+        entries = session.scalar(select(func.count()).select_from(LedgerEntry)) or 0
+        rows = session.execute(
+            select(LedgerEntry.kind, func.sum(LedgerEntry.points)).group_by(LedgerEntry.kind)
+        )
+        return entries, {EntryKind(kind): int(points) for kind, points in rows}
 
 
 def test_demo_recovers_the_generators_truth(engine: Engine, tmp_path: Path) -> None:
@@ -71,6 +130,46 @@ def test_demo_recovers_the_generators_truth(engine: Engine, tmp_path: Path) -> N
     assert measured.low <= campaign.true_incremental_revenue <= measured.high
     assert "the simulator's true effect" in quiet.file.getvalue()  # type: ignore[attr-defined]
 
+    # the loyalty year: every pilot card holder is a member, and every one of their
+    # purchases of the year went through the till's confirm; every return was refunded or
+    # counted as skipped
+    loyalty = result.loyalty
+    pilot = _pilot(tmp_path / "data")
+    assert pilot.members > 50
+    assert loyalty.enrolment.enrolled == pilot.members
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(LoyaltyAccount)) == pilot.members
+    replay = loyalty.replay
+    assert replay.purchases == len(pilot.purchases) > 0
+    assert replay.unusable == 0 and replay.replayed_before == 0
+    assert replay.refunds + replay.unmatched_returns == len(pilot.returns) > 0
+    assert replay.redemptions > 0
+    assert sum(loyalty.tiers.values()) == loyalty.liability.accounts == pilot.members
+    # the ledger, summed here by kind, holds exactly what the open lots say is outstanding
+    assert loyalty.check.mismatches == [] and loyalty.check.negative == []
+    entries, by_kind = _ledger(factory)
+    points = loyalty.points
+    assert points.earned == by_kind[EntryKind.EARN] > 0
+    assert points.redeemed == -by_kind[EntryKind.BURN] == replay.points_redeemed
+    assert points.expired == -by_kind[EntryKind.EXPIRE] == loyalty.expired_now
+    assert points.reversed == -by_kind.get(EntryKind.REVERSE, 0)
+    assert EntryKind.ADJUST not in by_kind
+    outstanding = loyalty.liability.outstanding_points
+    assert outstanding == points.earned - points.redeemed - points.expired - points.reversed
+    assert points.balanced
+    # the migration counts each member who bought in either year once: in the band of the
+    # year before, or in the "none" row when they bought only after enrolling
+    matrix = loyalty.migration
+    assert loyalty.cohort == pilot.members
+    assert int(matrix.to_numpy().sum()) == len(pilot.bought_before | pilot.bought_after)
+    assert int(matrix.drop(index="none").to_numpy().sum()) == len(pilot.bought_before)
+    assert int(matrix.loc["none"].sum()) == len(pilot.bought_after - pilot.bought_before)
+    assert int(matrix["none"].sum()) == len(pilot.bought_before - pilot.bought_after)
+    printed = quiet.file.getvalue()  # type: ignore[attr-defined]
+    for title in ("Loyalty pilot", "Loyalty tiers", "Points", "Liability", "Members by spend"):
+        assert title in printed
+    assert f"ledger check: all {pilot.members:,} balances equal their ledgers" in printed
+
     again = run_demo(factory, console=quiet, customers=1_500, seed=3, data_dir=tmp_path / "data")
     # the hub now also holds the simulated response of the first campaign
     simulated = sum((g.revenue for g in report.groups), Decimal(0))
@@ -85,3 +184,15 @@ def test_demo_recovers_the_generators_truth(engine: Engine, tmp_path: Path) -> N
     assert again.campaign.campaign_id == campaign.campaign_id + 1
     assert report.window_end is not None
     assert again.campaign.report.window_start == report.window_end + timedelta(days=1)
+    # and the loyalty year is not played twice: nothing enrolled, replayed or written
+    # again, and the same figures
+    second = again.loyalty
+    assert (second.enrolment.enrolled, second.enrolment.members_before) == (0, pilot.members)
+    assert (second.replay.purchases, second.replay.refunds) == (0, 0)
+    assert second.replay.replayed_before == replay.purchases + replay.refunds
+    assert second.expired_now == 0 and second.tier_moves == {"up": 0, "down": 0}
+    assert _ledger(factory) == (entries, by_kind)
+    assert (second.tiers, second.points, second.liability) == (
+        loyalty.tiers, loyalty.points, loyalty.liability,
+    )  # fmt: skip
+    assert second.migration.equals(matrix)

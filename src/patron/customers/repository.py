@@ -160,6 +160,17 @@ class CustomerRepository:
             select(Identity).where(Identity.customer_id == customer_id).order_by(Identity.id)
         ).all()
 
+    def identity_values(self, kind: IdentityKind) -> list[tuple[int, str]]:
+        """``(customer id, value)`` of every identity of ``kind`` held by an active profile,
+        by customer and then in the order the identities were added."""
+        rows = self.session.execute(
+            select(Identity.customer_id, Identity.value)
+            .join(Customer, Customer.id == Identity.customer_id)
+            .where(Identity.kind == kind, Customer.merged_into_id.is_(None))
+            .order_by(Identity.customer_id, Identity.id)
+        )
+        return [(int(customer), str(value)) for customer, value in rows]
+
     def insert_identities(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             bulk_insert(self.session, table_of(Identity), rows)

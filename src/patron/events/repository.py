@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from patron.customers.repository import chunks
 from patron.kit.db import bulk_insert, one_of, table_of
 from patron.models import Event, Order, OrderKind, OrderLine
+
+
+@dataclass(frozen=True)
+class StoredLine:
+    """One line of a stored order, as a till would have rung it up."""
+
+    sku: str | None
+    category: str | None
+    quantity: Decimal
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    """A stored order with its lines: what a replay through a till needs."""
+
+    id: int
+    customer_id: int
+    kind: OrderKind
+    placed_at: datetime
+    total: Decimal
+    original_order_id: int | None
+    lines: list[StoredLine]
 
 
 class OrderRepository:
@@ -124,6 +148,51 @@ class OrderRepository:
             )
         ).one()
         return Decimal(total), Decimal(guest), int(orders), int(guests)
+
+    def customer_orders_page(
+        self, *, since: datetime, until: datetime, after: tuple[datetime, int] | None, limit: int
+    ) -> Sequence[StoredOrder]:
+        """Up to ``limit`` orders of known customers placed in ``[since, until)``, with their
+        lines, oldest first (ties by id), starting after the ``(placed_at, id)`` of the
+        last order of the previous page.
+
+        Paging by that key rather than holding one cursor open lets the caller commit
+        between pages; the (placed_at, ...) index serves both the range and the order.
+        """
+        query = select(
+            Order.id, Order.customer_id, Order.kind, Order.placed_at, Order.total,
+            Order.original_order_id,
+        ).where(
+            Order.customer_id.is_not(None), Order.placed_at >= since, Order.placed_at < until
+        )  # fmt: skip
+        if after is not None:
+            placed, last = after
+            query = query.where(
+                or_(Order.placed_at > placed, and_(Order.placed_at == placed, Order.id > last))
+            )
+        heads = self.session.execute(query.order_by(Order.placed_at, Order.id).limit(limit)).all()
+        lines: dict[int, list[StoredLine]] = {}
+        for part in chunks([head[0] for head in heads]):
+            rows = self.session.execute(
+                select(
+                    OrderLine.order_id, OrderLine.sku, OrderLine.category, OrderLine.quantity,
+                    OrderLine.unit_price,
+                )
+                .where(OrderLine.order_id.in_(part))
+                .order_by(OrderLine.order_id, OrderLine.line_no)
+            )  # fmt: skip
+            for order_id, sku, category, quantity, unit_price in rows:
+                lines.setdefault(order_id, []).append(
+                    StoredLine(sku, category, Decimal(quantity), Decimal(unit_price))
+                )
+        return [
+            StoredOrder(
+                id=oid, customer_id=customer, kind=OrderKind(kind), placed_at=placed,
+                total=Decimal(total), original_order_id=original, lines=lines.get(oid, []),
+            )
+            for oid, customer, kind, placed, total, original in heads
+            if customer is not None  # as the query says: typed optional, never null here
+        ]  # fmt: skip
 
 
 class EventRepository:

@@ -424,6 +424,21 @@ class LoyaltyRepository:
         )
         return found is not None
 
+    def ledger_totals(self) -> dict[EntryKind, tuple[int, int, int]]:
+        """Per kind of entry, across the program: entries, points added and points taken
+        (both positive). A refund's ``reverse`` entries go both ways, so the two sums are
+        kept apart."""
+        points = LedgerEntry.points
+        rows = self.session.execute(
+            select(
+                LedgerEntry.kind,
+                func.count(),
+                func.coalesce(func.sum(case((points > 0, points))), 0),
+                func.coalesce(func.sum(case((points < 0, -points))), 0),
+            ).group_by(LedgerEntry.kind)
+        )
+        return {EntryKind(kind): (int(n), int(added), int(taken)) for kind, n, added, taken in rows}
+
 
 class CouponRepository:
     """Coupon pools, codes and their uses."""
