@@ -3,16 +3,29 @@ server that answers as the provider documents."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from patron.channels.base import Outcome
+from patron.channels.feedback import Feedback
 from patron.channels.http import HttpSettings
-from patron.channels.sms import HttpGatewaySettings, HttpGatewaySms, TwilioSms
+from patron.channels.sms import (
+    GatewayCallbacks,
+    GatewaySignature,
+    HttpGatewaySettings,
+    HttpGatewaySms,
+    TwilioSms,
+    gateway_feedback,
+    verify_gateway_signature,
+)
 from patron.channels.twilio import TwilioSettings
 from patron.models.consent import Channel
 from tests.fixtures.http_provider import (
@@ -389,3 +402,67 @@ def test_gateway_form_body(provider: Start) -> None:
 def test_gateway_settings_are_checked(fields: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         HttpGatewaySettings.model_validate({"url": "https://gw.example.com/send", **fields})
+
+
+# -- the gateway's callbacks -------------------------------------------------------------
+
+CALLBACKS = GatewayCallbacks(
+    ref_path="message.id", status_path="message.state",
+    statuses={"DELIVRD": "delivered", "UNDELIV": "failed", "REJECTD": "failed"},
+    hard_statuses=frozenset({"REJECTD"}), reason_path="message.error",
+    from_path="message.from", text_path="message.text", time_path="message.at",
+    signature=GatewaySignature(header="X-Gateway-Signature", prefix="sha256="),
+)  # fmt: skip
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_gateway_reports_and_inbound_messages() -> None:
+    body = json.dumps(
+        [
+            {"message": {"id": "gw-1", "state": "DELIVRD", "at": 1795428000}},
+            {"message": {"id": "gw-2", "state": "UNDELIV", "error": "absent subscriber"}},
+            {"message": {"id": "gw-3", "state": "REJECTD", "at": "2026-11-23T14:00:00+03:00"}},
+            {"message": {"id": "gw-4", "state": "ENROUTE"}},
+            {"message": {"id": "in-1", "from": "89161234567", "text": " СТОП "}},
+            {"message": {"id": "in-2", "from": "ShopInfo", "text": "Спасибо"}},
+        ]
+    ).encode()
+
+    assert gateway_feedback(body, callbacks=CALLBACKS, received_at=NOW) == [
+        Feedback(Channel.SMS, "delivered", datetime(2026, 11, 23, 10, 0, tzinfo=UTC), provider_ref="gw-1"),
+        Feedback(Channel.SMS, "failed", NOW, provider_ref="gw-2", reason="UNDELIV: absent subscriber"),
+        Feedback(Channel.SMS, "failed", datetime(2026, 11, 23, 11, 0, tzinfo=UTC), provider_ref="gw-3", reason="REJECTD", hard=True),
+        Feedback(Channel.SMS, "opt_out", NOW, provider_ref="in-1", from_address="+79161234567", text=" СТОП "),
+        Feedback(Channel.SMS, "inbound", NOW, provider_ref="in-2", from_address="ShopInfo", text="Спасибо"),
+    ]  # fmt: skip
+
+
+def test_gateway_form_callbacks() -> None:
+    callbacks = GatewayCallbacks(format="form", ref_path="msgid", status_path="status")
+    body = b"msgid=77&status=delivered"
+    assert gateway_feedback(body, callbacks=callbacks, received_at=NOW) == [
+        Feedback(Channel.SMS, "delivered", NOW, provider_ref="77")
+    ]
+
+
+def test_gateway_signature() -> None:
+    """Given the HMAC computed here by hand, then the callback is accepted; a changed body,
+    another secret or no header is not."""
+    body = b'{"message": {"id": "gw-1", "state": "DELIVRD"}}'
+    good = "sha256=" + hmac.new(b"gw-hook-secret", body, hashlib.sha256).hexdigest()
+    signature = CALLBACKS.signature
+    assert signature is not None
+
+    assert verify_gateway_signature(
+        body, {"x-gateway-signature": good}, signature=signature, secret="gw-hook-secret"
+    )
+    assert not verify_gateway_signature(
+        body + b" ", {"X-Gateway-Signature": good}, signature=signature, secret="gw-hook-secret"
+    )
+    assert not verify_gateway_signature(
+        body, {"X-Gateway-Signature": good}, signature=signature, secret="another-secret"
+    )
+    assert not verify_gateway_signature(body, {}, signature=signature, secret="gw-hook-secret")
+    base64_sha1 = GatewaySignature(header="X-Sig", algorithm="sha1", encoding="base64")
+    digest = base64.b64encode(hmac.new(b"k", body, hashlib.sha1).digest()).decode()
+    assert verify_gateway_signature(body, {"X-Sig": digest}, signature=base64_sha1, secret="k")
