@@ -11,10 +11,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from py_vapid import Vapid02
 
-from patron.channels.base import Envelope, Outcome
+from patron.channels.base import Envelope, Outcome, Transport
 from patron.channels.http import HttpSettings, http_outcome, json_path, retry_after
-from patron.channels.sms import HttpGatewaySettings, HttpGatewaySms
+from patron.channels.push import VapidSettings, WebPush
+from patron.channels.sms import HttpGatewaySettings, HttpGatewaySms, TwilioSms
+from patron.channels.telegram import TelegramBot, TelegramSettings
+from patron.channels.twilio import TwilioSettings
+from patron.channels.whatsapp import CloudWhatsApp, CloudWhatsAppSettings, TwilioWhatsApp
+from patron.models.consent import Channel
 from tests.fixtures.http_provider import (
     ProviderServer,
     Reply,
@@ -238,3 +244,28 @@ def test_json_path() -> None:
     assert json_path(data, "messages.3.id") is None
     assert json_path(data, "result.message_id.x") is None
     assert json_path(None, "id") is None
+
+
+def test_every_http_channel_is_a_transport() -> None:
+    """Each provider's transport follows the Protocol the worker routes by (mypy checks
+    the assignment) and names its channel; none touches the network until it sends."""
+    sid = "AC" + "0" * 32
+    vapid = Vapid02()
+    vapid.generate_keys()
+    transports: list[Transport] = [
+        TwilioSms(TwilioSettings(account_sid=sid, auth_token="t", sender="+15005550006")),
+        HttpGatewaySms(HttpGatewaySettings(url="https://gw.example.com/send")),
+        TelegramBot(TelegramSettings(token="1:x")),
+        TwilioWhatsApp(TwilioSettings(account_sid=sid, auth_token="t", sender="+14155238886")),
+        CloudWhatsApp(CloudWhatsAppSettings(access_token="t", phone_number_id="1")),
+        WebPush(VapidSettings(private_key=vapid.private_pem().decode(), subject="mailto:a@b.c")),
+    ]
+    try:
+        assert [t.channel for t in transports] == [
+            Channel.SMS, Channel.SMS, Channel.TELEGRAM, Channel.WHATSAPP, Channel.WHATSAPP,
+            Channel.PUSH,
+        ]  # fmt: skip
+        assert [t.deliver([], handing_over=lambda es: None) for t in transports] == [[]] * 6
+    finally:
+        for transport in transports:
+            transport.close()

@@ -128,7 +128,8 @@ def push(
         raw = vapid.private_key.private_numbers().private_value.to_bytes(32, "big")
         key = vapid.private_pem().decode() if pem else b64(raw)
         settings = VapidSettings(
-            private_key=key, subject=SUBJECT, ttl=3600, urgency="high",
+            private_key=key, subject=SUBJECT, ttl=3600, urgency="high", allow_http=True,
+            endpoint_hosts=frozenset({"127.0.0.1", "push.example.com"}),
             http=HttpSettings(concurrency=concurrency),
         )  # fmt: skip
         transport = WebPush(settings)
@@ -162,8 +163,8 @@ def test_push_encrypts_for_the_subscription_and_signs_with_vapid(
 def test_push_outcomes(
     push: tuple[ProviderServer, PushService, Browser, Callable[..., WebPush]],
 ) -> None:
-    """Given subscriptions that are gone, missing, throttled, malformed or too small for
-    the text, then each gets its own outcome and the good one goes."""
+    """Given subscriptions that are gone, missing, throttled, malformed, too small for the
+    text or not on a push service, then each gets its own outcome and the good one goes."""
     server, service, browser, make = push
     web = make(pem=True)
     wrong_keys = json.dumps(
@@ -181,6 +182,10 @@ def test_push_outcomes(
             text="x" * MAX_PAYLOAD,
         ),
         envelope(6, browser.subscription(f"{server.url}/push/ok"), channel=Channel.PUSH),
+        envelope(
+            8, browser.subscription("http://169.254.169.254/latest/meta-data"), channel=Channel.PUSH
+        ),
+        envelope(9, browser.subscription("https://[::1]:8443/push/x"), channel=Channel.PUSH),
         envelope(7, browser.subscription(f"{server.url}/push/busy"), channel=Channel.PUSH),
     ]
 
@@ -198,6 +203,8 @@ def test_push_outcomes(
         Outcome(4, "failed", "Web push: the subscription's keys are not a P-256 key and a 16-byte secret"),
         Outcome(5, "failed", f"Web push: the notification is {payload_size(5, 'x' * MAX_PAYLOAD)} bytes; push takes {MAX_PAYLOAD}"),
         Outcome(6, "sent", provider_ref=f"{server.url}/m/3"),
+        Outcome(8, "failed", "Web push: 169.254.169.254 is not a push service we send to"),
+        Outcome(9, "failed", "Web push: ::1 is not a push service we send to"),
         Outcome(7, "retry", "Web push refused (HTTP 429)", retry_after=30.0),
     ]  # fmt: skip
     assert [p["body"] for p in service.payloads] == ["Hello 1", "Hello 2", "Hello 6", "Hello 7"]
@@ -220,3 +227,44 @@ def test_the_largest_notification_that_fits_is_sent(
     assert outcome.result == "sent"
     assert len(server.seen[0].body) == 4096
     assert service.payloads[0]["body"] == "x" * filler
+
+
+def test_plain_http_endpoints_are_refused_unless_allowed() -> None:
+    """Given the default settings, then an http:// endpoint fails before any request."""
+    vapid = Vapid02()
+    vapid.generate_keys()
+    web = WebPush(VapidSettings(private_key=vapid.private_pem().decode(), subject=SUBJECT))
+    endpoint = "http://push.example.com/push/x"
+    handed: list[int] = []
+    try:
+        outcomes = web.deliver(
+            [envelope(1, Browser().subscription(endpoint), channel=Channel.PUSH)],
+            handing_over=lambda es: handed.extend(e.message_id for e in es),
+        )
+    finally:
+        web.close()
+
+    assert outcomes == [
+        Outcome(1, "failed", f"Web push: a push endpoint must be https: {endpoint!r}")
+    ]
+    assert handed == []
+
+
+def test_an_endpoint_that_is_no_url_fails_alone(
+    push: tuple[ProviderServer, PushService, Browser, Callable[..., WebPush]],
+) -> None:
+    server, _, browser, make = push
+    web = make()
+    broken = f"{server.url}/push/a\nb"
+
+    outcomes = web.deliver(
+        [envelope(1, browser.subscription(broken), channel=Channel.PUSH),
+         envelope(2, browser.subscription(f"{server.url}/push/ok"), channel=Channel.PUSH)],
+        handing_over=server.handing_over,
+    )  # fmt: skip
+
+    at = len(server.url) + len("/push/a")
+    assert outcomes == [
+        Outcome(1, "failed", f"Web push: Invalid non-printable ASCII character in URL, '\\n' at position {at}."),
+        Outcome(2, "sent", provider_ref=f"{server.url}/m/1"),
+    ]  # fmt: skip

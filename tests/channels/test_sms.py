@@ -27,6 +27,7 @@ from patron.channels.sms import (
     verify_gateway_signature,
 )
 from patron.channels.twilio import TwilioSettings
+from patron.kit.errors import InvalidInput
 from patron.models.consent import Channel
 from tests.fixtures.http_provider import (
     ProviderServer,
@@ -435,6 +436,11 @@ def test_gateway_reports_and_inbound_messages() -> None:
         Feedback(Channel.SMS, "opt_out", NOW, provider_ref="in-1", from_address="+79161234567", text=" СТОП "),
         Feedback(Channel.SMS, "inbound", NOW, provider_ref="in-2", from_address="ShopInfo", text="Спасибо"),
     ]  # fmt: skip
+
+
+def test_gateway_callback_that_is_not_json() -> None:
+    with pytest.raises(InvalidInput, match="the gateway's callback is not json"):
+        gateway_feedback(b"<html>", callbacks=CALLBACKS, received_at=NOW)
 
 
 def test_gateway_form_callbacks() -> None:

@@ -51,6 +51,8 @@ from patron.models.consent import Channel
 
 # failures before the request left: it cannot have been accepted
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+# requests that can never be made (a header with a line break, a scheme httpx cannot speak)
+_UNSENDABLE = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
 
 
 class HttpSettings(BaseModel):
@@ -62,7 +64,10 @@ class HttpSettings(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0)
     concurrency: int = Field(default=8, ge=1, le=256, description="Requests in flight.")
     rate: float | None = Field(
-        default=None, gt=0, description="Messages a second at most; none: no limit."
+        default=None,
+        gt=0,
+        description="Messages a second at most, for this transport (so per worker process: "
+        "a provider's limit shared by several workers is divided between them); none: no limit.",
     )
     burst: int = Field(default=1, ge=1, description="Messages that may go at once first.")
     lost_reply: Literal["retry", "sent"] = Field(
@@ -256,7 +261,7 @@ class HttpTransport(ABC):
     ) -> Outcome:
         try:
             request = self.request(client, envelope)
-        except BadInput as exc:
+        except (BadInput, httpx.InvalidURL) as exc:
             return Outcome(envelope.message_id, "failed", f"{self.provider}: {exc}")
         host = request.url.host
         if self._limiter is not None and self._held(envelope, host) is None:
@@ -267,6 +272,9 @@ class HttpTransport(ABC):
         await handover.wait(envelope)
         try:
             response = await client.send(request)
+        except _UNSENDABLE as exc:
+            reason = f"{self.provider}: the request cannot be made: {exc}"
+            return Outcome(envelope.message_id, "failed", reason)
         except _NOT_SENT as exc:
             reason = f"{self.provider} not reached: {type(exc).__name__}: {exc}".rstrip(": ")
             return Outcome(envelope.message_id, "retry", reason)

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import http_ece
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
-from py_vapid import Vapid
+from py_vapid import Vapid, VapidException
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from patron.channels.base import Envelope, Outcome
@@ -67,11 +67,23 @@ class VapidSettings(BaseModel):
     )
     ttl: int = Field(default=86_400, ge=0, le=2_419_200, description="Seconds kept offline.")
     urgency: str = Field(default="normal", pattern=r"^(very-low|low|normal|high)$")
+    endpoint_hosts: frozenset[str] | None = Field(
+        default=None,
+        description="The push services we send to, by host or parent domain "
+        "(fcm.googleapis.com, push.services.mozilla.com, push.apple.com...); none: any.",
+    )
+    allow_http: bool = Field(
+        default=False, description="Take http:// endpoints: a push service on this machine."
+    )
     http: HttpSettings = HttpSettings()
 
 
 class WebPush(HttpTransport):
     """Web push notifications (see the module docstring).
+
+    A subscription comes from a browser, so from anyone: its endpoint must be https (unless
+    ``allow_http``) and, with ``endpoint_hosts``, on a known push service, so that no one
+    can point our requests at a host of their choosing.
 
     The payload is JSON ``{"title": subject, "body": text, "tag": key}`` for the site's
     service worker to show; ``tag`` lets it replace a repeated notification instead of
@@ -104,14 +116,18 @@ class WebPush(HttpTransport):
         ).encode()
         if len(payload) > MAX_PAYLOAD:
             raise BadInput(f"the notification is {len(payload)} bytes; push takes {MAX_PAYLOAD}")
-        parts = urlsplit(subscription.endpoint)
+        origin = self._origin(subscription.endpoint)
         claims = {
-            "aud": f"{parts.scheme}://{parts.netloc}",
+            "aud": origin,
             "sub": self.settings.subject,
             "exp": int(time.time()) + _TOKEN_LIFE,
         }
+        try:
+            token = self._vapid.sign(claims)
+        except VapidException as exc:
+            raise BadInput(f"no VAPID token for {origin}: {exc}") from None
         headers = {
-            **self._vapid.sign(claims),
+            **token,
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
             "TTL": str(self.settings.ttl),
@@ -120,6 +136,17 @@ class WebPush(HttpTransport):
         }
         body = encrypt(payload, subscription.keys)
         return client.build_request("POST", subscription.endpoint, headers=headers, content=body)
+
+    def _origin(self, endpoint: str) -> str:
+        """The endpoint's scheme and host, once it is one we may send to."""
+        parts = urlsplit(endpoint)
+        if parts.scheme != "https" and not (parts.scheme == "http" and self.settings.allow_http):
+            raise BadInput(f"a push endpoint must be https: {endpoint!r}")
+        host = (parts.hostname or "").lower()
+        allowed = self.settings.endpoint_hosts
+        if allowed is not None and not any(host == h or host.endswith(f".{h}") for h in allowed):
+            raise BadInput(f"{host} is not a push service we send to")
+        return f"{parts.scheme}://{parts.netloc}"
 
     def verdict(self, envelope: Envelope, response: httpx.Response) -> Outcome:
         status = response.status_code

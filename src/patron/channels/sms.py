@@ -34,6 +34,7 @@ from patron.channels.http import (
 )
 from patron.channels.twilio import TwilioMessaging
 from patron.kit.clock import parse_datetime
+from patron.kit.errors import InvalidInput
 from patron.models.consent import Channel
 
 __all__ = [
@@ -262,13 +263,17 @@ def gateway_feedback(
     """A gateway's delivery reports and inbound messages as :class:`Feedback`.
 
     A sender's phone is given in E.164 when it reads as one (numbers without a country
-    code in ``region``), else as the gateway wrote it.
+    code in ``region``), else as the gateway wrote it. A body that is not what
+    ``callbacks.format`` says raises :class:`InvalidInput`.
     """
     c = callbacks
-    if c.format == "form":
-        parsed: object = dict(parse_qsl(body.decode(), keep_blank_values=True))
-    else:
-        parsed = json.loads(body)
+    try:
+        if c.format == "form":
+            parsed: object = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        else:
+            parsed = json.loads(body)
+    except ValueError as exc:  # JSON or UTF-8 that does not decode
+        raise InvalidInput(f"the gateway's callback is not {c.format}: {exc}") from None
     items = parsed if isinstance(parsed, list) else [parsed]
     found: list[Feedback] = []
     for item in items:
