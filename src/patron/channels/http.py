@@ -45,6 +45,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ConfigDict, Field
 
 from patron.channels.base import Envelope, HandingOver, Outcome
+from patron.channels.handover import GroupHandover
 from patron.customers.normalize import InvalidIdentity, normalize_phone
 from patron.kit.clock import utcnow
 from patron.models.consent import Channel
@@ -138,41 +139,16 @@ def http_outcome(
     return Outcome(envelope.message_id, "failed", reason, hard_bounce=hard)
 
 
-class _TurnHandover:
+class _TurnHandover(GroupHandover):
     """Group commit of the messages that become ready in one turn of the loop.
 
     The first message ready schedules the call for the end of the turn; every message
-    that gets ready before it runs joins. If the call fails, its waiters, and every
-    message after them, get the error and send nothing.
+    that gets ready before it runs joins.
     """
 
-    def __init__(self, handing_over: HandingOver) -> None:
-        self._handing_over = handing_over
-        self._waiting: list[tuple[Envelope, asyncio.Future[None]]] = []
-        self._failure: BaseException | None = None
-
-    async def wait(self, envelope: Envelope) -> None:
-        """Return once the envelope is handed over (its sent state committed)."""
-        if self._failure is not None:
-            raise self._failure
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if not self._waiting:
-            loop.call_soon(self._flush)
-        self._waiting.append((envelope, future))
-        await future
-
-    def _flush(self) -> None:
-        group, self._waiting = self._waiting, []
-        try:
-            self._handing_over([envelope for envelope, _ in group])
-        except Exception as exc:
-            self._failure = exc
-            for _, future in group:
-                future.set_exception(exc)
-            return
-        for _, future in group:
-            future.set_result(None)
+    def arrived(self) -> None:
+        if self.waiting == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
 
 
 class HttpTransport(ABC):
