@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,16 +21,14 @@ from patron.channels.twilio import TwilioSettings
 from patron.channels.whatsapp import CloudWhatsApp, CloudWhatsAppSettings, TwilioWhatsApp
 from patron.models.consent import Channel
 from tests.fixtures.http_provider import (
-    ProviderServer,
+    Closer,
     Reply,
-    Respond,
     Seen,
+    Start,
     envelope,
     handed_before_received,
     spaced,
 )
-
-Start = Callable[[Respond], ProviderServer]
 
 
 def gateway(url: str, **http: Any) -> HttpGatewaySms:
@@ -54,15 +51,14 @@ def batch(count: int) -> list[Envelope]:
     return [envelope(n, f"+7916{n:07d}") for n in range(1, count + 1)]
 
 
-def test_rate_limit_spaces_requests_as_the_server_sees_them(provider: Start) -> None:
+def test_rate_limit_spaces_requests_as_the_server_sees_them(
+    closing: Closer, provider: Start
+) -> None:
     """Given 4 messages a second after a burst of 2, and 4 requests allowed in flight,
     when 14 messages go, then no second of the server's clock holds more than 6."""
     server = provider(accept)
-    sms = gateway(server.url, rate=4, burst=2, concurrency=4)
-    try:
-        outcomes = sms.deliver(batch(14), handing_over=server.handing_over)
-    finally:
-        sms.close()
+    sms = closing(gateway(server.url, rate=4, burst=2, concurrency=4))
+    outcomes = sms.deliver(batch(14), handing_over=server.handing_over)
 
     assert [o.result for o in outcomes] == ["sent"] * 14
     assert len(server.seen) == 14
@@ -70,7 +66,7 @@ def test_rate_limit_spaces_requests_as_the_server_sees_them(provider: Start) -> 
     handed_before_received(server, message_of)
 
 
-def test_requests_are_in_flight_together(provider: Start) -> None:
+def test_requests_are_in_flight_together(closing: Closer, provider: Start) -> None:
     """Given a server that holds each of the first 4 requests until all 4 have come, then
     4 requests in flight get them all through (one at a time would break the barrier)."""
     barrier = threading.Barrier(4, timeout=20)
@@ -84,50 +80,43 @@ def test_requests_are_in_flight_together(provider: Start) -> None:
         return accept(seen)
 
     server = provider(respond)
-    sms = gateway(server.url, concurrency=4)
-    try:
-        outcomes = sms.deliver(batch(8), handing_over=server.handing_over)
-    finally:
-        sms.close()
+    sms = closing(gateway(server.url, concurrency=4))
+    outcomes = sms.deliver(batch(8), handing_over=server.handing_over)
 
     assert outcomes == [Outcome(n, "sent", provider_ref=f"m{n}") for n in range(1, 9)]
     handed_before_received(server, message_of)
 
 
-def test_connections_are_kept_between_batches(provider: Start) -> None:
+def test_connections_are_kept_between_batches(closing: Closer, provider: Start) -> None:
     """Given one request in flight, then two batches go over one connection."""
     server = provider(accept)
-    sms = gateway(server.url, concurrency=1)
-    try:
-        for first in (1, 3):
-            pair = [envelope(first, "+79161234567"), envelope(first + 1, "+79161234568")]
-            outcomes = sms.deliver(pair, handing_over=server.handing_over)
-            assert [o.result for o in outcomes] == ["sent", "sent"]
-    finally:
-        sms.close()
+    sms = closing(gateway(server.url, concurrency=1))
+    for first in (1, 3):
+        pair = [envelope(first, "+79161234567"), envelope(first + 1, "+79161234568")]
+        outcomes = sms.deliver(pair, handing_over=server.handing_over)
+        assert [o.result for o in outcomes] == ["sent", "sent"]
 
     assert len(server.seen) == 4
     assert len({s.peer for s in server.seen}) == 1
 
 
-def test_handover_failure_stops_the_batch_before_any_request(provider: Start) -> None:
+def test_handover_failure_stops_the_batch_before_any_request(
+    closing: Closer, provider: Start
+) -> None:
     """Given the outbox cannot record the handover, then nothing is sent and the error
     reaches the worker."""
     server = provider(accept)
-    sms = gateway(server.url, concurrency=3)
+    sms = closing(gateway(server.url, concurrency=3))
 
     def broken(envelopes: Any) -> None:
         raise RuntimeError("database is locked")
 
-    try:
-        with pytest.raises(RuntimeError, match="database is locked"):
-            sms.deliver(batch(5), handing_over=broken)
-    finally:
-        sms.close()
+    with pytest.raises(RuntimeError, match="database is locked"):
+        sms.deliver(batch(5), handing_over=broken)
     assert server.seen == []
 
 
-def test_messages_ready_together_share_one_handover(provider: Start) -> None:
+def test_messages_ready_together_share_one_handover(closing: Closer, provider: Start) -> None:
     """Given 5 requests in flight, then the first 5 messages are handed over in one call,
     and every message is handed over exactly once."""
     server = provider(accept)
@@ -137,11 +126,8 @@ def test_messages_ready_together_share_one_handover(provider: Start) -> None:
         calls.append([e.message_id for e in envelopes])
         server.handing_over(envelopes)
 
-    sms = gateway(server.url, concurrency=5)
-    try:
-        outcomes = sms.deliver(batch(12), handing_over=handing_over)
-    finally:
-        sms.close()
+    sms = closing(gateway(server.url, concurrency=5))
+    outcomes = sms.deliver(batch(12), handing_over=handing_over)
 
     assert [o.result for o in outcomes] == ["sent"] * 12
     assert calls[0] == [1, 2, 3, 4, 5]
@@ -155,18 +141,15 @@ def unused_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_an_unreachable_provider_is_retried() -> None:
+def test_an_unreachable_provider_is_retried(closing: Closer) -> None:
     """Given nothing listens on the gateway's port, then the message is retried: it
     cannot have been accepted."""
     handed: list[int] = []
-    sms = gateway(f"http://127.0.0.1:{unused_port()}", connect_timeout=5)
-    try:
-        (outcome,) = sms.deliver(
-            [envelope(1, "+79161234567")],
-            handing_over=lambda es: handed.extend(e.message_id for e in es),
-        )
-    finally:
-        sms.close()
+    sms = closing(gateway(f"http://127.0.0.1:{unused_port()}", connect_timeout=5))
+    (outcome,) = sms.deliver(
+        [envelope(1, "+79161234567")],
+        handing_over=lambda es: handed.extend(e.message_id for e in es),
+    )
 
     assert (outcome.result, outcome.hard_bounce) == ("retry", False)
     assert outcome.reason is not None
@@ -176,16 +159,13 @@ def test_an_unreachable_provider_is_retried() -> None:
 
 @pytest.mark.parametrize("lost_reply", ["retry", "sent"])
 def test_a_reply_lost_after_the_request_follows_the_setting(
-    provider: Start, lost_reply: str
+    closing: Closer, provider: Start, lost_reply: str
 ) -> None:
     """Given the gateway drops the connection after reading the request, then the message
     is retried or counted sent as configured, and says why."""
     server = provider(lambda seen: Reply(drop=True))
-    sms = gateway(server.url, lost_reply=lost_reply)
-    try:
-        outcomes = sms.deliver([envelope(1, "+79161234567")], handing_over=server.handing_over)
-    finally:
-        sms.close()
+    sms = closing(gateway(server.url, lost_reply=lost_reply))
+    outcomes = sms.deliver([envelope(1, "+79161234567")], handing_over=server.handing_over)
 
     assert outcomes == [
         Outcome(
@@ -246,7 +226,7 @@ def test_json_path() -> None:
     assert json_path(None, "id") is None
 
 
-def test_every_http_channel_is_a_transport() -> None:
+def test_every_http_channel_is_a_transport(closing: Closer) -> None:
     """Each provider's transport follows the Protocol the worker routes by (mypy checks
     the assignment) and names its channel; none touches the network until it sends."""
     sid = "AC" + "0" * 32
@@ -260,12 +240,11 @@ def test_every_http_channel_is_a_transport() -> None:
         CloudWhatsApp(CloudWhatsAppSettings(access_token="t", phone_number_id="1")),
         WebPush(VapidSettings(private_key=vapid.private_pem().decode(), subject="mailto:a@b.c")),
     ]
-    try:
-        assert [t.channel for t in transports] == [
-            Channel.SMS, Channel.SMS, Channel.TELEGRAM, Channel.WHATSAPP, Channel.WHATSAPP,
-            Channel.PUSH,
-        ]  # fmt: skip
-        assert [t.deliver([], handing_over=lambda es: None) for t in transports] == [[]] * 6
-    finally:
-        for transport in transports:
-            transport.close()
+    for transport in transports:
+        closing(transport)
+
+    assert [t.channel for t in transports] == [
+        Channel.SMS, Channel.SMS, Channel.TELEGRAM, Channel.WHATSAPP, Channel.WHATSAPP,
+        Channel.PUSH,
+    ]  # fmt: skip
+    assert [t.deliver([], handing_over=lambda es: None) for t in transports] == [[]] * 6

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,15 +22,15 @@ from patron.channels.http import HttpSettings
 from patron.channels.push import MAX_PAYLOAD, VapidSettings, WebPush
 from patron.models.consent import Channel
 from tests.fixtures.http_provider import (
+    Closer,
     ProviderServer,
     Reply,
-    Respond,
     Seen,
+    Start,
     envelope,
     handed_before_received,
 )
 
-Start = Callable[[Respond], ProviderServer]
 SUBJECT = "mailto:crm@shop.example.com"
 
 
@@ -114,15 +114,16 @@ class PushService:
 
 @pytest.fixture
 def push(
-    provider: Start,
-) -> Iterator[tuple[ProviderServer, PushService, Browser, Callable[..., WebPush]]]:
+    provider: Start, closing: Closer
+) -> tuple[ProviderServer, PushService, Browser, Callable[..., WebPush]]:
+    """A browser's subscription, the push service it points at, and a maker of
+    transports with a VAPID key the service knows."""
     browser = Browser()
     vapid = Vapid02()
     vapid.generate_keys()
     service = PushService(browser, b64(point(vapid.private_key)))
     server = provider(service)
     service.origin = server.url
-    made: list[WebPush] = []
 
     def make(*, pem: bool = False, concurrency: int = 1) -> WebPush:
         raw = vapid.private_key.private_numbers().private_value.to_bytes(32, "big")
@@ -132,13 +133,9 @@ def push(
             endpoint_hosts=frozenset({"127.0.0.1", "push.example.com"}),
             http=HttpSettings(concurrency=concurrency),
         )  # fmt: skip
-        transport = WebPush(settings)
-        made.append(transport)
-        return transport
+        return closing(WebPush(settings))
 
-    yield server, service, browser, make
-    for transport in made:
-        transport.close()
+    return server, service, browser, make
 
 
 def test_push_encrypts_for_the_subscription_and_signs_with_vapid(
@@ -229,20 +226,17 @@ def test_the_largest_notification_that_fits_is_sent(
     assert service.payloads[0]["body"] == "x" * filler
 
 
-def test_plain_http_endpoints_are_refused_unless_allowed() -> None:
+def test_plain_http_endpoints_are_refused_unless_allowed(closing: Closer) -> None:
     """Given the default settings, then an http:// endpoint fails before any request."""
     vapid = Vapid02()
     vapid.generate_keys()
-    web = WebPush(VapidSettings(private_key=vapid.private_pem().decode(), subject=SUBJECT))
+    web = closing(WebPush(VapidSettings(private_key=vapid.private_pem().decode(), subject=SUBJECT)))
     endpoint = "http://push.example.com/push/x"
     handed: list[int] = []
-    try:
-        outcomes = web.deliver(
-            [envelope(1, Browser().subscription(endpoint), channel=Channel.PUSH)],
-            handing_over=lambda es: handed.extend(e.message_id for e in es),
-        )
-    finally:
-        web.close()
+    outcomes = web.deliver(
+        [envelope(1, Browser().subscription(endpoint), channel=Channel.PUSH)],
+        handing_over=lambda es: handed.extend(e.message_id for e in es),
+    )
 
     assert outcomes == [
         Outcome(1, "failed", f"Web push: a push endpoint must be https: {endpoint!r}")

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,10 +30,11 @@ from patron.channels.twilio import TwilioSettings
 from patron.kit.errors import InvalidInput
 from patron.models.consent import Channel
 from tests.fixtures.http_provider import (
+    Closer,
     ProviderServer,
     Reply,
-    Respond,
     Seen,
+    Start,
     envelope,
     handed_before_received,
 )
@@ -42,8 +43,6 @@ SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "twilio-auth-token-0123"
 SERVICE = "MG" + "fedcba9876543210" * 2
 CALLBACK = "https://crm.example.com/hooks/twilio/status"
-
-Start = Callable[[Respond], ProviderServer]
 
 
 def twilio_error(status: int, code: int, message: str) -> Reply:
@@ -103,23 +102,18 @@ def message_of(seen: Seen) -> int:
 
 
 @pytest.fixture
-def twilio(provider: Start) -> Iterator[tuple[ProviderServer, Callable[..., TwilioSms]]]:
+def twilio(provider: Start, closing: Closer) -> tuple[ProviderServer, Callable[..., TwilioSms]]:
     """The fake Twilio and a maker of transports pointed at it."""
     server = provider(TwilioApi())
-    made: list[TwilioSms] = []
 
     def make(*, concurrency: int = 4, token: str = TOKEN, **fields: Any) -> TwilioSms:
         settings = TwilioSettings(
             account_sid=SID, auth_token=token, base_url=server.url,
             http=HttpSettings(concurrency=concurrency), **fields,
         )  # fmt: skip
-        transport = TwilioSms(settings, region="RU")
-        made.append(transport)
-        return transport
+        return closing(TwilioSms(settings, region="RU"))
 
-    yield server, make
-    for transport in made:
-        transport.close()
+    return server, make
 
 
 def test_twilio_sends_a_form_with_basic_auth_and_returns_the_sid(
@@ -303,11 +297,11 @@ def gateway_message_of(seen: Seen) -> int:
     return int(seen.json()["ref"])
 
 
-def test_gateway_fills_its_template_and_reads_each_answer(provider: Start) -> None:
+def test_gateway_fills_its_template_and_reads_each_answer(closing: Closer, provider: Start) -> None:
     """Given a gateway that answers 200 with a status, then ok is sent with its id, a bad
     number fails hard, a throttle, 429 and 503 are retried, other errors fail."""
     server = provider(JsonGateway())
-    sms = HttpGatewaySms(json_gateway(server.url, concurrency=1), region="RU")
+    sms = closing(HttpGatewaySms(json_gateway(server.url, concurrency=1), region="RU"))
     envelopes = [
         envelope(1, "+7 916 123-45-67", text="Привет, Анна! Скидка 10%"),
         envelope(2, "+79160000001"),
@@ -316,10 +310,7 @@ def test_gateway_fills_its_template_and_reads_each_answer(provider: Start) -> No
         envelope(5, "+79160000503"),
         envelope(6, "+79160000429"),
     ]
-    try:
-        outcomes = sms.deliver(envelopes, handing_over=server.handing_over)
-    finally:
-        sms.close()
+    outcomes = sms.deliver(envelopes, handing_over=server.handing_over)
 
     assert outcomes == [
         Outcome(1, "sent", provider_ref="gw-1"),
@@ -342,7 +333,7 @@ def test_gateway_fills_its_template_and_reads_each_answer(provider: Start) -> No
     handed_before_received(server, gateway_message_of)
 
 
-def test_gateway_get_request_encodes_the_url(provider: Start) -> None:
+def test_gateway_get_request_encodes_the_url(closing: Closer, provider: Start) -> None:
     """Given a gateway taking GET parameters, then the phone's + and the Cyrillic text
     arrive percent-encoded and read back exactly."""
 
@@ -354,14 +345,11 @@ def test_gateway_get_request_encodes_the_url(provider: Start) -> None:
         method="GET", url=f"{server.url}/send?login=shop&to={{to}}&msg={{text}}&id={{message_id}}",
         body_format="none", ref_path="id",
     )  # fmt: skip
-    sms = HttpGatewaySms(settings, region="RU")
-    try:
-        outcomes = sms.deliver(
-            [envelope(5, "89161234567", text="Скидка 10% & подарок")],
-            handing_over=server.handing_over,
-        )
-    finally:
-        sms.close()
+    sms = closing(HttpGatewaySms(settings, region="RU"))
+    outcomes = sms.deliver(
+        [envelope(5, "89161234567", text="Скидка 10% & подарок")],
+        handing_over=server.handing_over,
+    )
 
     assert outcomes == [Outcome(5, "sent", provider_ref="77")]
     (seen,) = server.seen
@@ -371,18 +359,15 @@ def test_gateway_get_request_encodes_the_url(provider: Start) -> None:
     )
 
 
-def test_gateway_form_body(provider: Start) -> None:
+def test_gateway_form_body(closing: Closer, provider: Start) -> None:
     server = provider(lambda seen: Reply(201, {"message": {"uuid": "u-1"}}))
     settings = HttpGatewaySettings(
         url=f"{server.url}/messages", body_format="form",
         body={"to": "{to}", "text": "{text}", "sender": "Shop", "flash": 0},
         ref_path="message.uuid",
     )  # fmt: skip
-    sms = HttpGatewaySms(settings, region="RU")
-    try:
-        outcomes = sms.deliver([envelope(1, "+79161234567")], handing_over=server.handing_over)
-    finally:
-        sms.close()
+    sms = closing(HttpGatewaySms(settings, region="RU"))
+    outcomes = sms.deliver([envelope(1, "+79161234567")], handing_over=server.handing_over)
 
     assert outcomes == [Outcome(1, "sent", provider_ref="u-1")]
     assert server.seen[0].form() == {

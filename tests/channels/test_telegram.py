@@ -4,7 +4,7 @@ documents, the deep link that ties a chat to a customer, and the webhook's updat
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -27,10 +27,11 @@ from patron.channels.telegram import (
 from patron.kit.errors import InvalidInput
 from patron.models.consent import Channel
 from tests.fixtures.http_provider import (
+    Closer,
     ProviderServer,
     Reply,
-    Respond,
     Seen,
+    Start,
     envelope,
     handed_before_received,
 )
@@ -38,8 +39,6 @@ from tests.fixtures.http_provider import (
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SECRET = "a-test-secret-of-enough-length"
-
-Start = Callable[[Respond], ProviderServer]
 
 
 def failure(status: int, description: str, **parameters: int) -> Reply:
@@ -83,22 +82,17 @@ def message_of(seen: Seen) -> int:
 
 
 @pytest.fixture
-def telegram(provider: Start) -> Iterator[tuple[ProviderServer, Callable[..., TelegramBot]]]:
+def telegram(provider: Start, closing: Closer) -> tuple[ProviderServer, Callable[..., TelegramBot]]:
+    """The fake Bot API and a maker of bots pointed at it."""
     server = provider(bot_api)
-    made: list[TelegramBot] = []
 
     def make(*, token: str = TOKEN, **fields: Any) -> TelegramBot:
-        bot = TelegramBot(
-            TelegramSettings(
-                token=token, base_url=server.url, http=HttpSettings(concurrency=1), **fields
-            )
+        settings = TelegramSettings(
+            token=token, base_url=server.url, http=HttpSettings(concurrency=1), **fields
         )
-        made.append(bot)
-        return bot
+        return closing(TelegramBot(settings))
 
-    yield server, make
-    for bot in made:
-        bot.close()
+    return server, make
 
 
 def test_send_message_and_each_documented_error(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,15 +25,14 @@ from patron.channels.whatsapp import (
 )
 from patron.models.consent import Channel
 from tests.fixtures.http_provider import (
-    ProviderServer,
+    Closer,
     Reply,
-    Respond,
     Seen,
+    Start,
     envelope,
     handed_before_received,
 )
 
-Start = Callable[[Respond], ProviderServer]
 ACCESS_TOKEN = "EAAG-cloud-api-token"
 PHONE_ID = "106540352242922"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -86,13 +84,13 @@ def cloud_api(seen: Seen) -> Reply:
     )
 
 
-def test_cloud_api_sends_text_and_reads_each_error(provider: Start) -> None:
+def test_cloud_api_sends_text_and_reads_each_error(closing: Closer, provider: Start) -> None:
     server = provider(cloud_api)
     settings = CloudWhatsAppSettings(
         access_token=ACCESS_TOKEN, phone_number_id=PHONE_ID, base_url=server.url,
         http=HttpSettings(concurrency=1),
     )  # fmt: skip
-    whatsapp = CloudWhatsApp(settings, region="RU")
+    whatsapp = closing(CloudWhatsApp(settings, region="RU"))
     envelopes = [
         envelope(1, "8 916 123-45-67", channel=Channel.WHATSAPP),
         envelope(2, "+79160000026", channel=Channel.WHATSAPP),
@@ -100,10 +98,7 @@ def test_cloud_api_sends_text_and_reads_each_error(provider: Start) -> None:
         envelope(4, "not a phone", channel=Channel.WHATSAPP),
         envelope(5, "+79160000429", channel=Channel.WHATSAPP),
     ]
-    try:
-        outcomes = whatsapp.deliver(envelopes, handing_over=server.handing_over)
-    finally:
-        whatsapp.close()
+    outcomes = whatsapp.deliver(envelopes, handing_over=server.handing_over)
 
     assert outcomes == [
         Outcome(1, "sent", provider_ref="wamid.HBgL79161234567FQIAERgS"),
@@ -125,23 +120,20 @@ def test_cloud_api_sends_text_and_reads_each_error(provider: Start) -> None:
     handed_before_received(server, lambda seen: int(seen.json()["text"]["body"].split()[-1]))
 
 
-def test_cloud_api_refusing_the_token_is_retried(provider: Start) -> None:
+def test_cloud_api_refusing_the_token_is_retried(closing: Closer, provider: Start) -> None:
     server = provider(cloud_api)
     settings = CloudWhatsAppSettings(
         access_token="expired", phone_number_id=PHONE_ID, base_url=server.url
     )
-    whatsapp = CloudWhatsApp(settings)
-    try:
-        outcomes = whatsapp.deliver([envelope(1, "+79161234567")], handing_over=server.handing_over)
-    finally:
-        whatsapp.close()
+    whatsapp = closing(CloudWhatsApp(settings))
+    outcomes = whatsapp.deliver([envelope(1, "+79161234567")], handing_over=server.handing_over)
 
     assert outcomes == [
         Outcome(1, "retry", "WhatsApp error 190 (HTTP 401): Invalid OAuth access token.")
     ]
 
 
-def test_twilio_whatsapp_prefixes_both_addresses(provider: Start) -> None:
+def test_twilio_whatsapp_prefixes_both_addresses(closing: Closer, provider: Start) -> None:
     sid = "AC" + "0123456789abcdef" * 2
 
     def respond(seen: Seen) -> Reply:
@@ -158,14 +150,11 @@ def test_twilio_whatsapp_prefixes_both_addresses(provider: Start) -> None:
         account_sid=sid, auth_token="token", sender="whatsapp:+14155238886", base_url=server.url,
         http=HttpSettings(concurrency=1),
     )  # fmt: skip
-    whatsapp = TwilioWhatsApp(settings, region="RU")
-    try:
-        outcomes = whatsapp.deliver(
-            [envelope(1, "+79161234567", channel=Channel.WHATSAPP), envelope(2, "+15005550001")],
-            handing_over=server.handing_over,
-        )
-    finally:
-        whatsapp.close()
+    whatsapp = closing(TwilioWhatsApp(settings, region="RU"))
+    outcomes = whatsapp.deliver(
+        [envelope(1, "+79161234567", channel=Channel.WHATSAPP), envelope(2, "+15005550001")],
+        handing_over=server.handing_over,
+    )
 
     assert outcomes == [
         Outcome(1, "sent", provider_ref="SM" + "1" * 32),
