@@ -33,6 +33,7 @@ from secrets import token_hex
 import aiosmtplib
 
 from patron.channels.base import Envelope, HandingOver, Outcome
+from patron.channels.handover import GroupHandover
 from patron.models.consent import Channel
 
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
@@ -130,7 +131,7 @@ class SmtpSettings:
     password: str | None = None
 
 
-class _Handover:
+class _Handover(GroupHandover):
     """Group commit of the sessions of one ``deliver`` call.
 
     A session whose message content is out waits here. When every session still at work
@@ -140,19 +141,11 @@ class _Handover:
     """
 
     def __init__(self, handing_over: HandingOver, *, sessions: int) -> None:
-        self._handing_over = handing_over
+        super().__init__(handing_over)
         self._busy = sessions
-        self._waiting: list[tuple[Envelope, asyncio.Future[None]]] = []
-        self._failure: BaseException | None = None
 
-    async def wait(self, envelope: Envelope) -> None:
-        """Return once the envelope is handed over (its sent state committed)."""
-        if self._failure is not None:
-            raise self._failure
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((envelope, future))
+    def arrived(self) -> None:
         self._flush_if_all_wait()
-        await future
 
     def leave(self) -> None:
         """A session has no more messages: the others no longer wait for it."""
@@ -160,18 +153,8 @@ class _Handover:
         self._flush_if_all_wait()
 
     def _flush_if_all_wait(self) -> None:
-        if not self._waiting or len(self._waiting) < self._busy:
-            return
-        group, self._waiting = self._waiting, []
-        try:
-            self._handing_over([envelope for envelope, _ in group])
-        except Exception as exc:
-            self._failure = exc
-            for _, future in group:
-                future.set_exception(exc)
-            return
-        for _, future in group:
-            future.set_result(None)
+        if self.waiting and self.waiting >= self._busy:
+            self.flush()
 
 
 class SmtpTransport:
