@@ -164,7 +164,7 @@ class CampaignRepository:
             .group_by(CampaignRecipient.customer_id)
             .having(func.count() >= cap_messages)
         )
-        capped = Customer.id.in_(recent)
+        capped: ColumnElement[bool] = Customer.id.in_(recent)
         if cap_all_channels is not None:
             # the customer's whole inbox counts too: three emails and three SMS in a week
             # are six messages, whatever each channel's own cap says
