@@ -14,6 +14,7 @@ from patron.analytics.endpoints import router as analytics_router
 from patron.api.errors import ErrorOut, ValidationErrorOut, install_error_handlers
 from patron.campaigns.endpoints import router as campaigns_router
 from patron.customers.endpoints import router as customers_router
+from patron.dispatch.endpoints import hooks as hooks_router
 from patron.dispatch.endpoints import public as tracking_router
 from patron.dispatch.endpoints import router as dispatch_router
 from patron.events.endpoints import router as events_router
@@ -70,4 +71,5 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.include_router(dispatch_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(loyalty_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(tracking_router)
+    app.include_router(hooks_router, prefix=API_PREFIX, responses=_ERRORS)
     return app

@@ -283,13 +283,13 @@ def background_threads(
 ) -> list[threading.Thread]:
     """Start the sending worker and the campaign scheduler as daemon threads."""
     from patron.campaigns.tasks import run_scheduler
-    from patron.dispatch.tasks import run_worker, smtp_transport
+    from patron.dispatch.tasks import run_worker, transports
 
     settings = get_settings()
     threads: list[threading.Thread] = []
     if sender:
         work = {"settings": settings, "poll_seconds": poll, "stop": stop}
-        transport = smtp_transport(settings)
+        transport = transports(settings)
         threads.append(
             threading.Thread(
                 target=run_worker, name="patron-worker", args=(factory, transport), kwargs=work
@@ -416,7 +416,7 @@ def worker(
     """Send queued messages (email over the PATRON_SMTP_* server), with retries; and
     launch scheduled campaigns when their time comes."""
     from patron.campaigns.tasks import run_due
-    from patron.dispatch.tasks import WorkerStats, run_worker, smtp_transport
+    from patron.dispatch.tasks import WorkerStats, run_worker, transports
 
     settings = get_settings()
     factory = open_store()
@@ -436,7 +436,7 @@ def worker(
 
     try:
         done = run_worker(
-            factory, smtp_transport(settings), settings=settings, until_idle=until_idle,
+            factory, transports(settings), settings=settings, until_idle=until_idle,
             poll_seconds=poll, report=report,
         )  # fmt: skip
     finally:

@@ -26,6 +26,7 @@ from patron.models import (
     ConsentStatus,
     Customer,
     CustomerScore,
+    Event,
     Identity,
     Message,
     MessageStatus,
@@ -162,6 +163,10 @@ class DispatchRepository:
             ).where(Message.campaign_id == campaign_id)
         ).one()
         return int(row[0]), int(row[1])
+
+    def add_event(self, event: Event) -> None:
+        self.session.add(event)
+        self.session.flush()
 
     def by_provider_ref(self, ref: str) -> Message | None:
         return self.session.scalar(select(Message).where(Message.provider_ref == ref))

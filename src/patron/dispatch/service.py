@@ -19,7 +19,9 @@ from patron.campaigns.schemas import MessageTemplate, Offer, Schedule
 from patron.campaigns.templates import render
 from patron.channels.base import Envelope, Outcome
 from patron.channels.email import message_key
+from patron.channels.feedback import Feedback
 from patron.customers.normalize import check_email
+from patron.customers.repository import CustomerRepository
 from patron.customers.schemas import PROFILE_FIELDS, ConsentIn
 from patron.customers.service import CustomerService
 from patron.dispatch import links
@@ -33,6 +35,8 @@ from patron.models import (
     CampaignStatus,
     Channel,
     ConsentStatus,
+    Event,
+    IdentityKind,
     Message,
     MessageStatus,
 )
@@ -440,6 +444,74 @@ class DispatchService:
             CampaignRepository(self.session).suppress(
                 message.customer_id, message.channel, reason="hard_bounce"
             )
+
+    def record_feedback(self, items: Sequence[Feedback], *, now: datetime) -> dict[str, int]:
+        """What providers reported, in the neutral form of :mod:`patron.channels.feedback`:
+        delivery and read receipts and late failures stamped on the message they name;
+        replies recorded as events on the customer's timeline (``message.inbound``), and
+        a stop word or the provider's opt-out withdraws the consent on that channel and
+        suppresses it at once. A report naming no message we know, or a reply from an
+        address no profile holds, is kept as far as it can be and counted as unmatched.
+        Returns counts by what was done."""
+        tally = {"delivered": 0, "read": 0, "failed": 0, "inbound": 0, "opt_out": 0,
+                 "unmatched": 0}  # fmt: skip
+        for item in items:
+            if item.kind in ("delivered", "read", "failed"):
+                message = self.repo.by_provider_ref(item.provider_ref or "")
+                if message is None:
+                    tally["unmatched"] += 1
+                    continue
+                self._receipt(message, item, now=now)
+                tally[item.kind] += 1
+                continue
+            customer = self._sender(item)
+            if customer is None:
+                tally["unmatched"] += 1
+            self.repo.add_event(
+                Event(
+                    customer_id=customer, type=f"message.{item.kind}", occurred_at=item.at,
+                    properties={"channel": item.channel.value, "from": item.from_address,
+                                "text": item.text},
+                    source=item.channel.value,
+                )
+            )  # fmt: skip
+            tally[item.kind] += 1
+            if item.kind == "opt_out" and customer is not None:
+                CustomerService(self.session).record_consent(
+                    customer,
+                    ConsentIn(channel=item.channel, status=ConsentStatus.WITHDRAWN,
+                              decided_at=item.at),
+                    source=f"{item.channel.value} reply",
+                )  # fmt: skip
+                CampaignRepository(self.session).suppress(
+                    customer, item.channel, reason="opted out by reply"
+                )
+        return tally
+
+    def _receipt(self, message: Message, item: Feedback, *, now: datetime) -> None:
+        if item.kind == "delivered":
+            message.delivered_at = message.delivered_at or item.at
+        elif item.kind == "read":
+            message.delivered_at = message.delivered_at or item.at
+            message.read_at = message.read_at or item.at
+            # a read receipt is the messenger's open
+            message.opened_at = message.opened_at or item.at
+        else:
+            message.status = MessageStatus.FAILED
+            message.reason = f"the provider reported it undelivered: {item.reason or 'no reason'}"
+            message.bounced_at = message.bounced_at or item.at
+            if item.hard:
+                CampaignRepository(self.session).suppress(
+                    message.customer_id, message.channel, reason="hard_bounce"
+                )
+
+    def _sender(self, item: Feedback) -> int | None:
+        """The profile that holds the reply's address on its channel."""
+        if not item.from_address:
+            return None
+        kind = IdentityKind.TELEGRAM if item.channel is Channel.TELEGRAM else IdentityKind.PHONE
+        key = (kind, "", item.from_address)
+        return CustomerRepository(self.session).owners([key]).get(key)
 
     def _message(self, message_id: int) -> Message:
         found = self.repo.messages([message_id])

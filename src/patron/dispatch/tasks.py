@@ -20,11 +20,14 @@ from datetime import timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.channels.base import Delivery, Envelope
+from patron.channels.config import load_channels
 from patron.channels.email import SmtpSettings, SmtpTransport
+from patron.channels.router import Router
 from patron.dispatch.service import DispatchService, Rendered
 from patron.kit.clock import utcnow
 from patron.kit.db import unit_of_work
 from patron.kit.settings import Settings, get_settings
+from patron.models.consent import Channel
 
 
 @dataclass
@@ -51,6 +54,17 @@ def smtp_transport(settings: Settings) -> SmtpTransport:
             username=settings.smtp_username,
             password=settings.smtp_password,
         )
+    )
+
+
+def transports(settings: Settings) -> Router:
+    """Email through SMTP, and every channel the channels file configures."""
+    config = load_channels(settings.channels_file)
+    return Router(
+        {
+            Channel.EMAIL: smtp_transport(settings),
+            **config.transports(region=settings.default_region),
+        }
     )
 
 

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         "messages is paused at once (checked from complaint_min_sent messages on).",
     )
     complaint_min_sent: int = Field(default=200, ge=1)
+    channels_file: str = Field(
+        default="channels.yaml",
+        description="YAML naming the providers of SMS, Telegram, WhatsApp and web push, with "
+        "their webhook secrets; without it only email is on.",
+    )
 
 
 @lru_cache(maxsize=1)
