@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
 from patron.campaigns.service import CampaignService
+from patron.channels.config import load_channels
 from patron.channels.twilio import twilio_signature
 from patron.customers.schemas import ConsentIn
 from patron.customers.service import CustomerService
 from patron.dispatch.tasks import run_worker, transports
+from patron.kit.errors import InvalidInput
 from patron.kit.settings import get_settings
 from patron.models import (
     Channel,
@@ -146,3 +148,19 @@ def test_an_sms_campaign_goes_through_twilio_and_hears_back(
             session.scalar(select(Suppression.reason).where(Suppression.customer_id == 3))
             == "opted out by reply"
         )
+
+
+def test_a_bad_channels_file_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "channels.yaml"
+    path.write_text("sms:\n  provider: twilio\n", encoding="utf-8")
+    with pytest.raises(InvalidInput) as raised:
+        load_channels(path)
+    assert raised.value.message == (
+        f"{path}: sms: Value error, provider 'twilio' needs its 'twilio' block"
+    )
+    path.write_text("telegram:\n  bot: {token: x}\n  bot_username: b\n  webhok_secret: s\n")
+    with pytest.raises(InvalidInput) as raised:
+        load_channels(path)
+    assert raised.value.message == f"{path}: telegram.webhook_secret: Field required"
+    # no file: email only
+    assert load_channels(tmp_path / "absent.yaml").transports(region="RU") == {}
