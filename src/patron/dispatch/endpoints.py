@@ -22,6 +22,7 @@ from patron.channels.whatsapp import cloud_challenge, cloud_feedback, verify_clo
 from patron.customers.schemas import IdentityIn
 from patron.customers.service import CustomerService
 from patron.dispatch import links
+from patron.dispatch.schemas import CallIn, CallList, CallOut
 from patron.dispatch.service import DispatchService
 from patron.kit.clock import utcnow
 from patron.kit.errors import Forbidden, InvalidInput, NotFound
@@ -250,3 +251,36 @@ async def _json(request: Request, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput(f"{where}: the body is not a JSON object")
     return data
+
+
+# -- the call list --------------------------------------------------------------------------
+
+
+@router.get("/campaigns/{campaign_id}/calls", response_model=CallList)
+def call_list(
+    *,
+    campaign_id: int,
+    service: ServiceDep,
+    _key: Annotated[ApiKey, Depends(require(Permission.READ_CAMPAIGNS))],
+    open_only: Annotated[bool, Query(alias="open", description="Only those to call")] = True,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> CallList:
+    """The operators' list: whom to call, the script, and what to know about them."""
+    return service.call_list(
+        campaign_id, open_only=open_only, limit=limit, offset=offset, now=utcnow()
+    )
+
+
+@router.post("/calls/{message_id}", status_code=201, response_model=CallOut)
+def record_call(
+    *,
+    message_id: int,
+    body: CallIn,
+    service: ServiceDep,
+    key: Annotated[ApiKey, Depends(require(Permission.WRITE_CAMPAIGNS))],
+) -> CallOut:
+    """An operator's call and what it came to."""
+    return CallOut.model_validate(
+        service.record_call(message_id, body, actor=key.name, now=utcnow())
+    )

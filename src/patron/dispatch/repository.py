@@ -16,12 +16,15 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from patron.customers.repository import chunks
 from patron.kit.db import bulk_insert_columns, table_of
 from patron.models import (
     AnalysisRun,
+    CallResult,
     Campaign,
     CampaignRecipient,
     CampaignStatus,
+    Channel,
     Consent,
     ConsentStatus,
     Customer,
@@ -163,6 +166,36 @@ class DispatchRepository:
             ).where(Message.campaign_id == campaign_id)
         ).one()
         return int(row[0]), int(row[1])
+
+    def call_messages(self, campaign_id: int) -> Sequence[Message]:
+        """A campaign's phone messages on the call list (handed to it: sent)."""
+        return self.session.scalars(
+            select(Message)
+            .where(
+                Message.campaign_id == campaign_id,
+                Message.channel == Channel.PHONE,
+                Message.status == MessageStatus.SENT,
+            )
+            .order_by(Message.id)
+        ).all()
+
+    def call_results(self, message_ids: Sequence[int]) -> dict[int, list[CallResult]]:
+        """Each message's calls, oldest first."""
+        found: dict[int, list[CallResult]] = {}
+        for part in chunks(message_ids):
+            rows = self.session.scalars(
+                select(CallResult)
+                .where(CallResult.message_id.in_(part))
+                .order_by(CallResult.recorded_at, CallResult.id)
+            )
+            for row in rows:
+                found.setdefault(row.message_id, []).append(row)
+        return found
+
+    def add_call_result(self, result: CallResult) -> CallResult:
+        self.session.add(result)
+        self.session.flush()
+        return result
 
     def add_event(self, event: Event) -> None:
         self.session.add(event)

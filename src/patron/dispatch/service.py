@@ -26,11 +26,15 @@ from patron.customers.schemas import PROFILE_FIELDS, ConsentIn
 from patron.customers.service import CustomerService
 from patron.dispatch import links
 from patron.dispatch.repository import DispatchRepository
+from patron.dispatch.schemas import CallIn, CallList, CallTask
 from patron.kit.clock import utcnow
 from patron.kit.errors import InvalidInput, NotFound
 from patron.kit.settings import Settings, get_settings
 from patron.loyalty.coupons import CouponService, new_code
 from patron.models import (
+    OPEN_CALL,
+    CallOutcome,
+    CallResult,
     Campaign,
     CampaignStatus,
     Channel,
@@ -512,6 +516,96 @@ class DispatchService:
         kind = IdentityKind.TELEGRAM if item.channel is Channel.TELEGRAM else IdentityKind.PHONE
         key = (kind, "", item.from_address)
         return CustomerRepository(self.session).owners([key]).get(key)
+
+    # -- the call list -------------------------------------------------------------------
+
+    def call_list(
+        self, campaign_id: int, *, open_only: bool, limit: int, offset: int, now: datetime
+    ) -> CallList:
+        """A campaign's phone messages as operators' tasks, with the script rendered for
+        each customer; ``open_only`` keeps those not called yet or to be called again."""
+        campaign = self.repo.campaigns([campaign_id]).get(campaign_id)
+        if campaign is None:
+            raise NotFound(f"campaign {campaign_id} not found")
+        messages = self.repo.call_messages(campaign_id)
+        results = self.repo.call_results([m.id for m in messages])
+        outcomes: dict[str, int] = {}
+        wanted: list[Message] = []
+        for message in messages:
+            tried = results.get(message.id, [])
+            latest = tried[-1].outcome.value if tried else "not_called"
+            outcomes[latest] = outcomes.get(latest, 0) + 1
+            if not open_only or not tried or tried[-1].outcome in OPEN_CALL:
+                wanted.append(message)
+        page = wanted[offset : offset + limit]
+        people = [m.customer_id for m in page]
+        customers = self.repo.customers(people)
+        contacts = self.repo.contacts(people)
+        scores = self.repo.newest_scores(people, until=now)
+        template = MessageTemplate.model_validate(campaign.message)
+        offer = Offer.model_validate(campaign.offer).model_dump(mode="json")
+        tasks: list[CallTask] = []
+        for message in page:
+            customer, score = customers[message.customer_id], scores.get(message.customer_id)
+            context = self._context(
+                campaign, customer, contacts.get(message.customer_id, {}), score, offer=offer,
+                coupon=message.coupon, unsubscribe="",
+            )  # fmt: skip
+            tried = results.get(message.id, [])
+            tasks.append(
+                CallTask(
+                    message_id=message.id, customer_id=message.customer_id,
+                    name=customer.full_name, phone=message.address or "",
+                    script=render(template, context).text,
+                    rfm_segment=score.rfm_segment if score else None,
+                    clv=score.clv if score else None,
+                    churn_risk=score.churn_risk if score else None,
+                    offers=[str(o["item"]) for o in context["offers"][:3]],
+                    calls=len(tried),
+                    last_outcome=tried[-1].outcome if tried else None,
+                    call_back_at=tried[-1].call_back_at if tried else None,
+                )
+            )  # fmt: skip
+        return CallList(campaign_id=campaign_id, outcomes=outcomes, tasks=tasks)
+
+    def record_call(
+        self, message_id: int, call: CallIn, *, actor: str, now: datetime
+    ) -> CallResult:
+        """An operator's call: kept with the earlier ones, put on the customer's timeline
+        (``call.outcome``) and on the message, where the campaign's report counts it: a
+        conversation is the call's open, interest its click; a wrong number suppresses the
+        phone channel for the customer."""
+        message = self._message(message_id)
+        if message.channel is not Channel.PHONE or message.status is not MessageStatus.SENT:
+            raise InvalidInput(
+                f"message {message_id} is not on a call list (a {message.channel.value} "
+                f"message, {message.status.value})"
+            )
+        result = self.repo.add_call_result(
+            CallResult(
+                message_id=message.id, outcome=call.outcome, note=call.note,
+                call_back_at=call.call_back_at, recorded_by=actor, recorded_at=now,
+            )
+        )  # fmt: skip
+        self.repo.add_event(
+            Event(
+                customer_id=message.customer_id, type="call.outcome", occurred_at=now,
+                properties={"campaign": message.campaign_id, "message": message.id,
+                            "outcome": call.outcome.value, "note": call.note,
+                            "operator": actor},
+                source="call-centre",
+            )
+        )  # fmt: skip
+        if call.outcome in (CallOutcome.REACHED, CallOutcome.INTERESTED, CallOutcome.DECLINED):
+            message.opened_at = message.opened_at or now
+        if call.outcome is CallOutcome.INTERESTED:
+            message.clicked_at = message.clicked_at or now
+        if call.outcome is CallOutcome.WRONG_NUMBER:
+            message.bounced_at = message.bounced_at or now
+            CampaignRepository(self.session).suppress(
+                message.customer_id, Channel.PHONE, reason="wrong number"
+            )
+        return result
 
     def _message(self, message_id: int) -> Message:
         found = self.repo.messages([message_id])

@@ -58,7 +58,8 @@ def smtp_transport(settings: Settings) -> SmtpTransport:
 
 
 def transports(settings: Settings) -> Router:
-    """Email through SMTP, and every channel the channels file configures."""
+    """Email through SMTP, calls to the operators' list, and every channel the channels
+    file configures."""
     config = load_channels(settings.channels_file)
     return Router(
         {

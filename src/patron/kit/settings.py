@@ -84,8 +84,9 @@ class Settings(BaseSettings):
     # channel names as strings: the settings load before the models that name channels
     quiet_hours_channels: list[Literal["email", "sms", "phone", "telegram", "whatsapp", "push"]] = (
         Field(
-            default=["sms", "whatsapp", "telegram", "push", "phone"],
-            description="Channels that buzz a phone; email waits in the inbox and goes any time.",
+            default=["sms", "whatsapp", "telegram", "push"],
+            description="Channels that buzz a phone; email waits in the inbox and goes any "
+            "time, and a call list is worked in the operators' own hours.",
         )
     )
     default_timezone: str = Field(

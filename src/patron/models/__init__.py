@@ -37,16 +37,19 @@ from patron.models.loyalty import (
     TransactionStatus,
 )
 from patron.models.merge import CandidateStatus, MergeCandidate, MergeLog
-from patron.models.message import Message, MessageStatus
+from patron.models.message import OPEN_CALL, CallOutcome, CallResult, Message, MessageStatus
 from patron.models.order import Order, OrderKind, OrderLine
 from patron.models.product import Product
 from patron.models.score import AnalysisRun, CustomerScore, RunStatus
 from patron.models.segment import Segment, SegmentBuild, SegmentMembership
 
 __all__ = [
+    "OPEN_CALL",
     "AccountStatus",
     "AnalysisRun",
     "ApiKey",
+    "CallOutcome",
+    "CallResult",
     "Campaign",
     "CampaignChange",
     "CampaignKind",

@@ -78,3 +78,35 @@ class Message(Base):
         Index("ix_messages_campaign_status", "campaign_id", "status"),
         Index("ix_messages_provider_ref", "provider_ref"),
     )
+
+
+class CallOutcome(StrEnum):
+    """What an operator's call came to."""
+
+    REACHED = "reached"
+    INTERESTED = "interested"
+    DECLINED = "declined"
+    CALL_BACK = "call_back"
+    NO_ANSWER = "no_answer"
+    WRONG_NUMBER = "wrong_number"
+
+
+OPEN_CALL = frozenset({CallOutcome.CALL_BACK, CallOutcome.NO_ANSWER})
+"""Outcomes after which the customer is still to be called."""
+
+
+class CallResult(Base):
+    """One call an operator made for a call-list message. Rows are only added: a call
+    back later is a new row, so the history of attempts stays."""
+
+    __tablename__ = "call_results"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(BigId, ForeignKey("messages.id", ondelete="CASCADE"))
+    outcome: Mapped[CallOutcome] = mapped_column(str_enum(CallOutcome, 20))
+    note: Mapped[str | None] = mapped_column(Text)
+    call_back_at: Mapped[datetime | None]
+    recorded_by: Mapped[str] = mapped_column(String(120))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_call_results_message", "message_id"),)
