@@ -216,6 +216,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /customers/{customer_id}",
         "GET /customers/{customer_id}/consents",
         "GET /customers/{customer_id}/scores",
+        "GET /customers/{customer_id}/telegram-link",
         "GET /events",
         "GET /loyalty/accounts/{card}",
         "GET /loyalty/accounts/{card}/ledger",

@@ -4,6 +4,7 @@ callbacks report a delivery and a customer's STOP reply, which withdraws her con
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,14 +30,21 @@ from patron.models import (
     Event,
     Message,
     MessageStatus,
+    Role,
     Suppression,
 )
 from patron.segments.schemas import SegmentIn, parse_rule
 from patron.segments.service import SegmentService
 from tests.campaigns.test_plan import plan
 from tests.channels.test_sms import SID, TOKEN, TwilioApi, sid_of
+from tests.channels.test_telegram import SECRET as BOT_SECRET
+from tests.channels.test_telegram import TOKEN as BOT_TOKEN
+from tests.channels.test_telegram import bot_api
+from tests.fixtures.api import Headers, api_client, auth_headers
 from tests.fixtures.http_provider import Start
 from tests.fixtures.segments import store_base
+
+__all__ = ["api_client", "auth_headers"]
 
 PUBLIC = "https://crm.example.com"
 
@@ -164,3 +172,72 @@ def test_a_bad_channels_file_names_the_field(tmp_path: Path) -> None:
     assert raised.value.message == f"{path}: telegram.webhook_secret: Field required"
     # no file: email only
     assert load_channels(tmp_path / "absent.yaml").transports(region="RU") == {}
+
+
+@pytest.fixture
+def telegram_on(provider: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The bot in a channels file, pointed at a local server answering as the Bot API."""
+    server = provider(bot_api)
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(yaml.safe_dump({"telegram": {
+        "bot": {"token": BOT_TOKEN, "base_url": server.url}, "bot_username": "shop_bot",
+        "webhook_secret": BOT_SECRET}}), encoding="utf-8")  # fmt: skip
+    monkeypatch.setenv("PATRON_CHANNELS_FILE", str(channels))
+    monkeypatch.setenv("PATRON_QUIET_HOURS_START", "0")
+    monkeypatch.setenv("PATRON_QUIET_HOURS_END", "0")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_a_telegram_chat_is_linked_messaged_and_stopped(
+    telegram_on: None, engine: Engine, api: TestClient, auth: dict[Role, Headers]
+) -> None:
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory() as session:
+        store_base(session)
+        session.commit()
+
+    link = api.get("/customers/1/telegram-link", headers=auth[Role.MARKETER])
+    assert link.status_code == 200, link.text
+    url = link.json()["url"]
+    assert url.startswith("https://t.me/shop_bot?start=1_")
+    start = {"update_id": 1, "message": {
+        "message_id": 5, "date": int(time.time()), "text": "/start " + url.split("start=")[1],
+        "chat": {"id": 111, "type": "private"}, "from": {"id": 111, "username": "anna"}}}  # fmt: skip
+    hook = "/webhooks/telegram"
+    forged = api.post(hook, json=start, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
+    assert (forged.status_code, forged.json()) == (
+        403, {"error": "webhooks/telegram: the X-Telegram-Bot-Api-Secret-Token does not match"}
+    )  # fmt: skip
+    signed = {"X-Telegram-Bot-Api-Secret-Token": BOT_SECRET}
+    assert api.post(hook, json=start, headers=signed).json()["linked"] == 1
+
+    with factory() as session:
+        SegmentService(session).create(
+            SegmentIn(name="tg", rule=parse_rule({"kind": "consent", "channel": "telegram"})),
+            actor="t",
+        )
+        service = CampaignService(session)
+        campaign = service.create(
+            plan(segment="tg", control_share=0.0, channel="telegram",
+                 message={"text": "{{ customer.first_name }}, our news no. {{ customer.id }}"}),
+            actor="m",
+        )  # fmt: skip
+        service.launch(campaign.id, actor="m")
+        session.commit()
+    settings = get_settings()
+    stats = run_worker(factory, transports(settings), settings=settings, until_idle=True)
+    assert (stats.sent, stats.failed) == (1, 0)
+    with factory() as session:
+        message = session.scalars(select(Message)).one()
+        assert (message.customer_id, message.address, message.provider_ref) == (1, "111", "1001")
+
+    stop = {"update_id": 2, "message": {"message_id": 6, "date": int(time.time()) + 1, "text": "/stop",
+                                        "chat": {"id": 111, "type": "private"}}}  # fmt: skip
+    assert api.post(hook, json=stop, headers=signed).json()["opt_out"] == 1
+    with factory() as session:
+        consents = CustomerService(session).effective_consents(1)
+        assert [(c.status, c.source) for c in consents if c.channel == Channel.TELEGRAM] == [
+            (ConsentStatus.WITHDRAWN, "telegram reply")
+        ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timedelta
 from html import escape
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -16,10 +17,10 @@ from pydantic import BaseModel
 from patron.api.deps import Permission, SessionDep, require
 from patron.channels.config import ChannelsConfig, load_channels
 from patron.channels.sms import gateway_feedback, verify_gateway_signature
-from patron.channels.telegram import parse_start, telegram_feedback, verify_webhook
+from patron.channels.telegram import link_url, parse_start, telegram_feedback, verify_webhook
 from patron.channels.twilio import twilio_feedback, verify_twilio_signature
 from patron.channels.whatsapp import cloud_challenge, cloud_feedback, verify_cloud_signature
-from patron.customers.schemas import IdentityIn
+from patron.customers.schemas import ConsentIn, IdentityIn
 from patron.customers.service import CustomerService
 from patron.dispatch import links
 from patron.dispatch.schemas import CallIn, CallList, CallOut
@@ -27,7 +28,7 @@ from patron.dispatch.service import DispatchService
 from patron.kit.clock import utcnow
 from patron.kit.errors import Forbidden, InvalidInput, NotFound
 from patron.kit.settings import get_settings
-from patron.models import ApiKey, IdentityKind
+from patron.models import ApiKey, Channel, ConsentStatus, IdentityKind
 
 public = APIRouter(tags=["tracking"], include_in_schema=False)
 """Routes recipients reach from a message: no API key, a signed link instead."""
@@ -179,10 +180,17 @@ async def telegram_hook(*, request: Request, service: ServiceDep) -> HookOut:
     now = utcnow()
     link = parse_start(update, secret=secret, now=now)
     if link is not None:
-        CustomerService(service.session).add_identity(
+        customers = CustomerService(service.session)
+        customers.add_identity(
             link.customer_id,
             IdentityIn(kind=IdentityKind.TELEGRAM, value=str(link.chat_id)),
             source="telegram",
+        )
+        # pressing Start on our bot from our own link is the customer asking to hear from it
+        customers.record_consent(
+            link.customer_id,
+            ConsentIn(channel=Channel.TELEGRAM, status=ConsentStatus.GRANTED, decided_at=now),
+            source="telegram /start",
         )
         return HookOut(linked=1)
     return HookOut(**service.record_feedback(telegram_feedback(update, received_at=now), now=now))
@@ -284,3 +292,29 @@ def record_call(
     return CallOut.model_validate(
         service.record_call(message_id, body, actor=key.name, now=utcnow())
     )
+
+
+class TelegramLinkOut(BaseModel):
+    """The deep link that ties a customer's Telegram chat to their profile."""
+
+    url: str
+    expires_at: datetime
+
+
+@router.get("/customers/{customer_id}/telegram-link", response_model=TelegramLinkOut)
+def telegram_link(
+    *,
+    customer_id: int,
+    service: ServiceDep,
+    _key: Annotated[ApiKey, Depends(require(Permission.WRITE_CUSTOMERS))],
+    days: Annotated[int, Query(ge=1, le=90, description="How long the link works")] = 7,
+) -> TelegramLinkOut:
+    """A signed link to the bot for this customer (to put in an email, a receipt, a QR)."""
+    config = _channels().telegram
+    if config is None:
+        raise NotFound("Telegram is not configured here")
+    CustomerService(service.session).get_active(customer_id)
+    expires = utcnow() + timedelta(days=days)
+    url = link_url(config.bot_username, customer_id,
+                   secret=config.webhook_secret.get_secret_value(), expires=expires)  # fmt: skip
+    return TelegramLinkOut(url=url, expires_at=expires)
