@@ -13,7 +13,8 @@ DATA commands; the content and the final ``.`` are written through its protocol
 object, because the exactly-once protocol of :mod:`patron.channels.base` needs the
 content sent before the ``.`` and ``SMTP.data`` writes both at once. Sessions that have
 sent a message's content wait at one handover: when every busy session is there, the
-whole group is handed over in one call (one commit), then each writes its ``.``. That is
+whole group is handed over in one call (one commit), and the ``.`` of each is written
+as soon as that call returns, in the same step, before any session resumes. That is
 group commit: the sent state of every message is still durable before its ``.``, and the
 commit is shared by the group instead of paid per message. asyncio sets ``TCP_NODELAY``
 on its sockets, so the small ``.`` write does not wait for the server's delayed ACK.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from functools import lru_cache
 from secrets import token_hex
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
 
 from patron.channels.base import Envelope, HandingOver, Outcome
 from patron.channels.handover import GroupHandover
@@ -136,13 +139,24 @@ class _Handover(GroupHandover):
 
     A session whose message content is out waits here. When every session still at work
     is waiting, the group goes to ``handing_over`` in one call; only after it returns
-    are the waiters released to write their final ``.``. If the call fails, every
-    waiter, and every session that comes later, gets the error and writes no ``.``.
+    is each waiter's final ``.`` written, then the waiters read their replies. If the
+    call fails, every waiter, and every session that comes later, gets the error and
+    writes no ``.``.
     """
 
     def __init__(self, handing_over: HandingOver, *, sessions: int) -> None:
         super().__init__(handing_over)
         self._busy = sessions
+        self.dots: dict[int, SMTPProtocol] = {}
+        """Each waiting message's session, whose final dot goes out on release."""
+
+    def released(self, envelope: Envelope) -> None:
+        # the dot is written in the same step as the commit returns: a crash between the
+        # two can lose only what this loop over at most ``connections`` sends is doing
+        protocol = self.dots.pop(envelope.message_id)
+        # a broken session shows itself in _finish, when the reply cannot be read
+        with contextlib.suppress(Exception):
+            protocol.write(b".\r\n")
 
     def arrived(self) -> None:
         self._flush_if_all_wait()
@@ -242,6 +256,9 @@ class SmtpTransport:
             raise
         if problem is not None:
             return problem
+        session = self._sessions[slot]
+        assert session is not None and session.protocol is not None
+        handover.dots[envelope.message_id] = session.protocol
         try:
             await handover.wait(envelope)
         except BaseException:
@@ -276,11 +293,10 @@ class SmtpTransport:
         return None
 
     async def _finish(self, slot: int, envelope: Envelope) -> Outcome:
-        """The final dot and the server's verdict."""
+        """The server's verdict on the final dot, written at the release."""
         session = self._sessions[slot]
         try:
             assert session is not None and session.protocol is not None
-            session.protocol.write(b".\r\n")
             reply = await session.protocol.read_response(timeout=self.settings.timeout)
         except _TROUBLE as exc:
             # the dot may have reached the server: counting it sent risks one loss,

@@ -45,6 +45,12 @@ class GroupHandover(ABC):
     def arrived(self) -> None:
         """An envelope has joined the waiting group: flush now, later, or not yet."""
 
+    def released(self, envelope: Envelope) -> None:
+        """Called for each envelope of a group right after its handover committed, before
+        any waiter resumes: a transport whose last step is a write puts it here, so that
+        no turn of the event loop falls between the commit and the write."""
+        return None
+
     def flush(self) -> None:
         """Hand the waiting group over in one call, then release it."""
         if not self._waiting:
@@ -57,5 +63,7 @@ class GroupHandover(ABC):
             for _, future in group:
                 future.set_exception(exc)
             return
+        for envelope, _ in group:
+            self.released(envelope)
         for _, future in group:
             future.set_result(None)
