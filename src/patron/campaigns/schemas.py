@@ -17,48 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from patron.campaigns.content import MessageTemplate, Offer, _Plan
+from patron.journeys.schemas import Journey, TriggerSpec
 from patron.models.campaign import CampaignKind, CampaignStatus, ContentType
 from patron.models.consent import Channel
-
-
-class _Plan(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Offer(_Plan):
-    """What the customer is offered. ``cost`` is the incentive's cost to the company per
-    redemption (the discount given, the points' value, the gift), counted in the ROI."""
-
-    kind: Literal["none", "discount", "points", "coupon", "gift"] = "none"
-    discount_percent: Decimal | None = Field(default=None, gt=0, le=100)
-    points: int | None = Field(default=None, gt=0)
-    coupon_prefix: str | None = Field(default=None, pattern=r"^[A-Z0-9]{0,12}$")
-    gift: str | None = Field(default=None, max_length=200)
-    cost: Decimal = Field(default=Decimal("0"), ge=0, decimal_places=2)
-    valid_days: int = Field(default=14, ge=1, le=366)
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        needed = {
-            "discount": "discount_percent",
-            "points": "points",
-            "coupon": "coupon_prefix",
-            "gift": "gift",
-        }.get(self.kind)
-        if needed is not None and getattr(self, needed) is None:
-            raise ValueError(f"an offer of kind {self.kind!r} needs {needed!r}")
-        return self
-
-
-class MessageTemplate(_Plan):
-    """Jinja2 templates (run sandboxed) of the subject, the HTML and the plain-text body.
-    SMS, messengers, push and call lists use the text (a push also shows the subject as
-    its title); email needs all three."""
-
-    subject: str = Field(default="", max_length=500)
-    html: str = ""
-    text: str = Field(min_length=1)
-    sender: str = Field(default="Patron <news@patron.local>", max_length=320)
 
 
 class Schedule(_Plan):
@@ -157,6 +119,23 @@ class CampaignIn(BaseModel):
     cost_per_message: Decimal = Field(default=Decimal("0.00"), ge=0, decimal_places=2)
     margin_rate: Decimal = Field(default=Decimal("0.30"), ge=0, le=1, decimal_places=2)
     """Gross margin on the incremental revenue, for the incremental profit and ROI."""
+    trigger: TriggerSpec | None = None
+    """Makes the campaign triggered: it admits customers one at a time when this fires,
+    instead of freezing the segment's audience at launch."""
+    journey: Journey | None = None
+    """A triggered campaign's steps; without them each entry gets the one message."""
+
+    @model_validator(mode="after")
+    def _triggered(self) -> Self:
+        if self.trigger is None:
+            if self.journey is not None:
+                raise ValueError("a journey needs a 'trigger' to admit customers to it")
+            return self
+        if self.test_share is not None:
+            raise ValueError("a triggered campaign has no test wave: split its journey instead")
+        if self.schedule.cron is not None:
+            raise ValueError("a triggered campaign runs on its trigger, not on a cron schedule")
+        return self
 
 
 class CampaignUpdate(BaseModel):
@@ -179,6 +158,8 @@ class CampaignUpdate(BaseModel):
     attribution_days: int | None = Field(default=None, ge=1, le=365)
     cost_per_message: Decimal | None = Field(default=None, ge=0, decimal_places=2)
     margin_rate: Decimal | None = Field(default=None, ge=0, le=1, decimal_places=2)
+    trigger: TriggerSpec | None = None
+    journey: Journey | None = None
 
 
 class CampaignOut(BaseModel):
@@ -212,6 +193,8 @@ class CampaignOut(BaseModel):
     audience: dict[str, Any]
     next_run_at: datetime | None = None
     parent_id: int | None = None
+    trigger: dict[str, Any] | None = None
+    journey: dict[str, Any] | None = None
 
 
 class ChangeOut(BaseModel):
@@ -232,3 +215,18 @@ class PreviewOut(BaseModel):
     subject: str
     html: str
     text: str
+
+
+# the message and the offer live in patron.campaigns.content; the plan's users find them here
+__all__ = [
+    "CampaignIn",
+    "CampaignOut",
+    "CampaignUpdate",
+    "ChangeOut",
+    "Kpi",
+    "KpiMetric",
+    "MessageTemplate",
+    "Offer",
+    "PreviewOut",
+    "Schedule",
+]

@@ -26,6 +26,8 @@ from patron.campaigns.templates import Rendered, check, render
 from patron.customers.schemas import PROFILE_FIELDS
 from patron.customers.service import CustomerService
 from patron.dispatch.service import DispatchService
+from patron.journeys.schemas import SegmentTrigger, single_send
+from patron.journeys.service import JourneyService, check_plan
 from patron.kit.clock import utcnow
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.settings import get_settings
@@ -81,6 +83,11 @@ class CampaignService:
             raise Conflict(f"a campaign named {plan.name!r} exists already")
         segment = self.segments.find(plan.segment)
         check(plan.message, plan.channel)
+        if plan.trigger is not None:
+            journey = plan.journey or single_send(plan.channel)
+            check_plan(plan.trigger, journey, message=plan.message, channel=plan.channel)
+            if isinstance(plan.trigger.on, SegmentTrigger):
+                self.segments.find(plan.trigger.on.segment)
         campaign = self.repo.add(
             Campaign(
                 name=plan.name,
@@ -100,9 +107,12 @@ class CampaignService:
                 attribution_days=plan.attribution_days,
                 cost_per_message=plan.cost_per_message,
                 margin_rate=plan.margin_rate,
+                trigger=plan.trigger.model_dump(mode="json") if plan.trigger else None,
+                journey=plan.journey.model_dump(mode="json") if plan.journey else None,
                 created_by=actor,
             )
         )
+
         self.repo.record(
             campaign, actor=actor, action="created", changes=plan.model_dump(mode="json")
         )
@@ -308,6 +318,8 @@ class CampaignService:
                 "as a campaign of its own"
             )
         moment = at or utcnow()
+        if campaign.trigger:
+            return self._start_triggered(campaign, actor=actor, at=moment)
         message = MessageTemplate.model_validate(campaign.message)
         check(message, campaign.channel)
         segment = self.segments.get(campaign.segment_id)
@@ -357,6 +369,15 @@ class CampaignService:
             campaign, "launch", actor=actor,
             changes={"audience": campaign.audience, "queued": queued, "wave": first_wave},
         )  # fmt: skip
+        return campaign
+
+    def _start_triggered(self, campaign: Campaign, *, actor: str, at: datetime) -> Campaign:
+        """A triggered campaign starts admitting: nothing is frozen or queued now; the
+        trigger runner admits customers from this moment on, each with their own entry."""
+        campaign.trigger_state = JourneyService(self.session).start_state(campaign, at=at)
+        campaign.launched_at = at
+        campaign.audience = {"triggered": True}
+        self._move(campaign, "launch", actor=actor, changes={"trigger": campaign.trigger})
         return campaign
 
     def _freeze(
@@ -449,6 +470,7 @@ class CampaignService:
             "coupon": coupon,
             "campaign": {"id": campaign.id, "name": campaign.name, "goal": campaign.goal},
             "unsubscribe_url": "",
+            "trigger": {},
         }
 
 

@@ -3,7 +3,9 @@
 Templates see a fixed set of names (:data:`CONTEXT_NAMES`): the ``customer`` (profile
 fields, ``email``, ``phone``, ``full_name``), the customer's newest analytics ``scores``,
 the recommended ``offers`` from next best offer, the campaign's ``offer``, the
-recipient's ``coupon`` code, the ``campaign`` and the ``unsubscribe_url``. Anything else
+recipient's ``coupon`` code, the ``campaign``, the ``unsubscribe_url`` and, in a triggered
+campaign, the ``trigger``: the properties of the fact that fired it (a cart's items, an
+order's total), empty otherwise. Anything else
 is an error that names it, found when the plan is checked, not at send time: an unknown
 top-level name by reading the template, a misspelt field by rendering it against a
 complete sample. The sandbox keeps a template from reaching Python internals, and the
@@ -28,7 +30,18 @@ from patron.kit.errors import InvalidInput
 from patron.models.consent import Channel
 from patron.segments.schemas import SCORE_TYPES
 
-CONTEXT_NAMES = ("customer", "scores", "offers", "offer", "coupon", "campaign", "unsubscribe_url")
+CONTEXT_NAMES = (
+    "customer", "scores", "offers", "offer", "coupon", "campaign", "unsubscribe_url", "trigger",
+)  # fmt: skip
+
+
+class _AnyProperties(dict[str, Any]):
+    """A sample trigger: events carry free-form properties, so any name is accepted."""
+
+    def __missing__(self, key: str) -> str:
+        return "sample"
+
+
 """The names a template may use."""
 
 _PARTS = ("subject", "html", "text")
@@ -119,4 +132,5 @@ def sample_context() -> dict[str, Any]:
         "coupon": "SAMPLE-0000",
         "campaign": {"id": 1, "name": "sample", "goal": "sample"},
         "unsubscribe_url": "https://example.com/unsubscribe",
+        "trigger": _AnyProperties(),
     }  # fmt: skip

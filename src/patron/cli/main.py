@@ -281,9 +281,11 @@ def serve(
 def background_threads(
     factory: Any, *, stop: threading.Event, sender: bool, scheduler: bool, poll: float = 1.0
 ) -> list[threading.Thread]:
-    """Start the sending worker and the campaign scheduler as daemon threads."""
+    """Start the sending worker, the campaign scheduler and the trigger runner as daemon
+    threads."""
     from patron.campaigns.tasks import run_scheduler
     from patron.dispatch.tasks import run_worker, transports
+    from patron.journeys.tasks import run_journeys
 
     settings = get_settings()
     threads: list[threading.Thread] = []
@@ -300,6 +302,12 @@ def background_threads(
         threads.append(
             threading.Thread(
                 target=run_scheduler, name="patron-scheduler", args=(factory,), kwargs=plan
+            )
+        )
+        steps = {"stop": stop, "poll_seconds": settings.journey_poll_seconds}
+        threads.append(
+            threading.Thread(
+                target=run_journeys, name="patron-journeys", args=(factory,), kwargs=steps
             )
         )
     for thread in threads:

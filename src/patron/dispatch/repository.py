@@ -31,6 +31,7 @@ from patron.models import (
     CustomerScore,
     Event,
     Identity,
+    JourneyEntry,
     Message,
     MessageStatus,
     Purpose,
@@ -205,6 +206,15 @@ class DispatchRepository:
         return self.session.scalar(select(Message).where(Message.provider_ref == ref))
 
     # -- contexts ------------------------------------------------------------------------
+
+    def entry_contexts(self, entry_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The firing facts' properties of journey entries."""
+        if not entry_ids:
+            return {}
+        rows = self.session.execute(
+            select(JourneyEntry.id, JourneyEntry.context).where(JourneyEntry.id.in_(entry_ids))
+        )
+        return {int(i): dict(c or {}) for i, c in rows}
 
     def customers(self, ids: Sequence[int]) -> dict[int, Customer]:
         rows = self.session.scalars(select(Customer).where(Customer.id.in_(ids)))

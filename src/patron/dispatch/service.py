@@ -27,6 +27,8 @@ from patron.customers.service import CustomerService
 from patron.dispatch import links
 from patron.dispatch.repository import DispatchRepository
 from patron.dispatch.schemas import CallIn, CallList, CallTask
+from patron.journeys.schemas import SendStep
+from patron.journeys.service import plan_of
 from patron.kit.clock import utcnow
 from patron.kit.errors import InvalidInput, NotFound
 from patron.kit.settings import Settings, get_settings
@@ -95,6 +97,7 @@ class DispatchService:
                 "status": [MessageStatus.QUEUED.value] * count,
                 "attempts": [0] * count,
                 "next_attempt_at": [moment] * count,
+                "step_key": [""] * count,
                 "created_at": [moment] * count,
             }
         )
@@ -156,6 +159,9 @@ class DispatchService:
         offers = {
             c.id: Offer.model_validate(c.offer).model_dump(mode="json") for c in campaigns.values()
         }
+        # a journey's message is its step's, with the fact that fired the entry (a cart)
+        journeys = {c.id: plan_of(c)[1] for c in campaigns.values() if c.trigger}
+        fired = self.repo.entry_contexts([m.entry_id for m in messages if m.entry_id])
         # an unsubscribe or a bounce after the launch stops the messages still queued, and
         # so does consent withdrawn since the planning (by an import, a form, a reply)
         suppressed: set[tuple[int, str]] = set()
@@ -167,7 +173,12 @@ class DispatchService:
         deferred: dict[int, tuple[datetime, str]] = {}
         for message in messages:
             campaign = campaigns[message.campaign_id]
-            template = templates[campaign.id]
+            template, offer = templates[campaign.id], offers[campaign.id]
+            if message.step_key and campaign.id in journeys:
+                step = journeys[campaign.id].step(message.step_key.split(":")[1].split("#")[0])
+                if isinstance(step, SendStep):
+                    template = step.message or template
+                    offer = step.offer.model_dump(mode="json") if step.offer else offer
             address = message.address
             channel = message.channel
             if campaign.status is CampaignStatus.CANCELLED:
@@ -201,9 +212,10 @@ class DispatchService:
             unsubscribe = links.unsubscribe_url(message.id, base=base, secret=secret)
             context = self._context(
                 campaign, customer, contacts.get(message.customer_id, {}),
-                scores.get(message.customer_id), offer=offers[campaign.id],
+                scores.get(message.customer_id), offer=offer,
                 coupon=message.coupon, unsubscribe=unsubscribe,
             )  # fmt: skip
+            context["trigger"] = fired.get(message.entry_id or 0, {})
             try:
                 body = render(template, context)
             except InvalidInput as exc:
@@ -361,6 +373,8 @@ class DispatchService:
         completed: list[int] = []
         trail = CampaignRepository(self.session)
         for campaign in self.repo.running():
+            if campaign.trigger:
+                continue  # a triggered campaign ends with its trigger (patron.journeys)
             waiting = self.repo.pending_waves(campaign.id)
             if waiting:
                 hours = Schedule.model_validate(campaign.schedule).test_review_hours

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the scheduler looks for campaigns whose run time has come.",
     )
+    journey_poll_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        description="How often the trigger runner reads new events and runs due journey steps.",
+    )
     worker_lease_seconds: int = Field(
         default=120,
         ge=1,

@@ -857,8 +857,14 @@ class LoyaltyService:
         return result
 
     def _publish(
-        self, account: LoyaltyAccount, kind: str, at: datetime, ref: str, data: dict[str, Any],
-        *, fresh: bool = False,
+        self,
+        account: LoyaltyAccount,
+        kind: str,
+        at: datetime,
+        ref: str,
+        data: dict[str, Any],
+        *,
+        fresh: bool = False,
     ) -> bool:
         """An event on the customer's timeline, once per ``ref``; triggers start from it.
         ``fresh`` says the ref names a row made in this transaction, so it cannot be there."""

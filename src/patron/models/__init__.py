@@ -16,6 +16,7 @@ from patron.models.customer import Customer
 from patron.models.event import Event
 from patron.models.identity import Identity, IdentityKind
 from patron.models.import_run import ImportRun
+from patron.models.journey import EntryStatus, JourneyEntry, JourneyStep, TriggerCursor
 from patron.models.loyalty import (
     AccountStatus,
     Coupon,
@@ -66,11 +67,14 @@ __all__ = [
     "Customer",
     "CustomerScore",
     "EntryKind",
+    "EntryStatus",
     "Event",
     "IdempotencyRecord",
     "Identity",
     "IdentityKind",
     "ImportRun",
+    "JourneyEntry",
+    "JourneyStep",
     "LedgerEntry",
     "LotUse",
     "LoyaltyAccount",
@@ -100,4 +104,5 @@ __all__ = [
     "Suppression",
     "TierChange",
     "TransactionStatus",
+    "TriggerCursor",
 ]

@@ -114,6 +114,15 @@ class Campaign(Base):
     )
     """The recurring campaign this is one run of: each run has its own frozen audience,
     control group and report."""
+    trigger: Mapped[dict[str, Any] | None]
+    """A triggered campaign's trigger (``patron.journeys.schemas.Trigger``): it admits
+    customers one at a time instead of freezing an audience at launch."""
+    journey: Mapped[dict[str, Any] | None]
+    """A triggered campaign's steps (``patron.journeys.schemas.Journey``); without them
+    an entry gets the campaign's one message."""
+    trigger_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Where the trigger's incremental evaluation has got to: the last date, segment build
+    or analysis run it has read."""
 
     __table_args__ = (
         Index("ix_campaigns_status", "status"),

@@ -69,10 +69,16 @@ class Message(Base):
     delivered_at: Mapped[datetime | None]
     """When the provider reported it delivered to the handset or inbox."""
     read_at: Mapped[datetime | None]
+    step_key: Mapped[str] = mapped_column(String(64), default="")
+    """Empty for a planned campaign's message; ``entry:step`` for a journey's, which may
+    message one customer many times, once per entry and step."""
+    entry_id: Mapped[int | None] = mapped_column(BigId)
 
     __table_args__ = (
-        # the decision to message a customer in a campaign is taken once
-        UniqueConstraint("campaign_id", "customer_id", name="uq_messages_campaign_customer"),
+        # the decision to message a customer in a campaign (at a journey step) is taken once
+        UniqueConstraint(
+            "campaign_id", "customer_id", "step_key", name="uq_messages_campaign_customer_step"
+        ),
         # workers look for due rows by status and time
         Index("ix_messages_status_due", "status", "next_attempt_at"),
         Index("ix_messages_campaign_status", "campaign_id", "status"),

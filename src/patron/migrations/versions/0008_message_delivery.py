@@ -21,8 +21,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("provider_ref", sa.String(length=120), nullable=True))
-        batch.add_column(sa.Column("delivered_at", patron.kit.db.UTCDateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("read_at", patron.kit.db.UTCDateTime(timezone=True), nullable=True))
+        batch.add_column(
+            sa.Column("delivered_at", patron.kit.db.UTCDateTime(timezone=True), nullable=True)
+        )
+        batch.add_column(
+            sa.Column("read_at", patron.kit.db.UTCDateTime(timezone=True), nullable=True)
+        )
     op.create_index("ix_messages_provider_ref", "messages", ["provider_ref"], unique=False)
 
 

@@ -1,0 +1,382 @@
+"""SQL of the trigger runner and journeys. Every query is bounded: by a cursor on a growing
+table, by a batch of customers, or by the due index, so no pass rescans the base."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, extract, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from patron.kit.clock import utcnow
+from patron.models import (
+    AnalysisRun,
+    Campaign,
+    CampaignRecipient,
+    CampaignStatus,
+    Customer,
+    CustomerScore,
+    EntryStatus,
+    Event,
+    Identity,
+    JourneyEntry,
+    JourneyStep,
+    Message,
+    Order,
+    OrderKind,
+    RunStatus,
+    SegmentBuild,
+    SegmentMembership,
+    TriggerCursor,
+)
+
+
+class JourneyRepository:
+    """Triggers and journeys in one session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- triggered campaigns ---------------------------------------------------------------
+
+    def triggered(self, *, statuses: Sequence[CampaignStatus]) -> list[Campaign]:
+        """Triggered campaigns in these states (there are few: this is not a scan of
+        customers)."""
+        rows = self.session.scalars(
+            select(Campaign).where(Campaign.status.in_(statuses)).order_by(Campaign.id)
+        )
+        return [c for c in rows if c.trigger]
+
+    # -- cursors over growing tables -------------------------------------------------------
+
+    def cursor(self, name: str) -> TriggerCursor:
+        """The cursor, locked for this transaction (two runners never read the same
+        rows); made at the table's current end the first time, so history is not replayed."""
+        found = self.session.scalar(
+            select(TriggerCursor).where(TriggerCursor.name == name).with_for_update()
+        )
+        if found is None:
+            table = {"events": Event.id, "orders": Order.id}[name]
+            found = TriggerCursor(
+                name=name, position=self.session.scalar(select(func.max(table))) or 0,
+                updated_at=utcnow(),
+            )  # fmt: skip
+            self.session.add(found)
+            self.session.flush()
+        return found
+
+    def end_of(self, name: str) -> int:
+        table = {"events": Event.id, "orders": Order.id}[name]
+        return int(self.session.scalar(select(func.max(table))) or 0)
+
+    def events_after(self, position: int, *, limit: int) -> Sequence[Any]:
+        return self.session.execute(
+            select(Event.id, Event.customer_id, Event.type, Event.occurred_at, Event.properties)
+            .where(Event.id > position)
+            .order_by(Event.id)
+            .limit(limit)
+        ).all()
+
+    def purchases_after(self, position: int, *, limit: int) -> Sequence[Any]:
+        """Orders after the cursor (returns too, so the cursor passes them)."""
+        return self.session.execute(
+            select(Order.id, Order.customer_id, Order.kind, Order.placed_at, Order.total)
+            .where(Order.id > position)
+            .order_by(Order.id)
+            .limit(limit)
+        ).all()
+
+    def first_purchases(self, customers: Sequence[int]) -> dict[int, datetime]:
+        """Each customer's first purchase time."""
+        rows = self.session.execute(
+            select(Order.customer_id, func.min(Order.placed_at))
+            .where(Order.customer_id.in_(customers), Order.kind == OrderKind.PURCHASE)
+            .group_by(Order.customer_id)
+        )
+        return {int(c): t for c, t in rows if c is not None}
+
+    # -- dates, segments, scores -----------------------------------------------------------
+
+    def anniversaries(self, field: str, day: date) -> list[int]:
+        """Active customers whose date ``field`` falls on ``day``'s month and day (29
+        February counts on 28 February in other years)."""
+        days = [day.day]
+        if day.month == 2 and day.day == 28 and not _leap(day.year):
+            days.append(29)
+        if field == "birth_date":
+            condition: Any = and_(
+                extract("month", Customer.birth_date) == day.month,
+                extract("day", Customer.birth_date).in_(days),
+            )
+        else:
+            text = Customer.attributes[field].as_string()
+            condition = func.substr(text, 6, 5).in_([f"{day.month:02d}-{d:02d}" for d in days])
+        return [
+            int(c)
+            for c in self.session.scalars(
+                select(Customer.id).where(condition, Customer.merged_into_id.is_(None))
+            )
+        ]
+
+    def builds_after(self, segment_id: int, position: int) -> list[int]:
+        return [
+            int(b)
+            for b in self.session.scalars(
+                select(SegmentBuild.id)
+                .where(SegmentBuild.segment_id == segment_id, SegmentBuild.id > position)
+                .order_by(SegmentBuild.id)
+            )
+        ]
+
+    def segment_moves(self, segment_id: int, build_id: int, *, on: str) -> list[int]:
+        """Who entered (or left) the segment at this build."""
+        column = (
+            SegmentMembership.entered_build_id if on == "enter" else SegmentMembership.left_build_id
+        )
+        return [
+            int(c)
+            for c in self.session.scalars(
+                select(SegmentMembership.customer_id).where(
+                    SegmentMembership.segment_id == segment_id, column == build_id
+                )
+            )
+        ]
+
+    def members(self, segment_id: int, customers: Sequence[int]) -> set[int]:
+        """Which of these customers are in the segment at its latest build."""
+        rows = self.session.scalars(
+            select(SegmentMembership.customer_id).where(
+                SegmentMembership.segment_id == segment_id,
+                SegmentMembership.customer_id.in_(customers),
+                SegmentMembership.left_at.is_(None),
+            )
+        )
+        return {int(c) for c in rows}
+
+    def runs_after(self, position: int) -> list[int]:
+        return [
+            int(r)
+            for r in self.session.scalars(
+                select(AnalysisRun.id)
+                .where(AnalysisRun.id > position, AnalysisRun.status == RunStatus.COMPLETED)
+                .order_by(AnalysisRun.id)
+            )
+        ]
+
+    def previous_run(self, run_id: int) -> int | None:
+        run = self.session.get(AnalysisRun, run_id)
+        if run is None:
+            return None
+        return self.session.scalar(
+            select(AnalysisRun.id)
+            .where(
+                AnalysisRun.status == RunStatus.COMPLETED,
+                AnalysisRun.id != run_id,
+                AnalysisRun.as_of <= run.as_of,
+            )
+            .order_by(AnalysisRun.as_of.desc(), AnalysisRun.id.desc())
+            .limit(1)
+        )
+
+    def score_crossings(
+        self, run_id: int, previous: int | None, *, stage: str | None, p_alive_below: float | None
+    ) -> list[int]:
+        """Customers of the run at the stage (or under the P(alive) threshold) who were not
+        so at the previous run."""
+        now, before = CustomerScore, aliased(CustomerScore)
+        if stage is not None:
+            hit, was = now.lifecycle_stage == stage, before.lifecycle_stage == stage
+        else:
+            hit, was = now.p_alive < p_alive_below, before.p_alive < p_alive_below
+        query = select(now.customer_id).where(now.run_id == run_id, hit)
+        if previous is not None:
+            query = query.where(
+                ~exists().where(
+                    before.run_id == previous, before.customer_id == now.customer_id, was
+                )
+            )
+        return [int(c) for c in self.session.scalars(query)]
+
+    # -- entries ---------------------------------------------------------------------------
+
+    def last_entries(self, campaign_id: int, customers: Sequence[int]) -> dict[int, datetime]:
+        rows = self.session.execute(
+            select(JourneyEntry.customer_id, func.max(JourneyEntry.entered_at))
+            .where(JourneyEntry.campaign_id == campaign_id, JourneyEntry.customer_id.in_(customers))
+            .group_by(JourneyEntry.customer_id)
+        )
+        return {int(c): t for c, t in rows}
+
+    def known_sources(self, campaign_id: int, refs: Sequence[str]) -> set[str]:
+        rows = self.session.scalars(
+            select(JourneyEntry.source_ref).where(
+                JourneyEntry.campaign_id == campaign_id, JourneyEntry.source_ref.in_(refs)
+            )
+        )
+        return set(rows)
+
+    def active_customers(self, customers: Sequence[int]) -> set[int]:
+        """Customers (of these) who are not merged away: only they can enter."""
+        rows = self.session.scalars(
+            select(Customer.id).where(Customer.id.in_(customers), Customer.merged_into_id.is_(None))
+        )
+        return {int(c) for c in rows}
+
+    def recipients(self, campaign_id: int, customers: Sequence[int]) -> set[int]:
+        rows = self.session.scalars(
+            select(CampaignRecipient.customer_id).where(
+                CampaignRecipient.campaign_id == campaign_id,
+                CampaignRecipient.customer_id.in_(customers),
+            )
+        )
+        return {int(c) for c in rows}
+
+    def add(self, row: Any) -> None:
+        self.session.add(row)
+
+    def listening(self, customers: Sequence[int]) -> Sequence[JourneyEntry]:
+        """Active entries of these customers (a signal may move them)."""
+        return self.session.scalars(
+            select(JourneyEntry).where(
+                JourneyEntry.customer_id.in_(customers),
+                JourneyEntry.status == EntryStatus.ACTIVE,
+            )
+        ).all()
+
+    def due(self, *, now: datetime, limit: int) -> Sequence[JourneyEntry]:
+        """Active entries whose time has come, oldest first, locked so that concurrent
+        runners take different ones (``SKIP LOCKED`` on PostgreSQL; SQLite has one
+        writer)."""
+        return self.session.scalars(
+            select(JourneyEntry)
+            .where(JourneyEntry.status == EntryStatus.ACTIVE, JourneyEntry.wake_at <= now)
+            .order_by(JourneyEntry.wake_at, JourneyEntry.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+
+    def done_steps(self, entry_ids: Sequence[int]) -> dict[int, dict[str, JourneyStep]]:
+        found: dict[int, dict[str, JourneyStep]] = {}
+        for row in self.session.scalars(
+            select(JourneyStep).where(JourneyStep.entry_id.in_(entry_ids))
+        ):
+            found.setdefault(row.entry_id, {})[row.step] = row
+        return found
+
+    def message(self, message_id: int) -> Message | None:
+        return self.session.get(Message, message_id)
+
+    def happened(
+        self, customer_id: int, event_type: str, *, since: datetime, after_id: int | None = None
+    ) -> bool:
+        """Whether the customer had an event of this type (``purchase`` reads orders)
+        at or after ``since``."""
+        if event_type in ("purchase", "first_purchase"):
+            query: Any = select(Order.id).where(
+                Order.customer_id == customer_id, Order.kind == OrderKind.PURCHASE,
+                Order.placed_at >= since,
+            )  # fmt: skip
+        else:
+            query = select(Event.id).where(
+                Event.customer_id == customer_id, Event.type == event_type,
+                Event.occurred_at >= since,
+            )  # fmt: skip
+        return self.session.scalar(query.limit(1)) is not None
+
+    def identity_kinds(self, customer_id: int) -> set[str]:
+        rows = self.session.scalars(
+            select(Identity.kind).where(Identity.customer_id == customer_id).distinct()
+        )
+        return {str(getattr(k, "value", k)) for k in rows}
+
+    def customer(self, customer_id: int) -> Customer | None:
+        return self.session.get(Customer, customer_id)
+
+    def score(self, customer_id: int, *, until: datetime) -> CustomerScore | None:
+        run = self.session.scalar(
+            select(AnalysisRun.id)
+            .where(AnalysisRun.status == RunStatus.COMPLETED, AnalysisRun.as_of <= until)
+            .order_by(AnalysisRun.as_of.desc(), AnalysisRun.id.desc())
+            .limit(1)
+        )
+        if run is None:
+            return None
+        return self.session.scalar(
+            select(CustomerScore).where(
+                CustomerScore.run_id == run, CustomerScore.customer_id == customer_id
+            )
+        )
+
+    # -- reading back ----------------------------------------------------------------------
+
+    def step_counts(self, campaign_id: int) -> dict[str, dict[str, int]]:
+        """Per step, how many entries carried it out, by outcome's first word."""
+        rows = self.session.execute(
+            select(JourneyStep.step, JourneyStep.outcome, func.count())
+            .where(JourneyStep.campaign_id == campaign_id)
+            .group_by(JourneyStep.step, JourneyStep.outcome)
+        )
+        found: dict[str, dict[str, int]] = {}
+        for step, outcome, count in rows:
+            bucket = found.setdefault(step, {})
+            key = outcome.split(":")[0]
+            bucket[key] = bucket.get(key, 0) + int(count)
+        return found
+
+    def entry_counts(self, campaign_id: int) -> dict[str, int]:
+        rows = self.session.execute(
+            select(JourneyEntry.status, func.count())
+            .where(JourneyEntry.campaign_id == campaign_id)
+            .group_by(JourneyEntry.status)
+        )
+        return {str(getattr(s, "value", s)): int(n) for s, n in rows}
+
+    def waiting_at(self, campaign_id: int) -> dict[str, int]:
+        rows = self.session.execute(
+            select(JourneyEntry.step, func.count())
+            .where(
+                JourneyEntry.campaign_id == campaign_id, JourneyEntry.status == EntryStatus.ACTIVE
+            )
+            .group_by(JourneyEntry.step)
+        )
+        return {str(s): int(n) for s, n in rows}
+
+    def entries(
+        self, campaign_id: int, *, customer_id: int | None, limit: int, offset: int
+    ) -> Sequence[JourneyEntry]:
+        query = select(JourneyEntry).where(JourneyEntry.campaign_id == campaign_id)
+        if customer_id is not None:
+            query = query.where(JourneyEntry.customer_id == customer_id)
+        return self.session.scalars(
+            query.order_by(JourneyEntry.id).limit(limit).offset(offset)
+        ).all()
+
+    def steps_of(self, entry_id: int) -> Sequence[JourneyStep]:
+        return self.session.scalars(
+            select(JourneyStep).where(JourneyStep.entry_id == entry_id).order_by(JourneyStep.id)
+        ).all()
+
+    def active_count(self, campaign_id: int) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(JourneyEntry)
+                .where(
+                    JourneyEntry.campaign_id == campaign_id,
+                    JourneyEntry.status == EntryStatus.ACTIVE,
+                )
+            )
+            or 0
+        )
+
+    def wake(self, entry_ids: Sequence[int], *, at: datetime) -> None:
+        if entry_ids:
+            self.session.execute(
+                update(JourneyEntry).where(JourneyEntry.id.in_(entry_ids)).values(wake_at=at)
+            )
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)

@@ -1,0 +1,666 @@
+"""Trigger evaluation and journey steps. Services never commit: the runner
+(:mod:`patron.journeys.tasks`) commits each pass, and the step log, the step's effect and
+the entry's new place go in one transaction, so each step runs exactly once.
+
+A pass does three things:
+
+1. **facts**: new events and orders, read after the cursors, admit customers to campaigns
+   triggered by them, and move entries that listen (a wait for that event wakes early; the
+   journey's goal converts the entry);
+2. **timed triggers**: dates, segment builds and analysis runs, each read from where its
+   campaign's ``trigger_state`` says it stopped;
+3. **steps**: entries whose ``wake_at`` has come run their steps until a wait or the end.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from patron.campaigns.groups import control_mask, unit_hash
+from patron.campaigns.repository import ADDRESS_KIND, CampaignRepository
+from patron.campaigns.schemas import MessageTemplate, Offer, Schedule
+from patron.campaigns.templates import check
+from patron.dispatch.repository import DispatchRepository
+from patron.journeys.repository import JourneyRepository
+from patron.journeys.schemas import (
+    BranchStep,
+    Condition,
+    DateTrigger,
+    EventTrigger,
+    ExitStep,
+    Journey,
+    ScoreTrigger,
+    SegmentTrigger,
+    SendStep,
+    SplitStep,
+    Step,
+    TriggerSpec,
+    UpdateStep,
+    WaitStep,
+    single_send,
+)
+from patron.kit.errors import InvalidInput
+from patron.kit.settings import Settings, get_settings
+from patron.loyalty.coupons import CouponService, new_code
+from patron.models import (
+    Campaign,
+    CampaignRecipient,
+    CampaignStatus,
+    Channel,
+    EntryStatus,
+    JourneyEntry,
+    JourneyStep,
+    Message,
+    MessageStatus,
+    OrderKind,
+    RecipientGroup,
+)
+from patron.segments.service import SegmentService
+
+_BATCH = 2000
+_PAUSED_RETRY = timedelta(seconds=60)
+_OPS = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+@dataclass(frozen=True)
+class Fact:
+    """Something that happened to a customer, which may fire a trigger or move an entry."""
+
+    ref: str
+    customer_id: int
+    type: str
+    at: datetime
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PassTally:
+    """What one pass of the runner did."""
+
+    facts: int = 0
+    entered: int = 0
+    held_out: int = 0
+    steps: int = 0
+    messages: int = 0
+    converted: int = 0
+
+
+def plan_of(campaign: Campaign) -> tuple[TriggerSpec, Journey]:
+    """A triggered campaign's trigger and journey, validated."""
+    spec = TriggerSpec.model_validate(campaign.trigger)
+    journey = (
+        Journey.model_validate(campaign.journey) if campaign.journey
+        else single_send(campaign.channel)
+    )  # fmt: skip
+    return spec, journey
+
+
+def check_plan(spec: TriggerSpec, journey: Journey, *, message: MessageTemplate,
+               channel: Channel) -> None:  # fmt: skip
+    """Refuse a journey whose messages would not render on their channels."""
+    for step in journey.steps:
+        if isinstance(step, SendStep):
+            for each in step.channels or [step.channel or channel]:
+                try:
+                    check(step.message or message, each)
+                except InvalidInput as exc:
+                    raise InvalidInput(f"journey step {step.id!r}: {exc.message}") from None
+    if isinstance(spec.on, ScoreTrigger) and spec.on.stage is None and spec.on.p_alive_below:
+        return
+
+
+class JourneyService:
+    """Triggered campaigns on one session."""
+
+    def __init__(self, session: Session, *, settings: Settings | None = None) -> None:
+        self.session = session
+        self.settings = settings or get_settings()
+        self.repo = JourneyRepository(session)
+        self.outbox = DispatchRepository(session)
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def start_state(self, campaign: Campaign, *, at: datetime) -> dict[str, Any]:
+        """Where a triggered campaign starts reading: now, so launching it never replays
+        history (last year's birthdays, old carts)."""
+        spec, journey = plan_of(campaign)
+        check_plan(spec, journey, message=MessageTemplate.model_validate(campaign.message),
+                   channel=campaign.channel)  # fmt: skip
+        # the shared cursors exist from the first launch on, so no fact after it is missed
+        self.repo.cursor("events")
+        self.repo.cursor("orders")
+        state: dict[str, Any] = {
+            "event_id": self.repo.end_of("events"),
+            "order_id": self.repo.end_of("orders"),
+        }
+        trigger = spec.on
+        if isinstance(trigger, DateTrigger):
+            # today's anniversaries still count: the day is read at the first pass
+            state["day"] = (_local_day(campaign, at) - timedelta(days=1)).isoformat()
+        if isinstance(trigger, SegmentTrigger):
+            segment = SegmentService(self.session).find(trigger.segment)
+            builds = self.repo.builds_after(segment.id, 0)
+            state |= {"segment_id": segment.id, "build_id": builds[-1] if builds else 0}
+        if isinstance(trigger, ScoreTrigger):
+            runs = self.repo.runs_after(0)
+            state["run_id"] = runs[-1] if runs else 0
+        return state
+
+    # -- facts: events and orders ----------------------------------------------------------
+
+    def take_facts(self, *, now: datetime, limit: int = _BATCH) -> PassTally:
+        """Read the events and orders that came since the last pass: admit customers to
+        campaigns they trigger, and move the entries that listen for them."""
+        tally = PassTally()
+        campaigns = self.repo.triggered(statuses=[CampaignStatus.RUNNING, CampaignStatus.PAUSED])
+        events, orders = self.repo.cursor("events"), self.repo.cursor("orders")
+        facts: list[tuple[str, int, Fact]] = []
+        rows = self.repo.events_after(events.position, limit=limit)
+        for row in rows:
+            if row.customer_id is not None:
+                fact = Fact(f"event:{row.id}", int(row.customer_id), row.type, row.occurred_at,
+                            dict(row.properties or {}))  # fmt: skip
+                facts.append(("event_id", int(row.id), fact))
+        if rows:
+            events.position, events.updated_at = int(rows[-1].id), now
+        bought = self.repo.purchases_after(orders.position, limit=limit)
+        buyers = [int(o.customer_id) for o in bought if o.customer_id is not None
+                  and o.kind is OrderKind.PURCHASE]  # fmt: skip
+        firsts = self.repo.first_purchases(sorted(set(buyers))) if buyers else {}
+        for row in bought:
+            if row.customer_id is None or row.kind is not OrderKind.PURCHASE:
+                continue
+            properties = {"order_id": int(row.id), "total": str(row.total)}
+            fact = Fact(f"order:{row.id}", int(row.customer_id), "purchase", row.placed_at,
+                        properties)  # fmt: skip
+            facts.append(("order_id", int(row.id), fact))
+            if firsts.get(int(row.customer_id)) == row.placed_at:
+                facts.append(("order_id", int(row.id), Fact(
+                    f"first:{row.id}", int(row.customer_id), "first_purchase", row.placed_at,
+                    properties)))  # fmt: skip
+        if bought:
+            orders.position, orders.updated_at = int(bought[-1].id), now
+        tally.facts = len(facts)
+        if not facts:
+            return tally
+        for campaign in campaigns:
+            if campaign.status is not CampaignStatus.RUNNING:
+                continue
+            spec, _ = plan_of(campaign)
+            trigger = spec.on
+            if not isinstance(trigger, EventTrigger) or _ended(campaign, now):
+                continue
+            matching = [
+                fact for source, position, fact in facts
+                if fact.type == trigger.event_type
+                and position > int(campaign.trigger_state.get(source, 0))
+                and all(fact.properties.get(k) == v for k, v in trigger.where.items())
+            ]  # fmt: skip
+            if matching:
+                self.admit(campaign, spec, matching, now=now, tally=tally)
+        self._signal([fact for _, _, fact in facts], campaigns, now=now, tally=tally)
+        return tally
+
+    def _signal(
+        self, facts: Sequence[Fact], campaigns: Sequence[Campaign], *, now: datetime,
+        tally: PassTally,
+    ) -> None:  # fmt: skip
+        """Facts reach the entries that listen: a goal converts, an awaited event wakes."""
+        journeys = {c.id: plan_of(c)[1] for c in campaigns}
+        listened = {t for j in journeys.values() for t in j.events()}
+        wanted = [f for f in facts if f.type in listened]
+        if not wanted:
+            return
+        by_customer: dict[int, list[Fact]] = {}
+        for fact in wanted:
+            by_customer.setdefault(fact.customer_id, []).append(fact)
+        for entry in self.repo.listening(sorted(by_customer)):
+            journey = journeys.get(entry.campaign_id)
+            if journey is None:
+                continue
+            for fact in by_customer[entry.customer_id]:
+                if fact.at < entry.fired_at or fact.ref == entry.source_ref:
+                    continue
+                if journey.goal == fact.type:
+                    self._end(entry, EntryStatus.CONVERTED, f"goal: {fact.type} ({fact.ref})",
+                              now=now)  # fmt: skip
+                    self._log(entry, "goal", f"converted: {fact.ref}", now=now)
+                    tally.converted += 1
+                    break
+                if entry.waiting_for == fact.type:
+                    entry.wake_at = now
+
+    # -- timed triggers: dates, segments, scores ---------------------------------------------
+
+    def evaluate_timed(self, *, now: datetime) -> PassTally:
+        """Date, segment and score triggers, each from where its campaign stopped."""
+        tally = PassTally()
+        for campaign in self.repo.triggered(statuses=[CampaignStatus.RUNNING]):
+            spec, _ = plan_of(campaign)
+            trigger, state = spec.on, dict(campaign.trigger_state)
+            if _ended(campaign, now):
+                continue
+            facts: list[Fact] = []
+            if isinstance(trigger, DateTrigger):
+                today = _local_day(campaign, now)
+                day = date.fromisoformat(state["day"]) + timedelta(days=1)
+                # catching up after a stop is bounded: a week of missed days at most
+                day = max(day, today - timedelta(days=7))
+                while day <= today:
+                    anniversary = day - timedelta(days=trigger.offset_days)
+                    fired = datetime.combine(day, datetime.min.time(), tzinfo=now.tzinfo)
+                    facts += [
+                        Fact(f"date:{day.isoformat()}:{c}", c, "date", fired)
+                        for c in self.repo.anniversaries(trigger.field, anniversary)
+                    ]
+                    state["day"] = day.isoformat()
+                    day += timedelta(days=1)
+            elif isinstance(trigger, SegmentTrigger):
+                for build in self.repo.builds_after(state["segment_id"], state["build_id"]):
+                    moved = self.repo.segment_moves(state["segment_id"], build, on=trigger.on)
+                    facts += [Fact(f"build:{build}:{c}", c, "segment", now) for c in moved]
+                    state["build_id"] = build
+            elif isinstance(trigger, ScoreTrigger):
+                for run in self.repo.runs_after(state["run_id"]):
+                    crossed = self.repo.score_crossings(
+                        run, self.repo.previous_run(run), stage=trigger.stage,
+                        p_alive_below=trigger.p_alive_below,
+                    )  # fmt: skip
+                    facts += [Fact(f"run:{run}:{c}", c, "score", now) for c in crossed]
+                    state["run_id"] = run
+            else:
+                continue
+            if facts:
+                self.admit(campaign, spec, facts, now=now, tally=tally)
+            campaign.trigger_state = state
+        return tally
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def admit(
+        self, campaign: Campaign, spec: TriggerSpec, facts: Sequence[Fact], *, now: datetime,
+        tally: PassTally,
+    ) -> list[JourneyEntry]:  # fmt: skip
+        """Admit the customers these facts name, by the re-entry rule: each becomes an
+        entry, held out as control (by the campaign's hash, the same on every entry) or
+        set to run its first step now."""
+        _, journey = plan_of(campaign)
+        customers = sorted({f.customer_id for f in facts})
+        alive = self.repo.active_customers(customers)
+        if spec.within_segment:
+            alive &= self.repo.members(campaign.segment_id, customers)
+        seen = self.repo.known_sources(campaign.id, [f.ref for f in facts])
+        last = self.repo.last_entries(campaign.id, customers)
+        recorded = self.repo.recipients(campaign.id, customers)
+        ids = np.array(customers, dtype=np.int64)
+        mask = control_mask(ids, campaign_id=campaign.id, share=campaign.control_share)
+        held = dict(zip(customers, mask.tolist(), strict=True))
+        rule = spec.reentry
+        made: list[JourneyEntry] = []
+        for fact in facts:
+            customer = fact.customer_id
+            if customer not in alive or fact.ref in seen:
+                continue
+            before = last.get(customer)
+            if before is not None and (
+                rule.mode == "once"
+                or (rule.mode == "once_per" and now - before < timedelta(days=rule.days or 0))
+            ):
+                continue
+            control = bool(held[customer])
+            if customer not in recorded:
+                self.repo.add(CampaignRecipient(
+                    campaign_id=campaign.id, customer_id=customer,
+                    group=RecipientGroup.CONTROL if control else RecipientGroup.TREATMENT,
+                    wave=None if control else 1, reason=None, frozen_at=now,
+                ))  # fmt: skip
+                recorded.add(customer)
+            entry = JourneyEntry(
+                campaign_id=campaign.id, customer_id=customer, source_ref=fact.ref,
+                fired_at=fact.at, entered_at=now,
+                status=EntryStatus.CONTROL if control else EntryStatus.ACTIVE,
+                step=None if control else journey.steps[0].id,
+                wake_at=None if control else now, context=_plain(fact.properties),
+                ended_at=now if control else None,
+                outcome="held out as control" if control else None,
+            )  # fmt: skip
+            self.repo.add(entry)
+            made.append(entry)
+            seen.add(fact.ref)
+            last[customer] = now
+            tally.held_out += control
+            tally.entered += not control
+        self.session.flush()
+        return made
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def advance(self, *, now: datetime, limit: int = 500) -> PassTally:
+        """Run the steps of entries whose time has come, each until a wait or the end."""
+        tally = PassTally()
+        entries = self.repo.due(now=now, limit=limit)
+        if not entries:
+            return tally
+        campaigns = self.outbox.campaigns(sorted({e.campaign_id for e in entries}))
+        done = self.repo.done_steps([e.id for e in entries])
+        for entry in entries:
+            campaign = campaigns[entry.campaign_id]
+            if campaign.status is CampaignStatus.CANCELLED:
+                self._end(entry, EntryStatus.EXITED, "campaign cancelled", now=now)
+                continue
+            if campaign.status is not CampaignStatus.RUNNING:
+                entry.wake_at = now + _PAUSED_RETRY  # paused: the entry waits where it is
+                continue
+            _, journey = plan_of(campaign)
+            self._walk(campaign, journey, entry, done.setdefault(entry.id, {}), now=now,
+                       tally=tally)  # fmt: skip
+        self.session.flush()
+        return tally
+
+    def _walk(
+        self, campaign: Campaign, journey: Journey, entry: JourneyEntry,
+        done: dict[str, JourneyStep], *, now: datetime, tally: PassTally,
+    ) -> None:  # fmt: skip
+        for _ in range(2 * len(journey.steps) + 2):  # a journey has no loops; this bounds it
+            if entry.step is None:
+                self._end(entry, EntryStatus.COMPLETED, "journey completed", now=now)
+                return
+            step = journey.step(entry.step)
+            tally.steps += 1
+            if isinstance(step, WaitStep):
+                if not self._wait(journey, step, entry, done, now=now):
+                    return
+            elif isinstance(step, SendStep):
+                if not self._send(campaign, journey, step, entry, done, now=now, tally=tally):
+                    return
+            elif isinstance(step, BranchStep):
+                passed = self._holds(step.when, entry, done, now=now)
+                self._log(entry, step.id, "yes" if passed else "no", now=now, done=done)
+                target = step.then if passed else step.otherwise
+                if target is None:
+                    self._end(entry, EntryStatus.EXITED, f"branch {step.id}: no", now=now)
+                    return
+                entry.step = target
+            elif isinstance(step, SplitStep):
+                salt = zlib.crc32(f"{campaign.id}:{step.id}".encode())
+                draw = float(unit_hash(np.array([entry.id], dtype=np.int64), salt=salt)[0])
+                edge, chosen = 0.0, step.paths[-1]
+                for path in step.paths:
+                    edge += path.share
+                    if draw < edge:
+                        chosen = path
+                        break
+                self._log(entry, step.id, f"path: {chosen.next}", now=now, done=done)
+                entry.step = chosen.next
+            elif isinstance(step, UpdateStep):
+                self._update(step, entry)
+                self._log(entry, step.id, "updated", now=now, done=done)
+                entry.step = journey.following(step)
+            elif isinstance(step, ExitStep):
+                self._log(entry, step.id, "exit", now=now, done=done)
+                self._end(entry, EntryStatus.EXITED, f"exit at {step.id}", now=now)
+                return
+
+    def _wait(
+        self, journey: Journey, step: WaitStep, entry: JourneyEntry,
+        done: dict[str, JourneyStep], *, now: datetime,
+    ) -> bool:  # fmt: skip
+        """Start or finish a wait; True when the entry goes on now."""
+        started = done.get(step.id)
+        if started is None:
+            self._log(entry, step.id, "waiting", now=now, done=done)
+            # an event-only wait has no timeout: it listens until the event or an exit
+            entry.wake_at = now + timedelta(seconds=step.seconds) if step.seconds else None
+            entry.waiting_for = step.until_event
+            return False
+        if step.until_event and self.repo.happened(
+            entry.customer_id, step.until_event, since=started.at
+        ):
+            outcome, target = f"event: {step.until_event}", step.on_event or journey.following(step)
+        elif step.seconds and now >= started.at + timedelta(seconds=step.seconds):
+            outcome, target = "timeout" if step.until_event else "elapsed", journey.following(step)
+        else:
+            # woken by something else: the wait goes on to its own end
+            entry.wake_at = started.at + timedelta(seconds=step.seconds) if step.seconds else None
+            return False
+        self._log(entry, f"{step.id}/end", outcome, now=now, done=done)
+        entry.waiting_for = None
+        entry.step = target
+        return True
+
+    def _send(
+        self, campaign: Campaign, journey: Journey, step: SendStep, entry: JourneyEntry,
+        done: dict[str, JourneyStep], *, now: datetime, tally: PassTally,
+    ) -> bool:  # fmt: skip
+        """Write the step's message to the outbox (or the next of a cascade); True when the
+        entry goes on now."""
+        channels = step.channels or [step.channel or campaign.channel]
+        tried = [i for i in range(len(channels)) if f"{step.id}#{i}" in done]
+        if tried:
+            last = done[f"{step.id}#{tried[-1]}"]
+            message = self.repo.message(last.message_id) if last.message_id else None
+            if message is not None and _delivered(message):
+                self._log(entry, step.id, f"delivered: {channels[tried[-1]]}", now=now, done=done)
+                entry.step = journey.following(step)
+                return True
+            due = last.at + timedelta(minutes=step.fallback_minutes)
+            if now < due and message is not None and message.status is not MessageStatus.FAILED:
+                entry.wake_at = due
+                return False
+        start = tried[-1] + 1 if tried else 0
+        reasons: list[str] = []
+        for index in range(start, len(channels)):
+            channel = channels[index]
+            address, why = self._reach(entry.customer_id, channel, now=now)
+            if address is None:
+                reasons.append(f"{channel.value}: {why}")
+                continue
+            message = self._message(campaign, step, entry, channel, address,
+                                    key=f"{entry.id}:{step.id}" + (f"#{index}" if step.channels
+                                                                   else ""), now=now)  # fmt: skip
+            tally.messages += 1
+            if not step.channels:
+                self._log(entry, step.id, f"queued: {channel.value}", now=now, done=done,
+                          message_id=message.id)  # fmt: skip
+                entry.step = journey.following(step)
+                return True
+            self._log(entry, f"{step.id}#{index}", f"queued: {channel.value}", now=now,
+                      done=done, message_id=message.id)  # fmt: skip
+            entry.wake_at = now + timedelta(minutes=step.fallback_minutes)
+            return False
+        outcome = "undelivered" if tried else "unreachable: " + "; ".join(reasons)
+        self._log(entry, step.id, outcome[:200], now=now, done=done)
+        entry.step = journey.following(step)
+        return True
+
+    def _reach(
+        self, customer_id: int, channel: Channel, *, now: datetime
+    ) -> tuple[str | None, str]:
+        """The address to send to on the channel, or None with why not: no address, no
+        marketing consent in force, suppressed."""
+        kind = ADDRESS_KIND.get(channel)
+        address: str | None = None
+        if kind is not None:
+            address = self.outbox.contacts([customer_id]).get(customer_id, {}).get(kind)
+        elif channel is Channel.PUSH:
+            customer = self.repo.customer(customer_id)
+            subscription = (
+                (customer.attributes or {}).get("push_subscription") if customer else None
+            )
+            address = json.dumps(subscription) if subscription else None
+        if not address:
+            return None, "no address"
+        if customer_id not in self.outbox.consenting([customer_id], channel.value, now=now):
+            return None, "no consent"
+        if self.outbox.suppressed([customer_id], channel.value):
+            return None, "suppressed"
+        return address, ""
+
+    def _message(
+        self, campaign: Campaign, step: SendStep, entry: JourneyEntry, channel: Channel,
+        address: str, *, key: str, now: datetime,
+    ) -> Message:  # fmt: skip
+        offer = step.offer or Offer.model_validate(campaign.offer)
+        coupon = None
+        if offer.kind == "coupon":
+            coupon = new_code(offer.coupon_prefix or "")
+            CouponService(self.session).issue_for_campaign(
+                campaign.id, campaign.name, discount_percent=offer.discount_percent,
+                valid_days=offer.valid_days, at=now, pairs=[(entry.customer_id, coupon)],
+            )  # fmt: skip
+        message = Message(
+            campaign_id=campaign.id, customer_id=entry.customer_id, channel=channel, wave=1,
+            address=address, coupon=coupon, status=MessageStatus.QUEUED, attempts=0,
+            next_attempt_at=now, created_at=now, step_key=key, entry_id=entry.id,
+        )  # fmt: skip
+        self.repo.add(message)
+        self.session.flush()
+        return message
+
+    def _holds(
+        self, condition: Condition, entry: JourneyEntry, done: dict[str, JourneyStep], *,
+        now: datetime,
+    ) -> bool:  # fmt: skip
+        if condition.opened is not None or condition.delivered is not None:
+            step_id = condition.opened or condition.delivered or ""
+            rows = [r for k, r in done.items() if k == step_id or k.startswith(f"{step_id}#")]
+            messages = [self.repo.message(r.message_id) for r in rows if r.message_id]
+            if condition.opened is not None:
+                return any(m is not None and m.opened_at is not None for m in messages)
+            return any(m is not None and _delivered(m) for m in messages)
+        if condition.has is not None:
+            return condition.has in self.repo.identity_kinds(entry.customer_id)
+        if condition.event is not None:
+            return self.repo.happened(entry.customer_id, condition.event, since=entry.fired_at)
+        if condition.segment is not None:
+            segment = SegmentService(self.session).find(condition.segment)
+            return bool(self.repo.members(segment.id, [entry.customer_id]))
+        if condition.score is not None:
+            score = self.repo.score(entry.customer_id, until=now)
+            value = getattr(score, condition.score, None) if score is not None else None
+            return _compare(value, condition.op, condition.value)
+        customer = self.repo.customer(entry.customer_id)
+        name = condition.profile or ""
+        value = None
+        if customer is not None:
+            value = getattr(customer, name) if hasattr(type(customer), name) else (
+                customer.attributes or {}).get(name)  # fmt: skip
+        return _compare(value, condition.op, condition.value)
+
+    def _update(self, step: UpdateStep, entry: JourneyEntry) -> None:
+        customer = self.repo.customer(entry.customer_id)
+        if customer is None:
+            return
+        attributes = dict(customer.attributes or {})
+        attributes |= step.set
+        if step.tags:
+            tags = list(attributes.get("tags") or [])
+            attributes["tags"] = tags + [t for t in step.tags if t not in tags]
+        customer.attributes = attributes
+
+    def _log(
+        self, entry: JourneyEntry, step: str, outcome: str, *, now: datetime,
+        done: dict[str, JourneyStep] | None = None, message_id: int | None = None,
+    ) -> None:  # fmt: skip
+        row = JourneyStep(entry_id=entry.id, campaign_id=entry.campaign_id, step=step, at=now,
+                          outcome=outcome, message_id=message_id)  # fmt: skip
+        self.repo.add(row)
+        if done is not None:
+            done[step] = row
+
+    def _end(
+        self, entry: JourneyEntry, status: EntryStatus, outcome: str, *, now: datetime
+    ) -> None:
+        entry.status, entry.outcome, entry.ended_at = status, outcome[:200], now
+        entry.step, entry.wake_at, entry.waiting_for = None, None, None
+
+    # -- ending campaigns --------------------------------------------------------------------
+
+    def finish_ended(self, *, now: datetime) -> list[int]:
+        """Complete triggered campaigns past their end whose entries and messages are all
+        final; a triggered campaign without an end runs until it is cancelled."""
+        completed: list[int] = []
+        trail = CampaignRepository(self.session)
+        for campaign in self.repo.triggered(statuses=[CampaignStatus.RUNNING]):
+            if not _ended(campaign, now) or self.repo.active_count(campaign.id):
+                continue
+            if self.outbox.unfinished(campaign.id):
+                continue
+            campaign.status, campaign.finished_at = CampaignStatus.COMPLETED, now
+            trail.record(campaign, actor="journeys", action="complete", changes={
+                "status": {"from": "running", "to": "completed"},
+                "entries": self.repo.entry_counts(campaign.id),
+            })  # fmt: skip
+            completed.append(campaign.id)
+        return completed
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def report(self, campaign: Campaign) -> dict[str, Any]:
+        """Per step, what its entries did, and how many are at each step now."""
+        _, journey = plan_of(campaign)
+        counts = self.repo.step_counts(campaign.id)
+        steps: list[dict[str, Any]] = []
+        for step in journey.steps:
+            outcomes: dict[str, int] = {}
+            for key, bucket in counts.items():
+                if key == step.id or key.startswith((f"{step.id}#", f"{step.id}/")):
+                    for outcome, n in bucket.items():
+                        name = outcome if not key.startswith(f"{step.id}/") else f"end {outcome}"
+                        outcomes[name] = outcomes.get(name, 0) + n
+            steps.append({"id": step.id, "type": step.type, "outcomes": outcomes})
+        return {
+            "entries": self.repo.entry_counts(campaign.id),
+            "at_step": self.repo.waiting_at(campaign.id),
+            "steps": steps,
+            "goal": counts.get("goal", {}),
+        }
+
+
+def _delivered(message: Message) -> bool:
+    """Delivered as far as we can know: the provider said so, or the customer opened it."""
+    return any(t is not None for t in (message.delivered_at, message.read_at, message.opened_at))
+
+
+def _compare(value: Any, op: str, expected: Any) -> bool:
+    if value is None:
+        return False
+    try:
+        if isinstance(expected, int | float) and not isinstance(expected, bool):
+            return bool(_OPS[op](float(value), float(expected)))
+        return bool(_OPS[op](str(value), str(expected)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _ended(campaign: Campaign, now: datetime) -> bool:
+    end = Schedule.model_validate(campaign.schedule).end_at
+    return end is not None and now >= end
+
+
+def _local_day(campaign: Campaign, moment: datetime) -> date:
+    return moment.astimezone(ZoneInfo(Schedule.model_validate(campaign.schedule).timezone)).date()
+
+
+def _plain(properties: dict[str, Any]) -> dict[str, Any]:
+    plain: dict[str, Any] = json.loads(json.dumps(properties, default=str))
+    return plain
+
+
+__all__ = ["Fact", "JourneyService", "PassTally", "Step", "check_plan", "plan_of"]

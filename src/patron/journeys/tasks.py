@@ -1,0 +1,66 @@
+"""The trigger runner: the boundary that commits.
+
+Each pass reads facts (events, orders) after the cursors and admits or moves entries in one
+transaction with the cursors' move; then timed triggers; then due steps in batches. A
+runner killed mid-pass loses only the open transaction, which the next pass redoes: the
+step log's unique (entry, step) and the messages' unique (campaign, customer, step key)
+mean nothing is done twice. ``patron worker`` and ``patron serve`` run it in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from patron.journeys.service import JourneyService, PassTally
+from patron.kit.clock import utcnow
+from patron.kit.db import unit_of_work
+
+log = logging.getLogger(__name__)
+
+
+def run_pass(
+    factory: sessionmaker[Session], *, now: datetime | None = None, step_batches: int = 20
+) -> PassTally:
+    """One pass of the runner at ``now``; returns what it did."""
+    moment = now or utcnow()
+    total = PassTally()
+    while True:
+        with unit_of_work(factory) as session:
+            taken = JourneyService(session).take_facts(now=moment)
+        _add(total, taken)
+        if taken.facts == 0:
+            break
+    with unit_of_work(factory) as session:
+        _add(total, JourneyService(session).evaluate_timed(now=moment))
+    for _ in range(step_batches):
+        with unit_of_work(factory) as session:
+            moved = JourneyService(session).advance(now=moment)
+        _add(total, moved)
+        if moved.steps == 0:
+            break
+    with unit_of_work(factory) as session:
+        JourneyService(session).finish_ended(now=moment)
+    return total
+
+
+def run_journeys(
+    factory: sessionmaker[Session], *, stop: threading.Event, poll_seconds: float = 0.2
+) -> None:
+    """Run passes until ``stop`` is set; an error is logged and the loop goes on."""
+    while not stop.is_set():
+        try:
+            tally = run_pass(factory)
+            if tally.entered or tally.messages:
+                log.info("journeys: %s entered, %s messages", tally.entered, tally.messages)
+        except Exception:  # the loop must outlive a bad journey or a lost connection
+            log.exception("journey pass failed")
+        stop.wait(poll_seconds)
+
+
+def _add(total: PassTally, part: PassTally) -> None:
+    for name in ("facts", "entered", "held_out", "steps", "messages", "converted"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))

@@ -1,0 +1,397 @@
+"""Triggered campaigns and journeys on the segment tests' base: the abandoned-cart flow end
+to end, each step exactly once across repeated and rolled-back passes, re-entry rules,
+birthdays, segment entry, score crossings, cascades, branches, splits and updates."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from patron.campaigns.service import CampaignService
+from patron.channels.base import MemoryTransport
+from patron.customers.schemas import ConsentIn
+from patron.customers.service import CustomerService
+from patron.dispatch.tasks import run_worker
+from patron.events.schemas import EventIn, OrderIn
+from patron.events.service import EventService, OrderService
+from patron.journeys.service import JourneyService
+from patron.journeys.tasks import run_pass
+from patron.kit.errors import InvalidInput
+from patron.kit.settings import Settings
+from patron.models import (
+    AnalysisRun,
+    CampaignRecipient,
+    Channel,
+    ConsentStatus,
+    Customer,
+    CustomerScore,
+    EntryStatus,
+    JourneyEntry,
+    JourneyStep,
+    Message,
+    RunStatus,
+)
+from patron.segments.schemas import SegmentIn, parse_rule
+from patron.segments.service import SegmentService
+from tests.campaigns.test_plan import plan
+from tests.fixtures.segments import store_base
+
+T0 = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
+SETTINGS = Settings(
+    public_url="https://crm.example.com", secret_key="a-test-secret-of-enough-length"
+)
+EMAIL = {"subject": "{{ customer.first_name }}, your cart", "html": "<p>{{ trigger.sku }}</p>",
+         "text": "{{ trigger.sku }} is waiting"}  # fmt: skip
+CART_JOURNEY: dict[str, Any] = {
+    "goal": "purchase",
+    "steps": [
+        {"id": "hold", "type": "wait", "hours": 2},
+        {"id": "remind", "type": "send", "message": EMAIL},
+        {"id": "later", "type": "wait", "days": 1},
+        {"id": "coupon", "type": "send", "offer": {"kind": "coupon", "coupon_prefix": "CART",
+                                                   "discount_percent": "10"},
+         "message": EMAIL | {"subject": "{{ customer.first_name }}: {{ coupon }}"}},
+    ],
+}  # fmt: skip
+
+
+def _campaign(factory: sessionmaker[Session], *, trigger: dict[str, Any],
+              journey: dict[str, Any] | None = None, at: datetime = T0, **changes: Any) -> int:  # fmt: skip
+    with factory() as session:
+        if session.get(Customer, 1) is None:
+            store_base(session)
+            SegmentService(session).create(
+                SegmentIn(name="moscow", rule=parse_rule(
+                    {"kind": "profile", "field": "city", "value": "Moscow"})), actor="test",
+            )  # fmt: skip
+        service = CampaignService(session)
+        fields = {"name": "cart", "control_share": 0.0, "trigger": trigger, "journey": journey,
+                  "schedule": {}} | changes  # fmt: skip
+        campaign = service.create(plan(**fields), actor="maria")
+        service.launch(campaign.id, actor="maria", at=at)
+        session.commit()
+        return campaign.id
+
+
+def _event(factory: sessionmaker[Session], customer: int, type_: str, at: datetime,
+           **properties: Any) -> None:  # fmt: skip
+    with factory() as session:
+        EventService(session).create(EventIn(customer_id=customer, type=type_, occurred_at=at,
+                                             properties=properties))  # fmt: skip
+        session.commit()
+
+
+def _buy(factory: sessionmaker[Session], customer: int, at: datetime, ref: str) -> None:
+    with factory() as session:
+        OrderService(session).create(OrderIn.model_validate({
+            "customer_id": customer, "source": "shop", "external_id": ref,
+            "placed_at": at.isoformat(), "currency": "RUB",
+            "lines": [{"sku": "TOY-1", "quantity": 1, "unit_price": "500.00"}],
+        }))  # fmt: skip
+        session.commit()
+
+
+def _entries(factory: sessionmaker[Session]) -> dict[int, list[JourneyEntry]]:
+    with factory() as session:
+        found: dict[int, list[JourneyEntry]] = {}
+        for entry in session.scalars(select(JourneyEntry).order_by(JourneyEntry.id)):
+            found.setdefault(entry.customer_id, []).append(entry)
+        return found
+
+
+def _messages(factory: sessionmaker[Session]) -> list[tuple[int, str, str]]:
+    with factory() as session:
+        rows = session.scalars(select(Message).order_by(Message.id))
+        return [(m.customer_id, m.channel.value, m.step_key.split(":")[1]) for m in rows]
+
+
+def test_abandoned_cart_waits_reminds_offers_a_coupon_and_stops_for_a_buyer(
+    session_factory: sessionmaker[Session],
+) -> None:
+    campaign = _campaign(session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"}},
+                         journey=CART_JOURNEY)  # fmt: skip
+    _event(session_factory, 1, "cart_abandoned", T0 + timedelta(minutes=1), sku="TOY-1")
+    _event(session_factory, 5, "cart_abandoned", T0 + timedelta(minutes=2), sku="BOOK-9")
+    _event(session_factory, 5, "page_viewed", T0 + timedelta(minutes=3))
+    tally = run_pass(session_factory, now=T0 + timedelta(minutes=5))
+    assert (tally.facts, tally.entered, tally.messages) == (3, 2, 0)
+    assert {c: [e.step for e in es] for c, es in _entries(session_factory).items()} == {
+        1: ["hold"], 5: ["hold"]}  # fmt: skip
+    # Dina buys within the two hours: the goal ends her entry, she gets nothing
+    _buy(session_factory, 5, T0 + timedelta(minutes=40), "o-1")
+    assert run_pass(session_factory, now=T0 + timedelta(minutes=41)).converted == 1
+    assert run_pass(session_factory, now=T0 + timedelta(minutes=100)).messages == 0
+    assert run_pass(session_factory, now=T0 + timedelta(hours=2, minutes=6)).messages == 1
+    assert run_pass(session_factory, now=T0 + timedelta(hours=3)).messages == 0
+    assert run_pass(session_factory, now=T0 + timedelta(days=1, hours=2, minutes=7)).messages == 1
+    entries = _entries(session_factory)
+    assert (entries[1][0].status, entries[1][0].outcome) == (EntryStatus.COMPLETED,
+                                                             "journey completed")  # fmt: skip
+    assert (entries[5][0].status, entries[5][0].outcome) == (
+        EntryStatus.CONVERTED,
+        f"goal: purchase (order:{_order_id(session_factory, 'o-1')})",
+    )
+    assert _messages(session_factory) == [(1, "email", "remind"), (1, "email", "coupon")]
+    transport = MemoryTransport()
+    stats = run_worker(session_factory, transport, settings=SETTINGS, until_idle=True)
+    assert stats.sent == 2
+    assert transport.delivered[0].subject == "Anna, your cart"
+    assert transport.delivered[0].text.startswith("TOY-1 is waiting")
+    with session_factory() as session:
+        coupon = session.scalars(select(Message.coupon).where(Message.coupon.is_not(None))).one()
+        assert transport.delivered[1].subject == f"Anna: {coupon}"
+        assert coupon.startswith("CART")
+        report = JourneyService(session).report(CampaignService(session).get(campaign))
+    assert report["entries"] == {"completed": 1, "converted": 1}
+    assert report["goal"] == {"converted": 1}
+    assert [(s["id"], s["outcomes"]) for s in report["steps"]] == [
+        ("hold", {"waiting": 2, "end elapsed": 1}),
+        ("remind", {"queued": 1}),
+        ("later", {"waiting": 1, "end elapsed": 1}),
+        ("coupon", {"queued": 1}),
+    ]
+
+
+def _order_id(factory: sessionmaker[Session], ref: str) -> int:
+    from patron.models import Order
+
+    with factory() as session:
+        return int(session.scalars(select(Order.id).where(Order.external_id == ref)).one())
+
+
+def test_each_step_runs_once_across_repeated_and_rolled_back_passes(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _campaign(session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"}},
+              journey={"steps": [{"id": "now", "type": "send"}, {"id": "w", "type": "wait",
+                                  "minutes": 10}, {"id": "again", "type": "send"}]})  # fmt: skip
+    _event(session_factory, 1, "cart_abandoned", T0 + timedelta(minutes=1))
+    moment = T0 + timedelta(minutes=2)
+    # a pass that dies before its commit leaves nothing behind
+    with session_factory() as session:
+        JourneyService(session).take_facts(now=moment)
+        JourneyService(session).advance(now=moment)
+        session.rollback()
+    assert _entries(session_factory) == {}
+    for _ in range(3):
+        run_pass(session_factory, now=moment)
+    later = moment + timedelta(minutes=11)
+    with session_factory() as session:
+        JourneyService(session).advance(now=later)
+        session.rollback()
+    for _ in range(3):
+        run_pass(session_factory, now=later)
+    assert _messages(session_factory) == [(1, "email", "now"), (1, "email", "again")]
+    with session_factory() as session:
+        steps = session.scalars(select(JourneyStep.step).order_by(JourneyStep.id)).all()
+    assert steps == ["now", "w", "w/end", "again"]
+
+
+@pytest.mark.parametrize(
+    ("reentry", "entries"),
+    [({"mode": "once"}, 1), ({"mode": "once_per", "days": 7}, 2), ({"mode": "every_time"}, 3)],
+)
+def test_reentry_once_once_per_period_or_every_time(
+    session_factory: sessionmaker[Session], reentry: dict[str, Any], entries: int
+) -> None:
+    _campaign(session_factory, trigger={"on": {"kind": "event", "event_type": "form_submitted",
+                                               "where": {"form": "survey"}}, "reentry": reentry})  # fmt: skip
+    for day in (0, 1, 8):
+        moment = T0 + timedelta(days=day)
+        _event(session_factory, 1, "form_submitted", moment, form="survey")
+        _event(session_factory, 5, "form_submitted", moment, form="other")
+        run_pass(session_factory, now=moment + timedelta(minutes=1))
+    assert len(_entries(session_factory).get(1, [])) == entries
+    assert 5 not in _entries(session_factory)
+    assert len(_messages(session_factory)) == entries
+
+
+def test_birthday_trigger_fires_once_on_the_day_in_the_campaign_zone(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # Anna was born on 10 March; the campaign reads days in Moscow (UTC+3)
+    _campaign(session_factory, trigger={"on": {"kind": "date", "field": "birth_date"},
+                                        "reentry": {"mode": "once_per", "days": 300}},
+              content_type="emotional", at=datetime(2027, 3, 8, 12, 0, tzinfo=UTC))  # fmt: skip
+    run_pass(session_factory, now=datetime(2027, 3, 9, 20, 0, tzinfo=UTC))  # 23:00 on the 9th
+    assert _entries(session_factory) == {}
+    run_pass(session_factory, now=datetime(2027, 3, 9, 21, 30, tzinfo=UTC))  # 00:30 on the 10th
+    run_pass(session_factory, now=datetime(2027, 3, 10, 12, 0, tzinfo=UTC))
+    run_pass(session_factory, now=datetime(2027, 3, 11, 12, 0, tzinfo=UTC))
+    assert {c: [e.source_ref for e in es] for c, es in _entries(session_factory).items()} == {
+        1: ["date:2027-03-10:1"]}  # fmt: skip
+    assert _messages(session_factory) == [(1, "email", "send")]
+
+
+def test_a_date_held_in_the_attributes_with_an_offset(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _campaign(session_factory, trigger={"on": {"kind": "date", "field": "wedding_date",
+                                               "offset_days": -3}},
+              at=datetime(2027, 6, 1, tzinfo=UTC))  # fmt: skip
+    with session_factory() as session:
+        dina = session.get(Customer, 5)
+        assert dina is not None
+        dina.attributes = {**dina.attributes, "wedding_date": "2015-06-12"}
+        session.commit()
+    for day in range(2, 13):
+        run_pass(session_factory, now=datetime(2027, 6, day, 10, 0, tzinfo=UTC))
+    assert [e.source_ref for e in _entries(session_factory)[5]] == ["date:2027-06-09:5"]
+
+
+def test_entering_a_segment_at_a_build_admits_the_newcomers(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as session:
+        store_base(session)
+        segment = SegmentService(session).create(
+            SegmentIn(name="kazan", rule=parse_rule(
+                {"kind": "profile", "field": "city", "value": "Kazan"})), actor="test",
+        )  # fmt: skip
+        SegmentService(session).build(segment, at=T0)
+        SegmentService(session).create(SegmentIn(name="moscow", rule=parse_rule(
+            {"kind": "profile", "field": "city", "value": "Moscow"})), actor="test")  # fmt: skip
+        session.commit()
+    _campaign(session_factory, trigger={"on": {"kind": "segment", "segment": "kazan"}},
+              at=T0 + timedelta(hours=1))  # fmt: skip
+    run_pass(session_factory, now=T0 + timedelta(hours=2))
+    assert _entries(session_factory) == {}  # members before the launch are not newcomers
+    with session_factory() as session:
+        anna = session.get(Customer, 1)
+        assert anna is not None
+        anna.city = "Kazan"
+        session.commit()
+        SegmentService(session).build(SegmentService(session).find("kazan"),
+                                      at=T0 + timedelta(hours=3))  # fmt: skip
+        session.commit()
+    run_pass(session_factory, now=T0 + timedelta(hours=3, minutes=1))
+    assert list(_entries(session_factory)) == [1]
+
+
+def test_lapsing_at_an_analysis_run_admits_those_who_crossed(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _campaign(session_factory, trigger={"on": {"kind": "score", "stage": "lapsed"}})
+    with session_factory() as session:
+        before = session.scalar(select(func.max(AnalysisRun.id)))
+        previous = {s.customer_id: s.lifecycle_stage for s in session.scalars(
+            select(CustomerScore).where(CustomerScore.run_id == 2))}  # fmt: skip
+        run = AnalysisRun(id=4, as_of=T0, model_version="t", status=RunStatus.COMPLETED,
+                          finished_at=T0, customers=3)  # fmt: skip
+        session.add(run)
+        session.flush()
+        for customer, stage in [(1, "lapsed"), (5, "lapsed"), (3, "active")]:
+            session.add(CustomerScore(run_id=run.id, customer_id=customer, as_of=T0,
+                                      lifecycle_stage=stage))  # fmt: skip
+        session.commit()
+    assert before == 3
+    crossed = sorted(c for c in (1, 5) if previous.get(c) != "lapsed")
+    run_pass(session_factory, now=T0 + timedelta(minutes=1))
+    assert sorted(_entries(session_factory)) == crossed
+
+
+def test_a_cascade_falls_back_when_the_first_channel_is_not_delivered(
+    session_factory: sessionmaker[Session],
+) -> None:
+    journey = {"steps": [{"id": "reach", "type": "send", "channels": ["push", "email", "sms"],
+                          "fallback_minutes": 30, "message": {"subject": "Hi", "html": "<p>Hi</p>",
+                                                              "text": "Hi"}}]}  # fmt: skip
+    _campaign(
+        session_factory,
+        trigger={"on": {"kind": "event", "event_type": "cart_abandoned"}},
+        journey=journey,
+    )
+    with session_factory() as session:
+        CustomerService(session).record_consent(1, ConsentIn(
+            channel=Channel.SMS, status=ConsentStatus.GRANTED, decided_at=T0), source="form")  # fmt: skip
+        session.commit()
+    _event(session_factory, 1, "cart_abandoned", T0 + timedelta(minutes=1))
+    _event(session_factory, 5, "cart_abandoned", T0 + timedelta(minutes=1))
+    run_pass(session_factory, now=T0 + timedelta(minutes=2))
+    # nobody has a push subscription: both start on email
+    assert _messages(session_factory) == [(1, "email", "reach#1"), (5, "email", "reach#1")]
+    with session_factory() as session:
+        dina = session.scalars(select(Message).where(Message.customer_id == 5)).one()
+        dina.opened_at = T0 + timedelta(minutes=10)
+        session.commit()
+    run_pass(session_factory, now=T0 + timedelta(minutes=20))
+    assert len(_messages(session_factory)) == 2  # Anna's half hour is not over
+    run_pass(session_factory, now=T0 + timedelta(minutes=33))
+    # Dina opened hers; Anna's fell back to SMS, where she has a phone and consent
+    assert _messages(session_factory)[2:] == [(1, "sms", "reach#2")]
+    run_pass(session_factory, now=T0 + timedelta(minutes=64))
+    entries = _entries(session_factory)
+    with session_factory() as session:
+        outcomes = dict(session.execute(select(JourneyEntry.customer_id, JourneyStep.outcome)
+                        .join(JourneyEntry, JourneyEntry.id == JourneyStep.entry_id)
+                        .where(JourneyStep.step == "reach")).all())  # fmt: skip
+    assert outcomes == {5: "delivered: email", 1: "undelivered"}
+    assert [entries[c][0].status for c in (1, 5)] == [EntryStatus.COMPLETED] * 2
+
+
+def test_branches_splits_updates_and_the_control_group(
+    session_factory: sessionmaker[Session],
+) -> None:
+    journey = {"steps": [
+        {"id": "phone", "type": "branch", "when": {"has": "phone"}, "then": "tag",
+         "otherwise": "ab"},
+        {"id": "tag", "type": "update", "set": {"caller": True}, "tags": ["vip"], "next": None},
+        {"id": "ab", "type": "split", "paths": [{"share": 0.5, "next": "a"},
+                                                {"share": 0.5, "next": "b"}]},
+        {"id": "a", "type": "send", "next": None},
+        {"id": "b", "type": "exit"},
+    ]}  # fmt: skip
+    _campaign(session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"},
+                                        "reentry": {"mode": "every_time"}},
+              journey=journey, control_share=0.5)  # fmt: skip
+    for n in range(12):
+        for customer in (1, 5):
+            _event(session_factory, customer, "cart_abandoned", T0 + timedelta(seconds=n))
+    run_pass(session_factory, now=T0 + timedelta(minutes=1))
+    entries = _entries(session_factory)
+    with session_factory() as session:
+        groups = dict(session.execute(select(CampaignRecipient.customer_id,
+                                             CampaignRecipient.group)).all())  # fmt: skip
+        anna = session.get(Customer, 1)
+        assert anna is not None
+        attributes = anna.attributes
+    # a customer's group is the same on every entry
+    for customer, rows in entries.items():
+        held = groups[customer].value == "control"
+        assert {e.status is EntryStatus.CONTROL for e in rows} == {held}
+    if groups[1].value == "treatment":
+        assert attributes["caller"] is True and attributes["tags"] == ["vip"]
+    if groups[5].value == "treatment":
+        sent = [m for m in _messages(session_factory) if m[0] == 5]
+        exits = [e for e in entries[5] if e.status is EntryStatus.EXITED]
+        assert len(sent) + len(exits) == 12 and 0 < len(sent) < 12
+
+
+def test_a_journey_refuses_a_loop_and_a_message_its_channel_cannot_carry(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with pytest.raises(ValueError, match="loops back to step 'a'"):
+        plan(trigger={"on": {"kind": "event", "event_type": "x"}}, journey={"steps": [
+            {"id": "a", "type": "wait", "minutes": 1}, {"id": "b", "type": "send", "next": "a"}]})  # fmt: skip
+    with pytest.raises(ValueError, match="a journey needs a 'trigger'"):
+        plan(journey={"steps": [{"id": "a", "type": "send"}]})
+    with pytest.raises(InvalidInput, match="journey step 'b'"):
+        _campaign(session_factory, trigger={"on": {"kind": "event", "event_type": "x"}}, journey={"steps": [
+            {"id": "b", "type": "send", "message": {"text": "no subject for email"}}]})  # fmt: skip
+
+
+def test_money_in_the_order_fact_is_exact(session_factory: sessionmaker[Session]) -> None:
+    _campaign(session_factory, trigger={"on": {"kind": "event", "event_type": "first_purchase"}})
+    _buy(session_factory, 4, T0 + timedelta(minutes=1), "first-gleb")
+    _buy(session_factory, 1, T0 + timedelta(minutes=1), "not-first-anna")
+    run_pass(session_factory, now=T0 + timedelta(minutes=2))
+    entries = _entries(session_factory)
+    assert list(entries) == [4]
+    assert Decimal(entries[4][0].context["total"]) == Decimal("500.00")
+    assert date(2026, 9, 1) == entries[4][0].fired_at.date()
+    assert entries[4][0].context["order_id"] == _order_id(session_factory, "first-gleb")
