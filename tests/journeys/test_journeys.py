@@ -145,7 +145,7 @@ def test_abandoned_cart_waits_reminds_offers_a_coupon_and_stops_for_a_buyer(
     with session_factory() as session:
         coupon = session.scalars(select(Message.coupon).where(Message.coupon.is_not(None))).one()
         assert transport.delivered[1].subject == f"Anna: {coupon}"
-        assert coupon.startswith("CART")
+        assert coupon is not None and coupon.startswith("CART")
         report = JourneyService(session).report(CampaignService(session).get(campaign))
     assert report["entries"] == {"completed": 1, "converted": 1}
     assert report["goal"] == {"converted": 1}
