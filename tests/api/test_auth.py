@@ -206,6 +206,8 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "GET /campaigns",
         "GET /campaigns/{campaign_id}",
         "GET /campaigns/{campaign_id}/calls",
+        "GET /campaigns/{campaign_id}/entries",
+        "GET /campaigns/{campaign_id}/journey",
         "GET /campaigns/{campaign_id}/preview",
         "GET /campaigns/{campaign_id}/recipients",
         "GET /campaigns/{campaign_id}/report",

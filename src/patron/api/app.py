@@ -18,6 +18,7 @@ from patron.dispatch.endpoints import hooks as hooks_router
 from patron.dispatch.endpoints import public as tracking_router
 from patron.dispatch.endpoints import router as dispatch_router
 from patron.events.endpoints import router as events_router
+from patron.journeys.endpoints import router as journeys_router
 from patron.kit.db import make_engine, make_sessionmaker
 from patron.loyalty.endpoints import router as loyalty_router
 from patron.segments.endpoints import router as segments_router
@@ -68,6 +69,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.include_router(analytics_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(segments_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(campaigns_router, prefix=API_PREFIX, responses=_ERRORS)
+    app.include_router(journeys_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(dispatch_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(loyalty_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(tracking_router)

@@ -27,7 +27,7 @@ from patron.customers.schemas import PROFILE_FIELDS
 from patron.customers.service import CustomerService
 from patron.dispatch.service import DispatchService
 from patron.journeys.schemas import SegmentTrigger, single_send
-from patron.journeys.service import JourneyService, check_plan
+from patron.journeys.service import JourneyService, check_plan, plan_of
 from patron.kit.clock import utcnow
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.settings import get_settings
@@ -140,6 +140,12 @@ class CampaignService:
             if old != new:
                 diff[target] = {"from": old, "to": new}
                 setattr(campaign, target, stored)
+        if campaign.trigger:
+            spec, journey = plan_of(campaign)
+            check_plan(spec, journey, message=MessageTemplate.model_validate(campaign.message),
+                       channel=campaign.channel)  # fmt: skip
+        elif campaign.journey:
+            raise InvalidInput("a journey needs a 'trigger' to admit customers to it")
         if diff:
             campaign.updated_at = utcnow()
             self.repo.record(campaign, actor=actor, action="updated", changes=diff)

@@ -421,10 +421,11 @@ def worker(
         ),
     ] = True,
 ) -> None:
-    """Send queued messages (email over the PATRON_SMTP_* server), with retries; and
-    launch scheduled campaigns when their time comes."""
+    """Send queued messages (email over the PATRON_SMTP_* server), with retries; launch
+    scheduled campaigns when their time comes; and run triggered campaigns' journeys."""
     from patron.campaigns.tasks import run_due
     from patron.dispatch.tasks import WorkerStats, run_worker, transports
+    from patron.journeys.tasks import run_pass
 
     settings = get_settings()
     factory = open_store()
@@ -433,6 +434,9 @@ def worker(
         # one pass first, so that --until-idle sends what was due at the start
         for campaign in run_due(factory):
             console.print(f"campaign {campaign} launched by the scheduler")
+        tally = run_pass(factory)
+        if tally.entered or tally.messages:
+            console.print(f"journeys: {tally.entered:,} entered, {tally.messages:,} messages")
         if not until_idle:
             background_threads(factory, stop=stop, sender=False, scheduler=True)
 

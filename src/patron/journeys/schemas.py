@@ -36,6 +36,7 @@ The journey's ``goal`` (say, a purchase) ends an entry as converted the moment i
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -301,3 +302,52 @@ def _targets(step: Any, journey: Journey) -> list[str]:
 def single_send(channel: Channel) -> Journey:
     """The journey of a triggered campaign that gives none: its one message."""
     return Journey(steps=[SendStep(id="send", channel=channel)])
+
+
+# -- what the API answers -------------------------------------------------------------------
+
+
+class StepCount(BaseModel):
+    """What the entries that reached a step did there (``end …`` for the end of a wait)."""
+
+    id: str
+    type: str
+    outcomes: dict[str, int]
+
+
+class JourneyReport(BaseModel):
+    """A triggered campaign's entries by status, how many wait at each step now, and each
+    step's outcomes."""
+
+    entries: dict[str, int]
+    at_step: dict[str, int]
+    steps: list[StepCount]
+    goal: dict[str, int]
+
+
+class StepDone(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    step: str
+    at: datetime
+    outcome: str
+    message_id: int | None
+
+
+class EntryOut(BaseModel):
+    """One customer's pass through the journey, with the steps it carried out."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    customer_id: int
+    source_ref: str
+    fired_at: datetime
+    entered_at: datetime
+    status: str
+    step: str | None
+    wake_at: datetime | None
+    waiting_for: str | None
+    ended_at: datetime | None
+    outcome: str | None
+    steps: list[StepDone] = Field(default_factory=list)

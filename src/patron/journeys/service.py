@@ -612,8 +612,15 @@ class JourneyService:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def entries(
+        self, campaign: Campaign, *, customer_id: int | None, limit: int, offset: int
+    ) -> Sequence[JourneyEntry]:
+        _triggered(campaign)
+        return self.repo.entries(campaign.id, customer_id=customer_id, limit=limit, offset=offset)
+
     def report(self, campaign: Campaign) -> dict[str, Any]:
         """Per step, what its entries did, and how many are at each step now."""
+        _triggered(campaign)
         _, journey = plan_of(campaign)
         counts = self.repo.step_counts(campaign.id)
         steps: list[dict[str, Any]] = []
@@ -631,6 +638,11 @@ class JourneyService:
             "steps": steps,
             "goal": counts.get("goal", {}),
         }
+
+
+def _triggered(campaign: Campaign) -> None:
+    if not campaign.trigger:
+        raise InvalidInput(f"campaign {campaign.id} is not triggered: it has no journey")
 
 
 def _delivered(message: Message) -> bool:
