@@ -395,3 +395,72 @@ def test_money_in_the_order_fact_is_exact(session_factory: sessionmaker[Session]
     assert Decimal(entries[4][0].context["total"]) == Decimal("500.00")
     assert date(2026, 9, 1) == entries[4][0].fired_at.date()
     assert entries[4][0].context["order_id"] == _order_id(session_factory, "first-gleb")
+
+
+def test_p_alive_falling_below_a_threshold_admits_at_the_next_run(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _campaign(session_factory, trigger={"on": {"kind": "score", "p_alive_below": 0.3}})
+    with session_factory() as session:
+        for run_id, as_of, p_alive in [
+            (4, T0, {1: 0.5, 5: 0.2, 3: 0.9}),
+            (5, T0 + timedelta(days=7), {1: 0.25, 5: 0.1, 3: 0.4}),
+        ]:
+            session.add(
+                AnalysisRun(
+                    id=run_id,
+                    as_of=as_of,
+                    model_version="t",
+                    status=RunStatus.COMPLETED,
+                    finished_at=as_of,
+                )
+            )
+            session.flush()
+            for customer, value in p_alive.items():
+                session.add(
+                    CustomerScore(
+                        run_id=run_id,
+                        customer_id=customer,
+                        as_of=as_of,
+                        lifecycle_stage="active",
+                        p_alive=value,
+                    )
+                )
+        session.commit()  # fmt: skip
+    run_pass(session_factory, now=T0 + timedelta(days=8))
+    # run 4 puts Dina under 0.3; run 5 adds Anna, while Dina was under already
+    refs = {c: [e.source_ref for e in es] for c, es in _entries(session_factory).items()}
+    assert refs == {5: ["run:4:5"], 1: ["run:5:1"]}
+
+
+def test_pause_holds_entries_cancel_ends_them_and_an_end_date_completes_the_campaign(
+    session_factory: sessionmaker[Session],
+) -> None:
+    end = T0 + timedelta(days=2)
+    campaign = _campaign(
+        session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"}},
+        journey={"steps": [{"id": "w", "type": "wait", "hours": 1}, {"id": "s", "type": "send"}]},
+        schedule={"end_at": end.isoformat()},
+    )  # fmt: skip
+    _event(session_factory, 1, "cart_abandoned", T0 + timedelta(minutes=1))
+    run_pass(session_factory, now=T0 + timedelta(minutes=2))
+    with session_factory() as session:
+        CampaignService(session).pause(campaign, actor="maria")
+        session.commit()
+    run_pass(session_factory, now=T0 + timedelta(hours=2))
+    assert _messages(session_factory) == []  # paused: the entry waits at its step
+    with session_factory() as session:
+        CampaignService(session).resume(campaign, actor="maria")
+        session.commit()
+    run_pass(session_factory, now=T0 + timedelta(hours=3))
+    assert _messages(session_factory) == [(1, "email", "s")]
+    # after the end no one enters; the campaign completes once its messages are final
+    _event(session_factory, 5, "cart_abandoned", end + timedelta(minutes=1))
+    run_pass(session_factory, now=end + timedelta(minutes=2))
+    assert list(_entries(session_factory)) == [1]
+    with session_factory() as session:
+        assert CampaignService(session).get(campaign).status.value == "running"
+    run_worker(session_factory, MemoryTransport(), settings=SETTINGS, until_idle=True)
+    run_pass(session_factory, now=end + timedelta(minutes=3))
+    with session_factory() as session:
+        assert CampaignService(session).get(campaign).status.value == "completed"
