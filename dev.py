@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -22,6 +23,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".patron-installed"
+WEB = ROOT / "src" / "patron" / "web"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _fingerprint(extras: str) -> str:
@@ -66,16 +69,57 @@ def ensure_installed(*, dev: bool) -> None:
     STAMP.write_text(wanted)
 
 
+def ensure_web_assets() -> None:
+    """The web interface's third-party JS and CSS, from the npm registry (never committed),
+    exactly as package-lock.json pins them."""
+    stamp = WEB / "node_modules" / ".patron-installed"
+    wanted = hashlib.sha256((WEB / "package-lock.json").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        print("npm not found: the web interface runs without its charts (install Node.js)")
+        return
+    print("Installing the web interface's assets from npm ...", flush=True)
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=WEB, check=True)
+    stamp.write_text(wanted)
+
+
+def ensure_browser() -> None:
+    """Debian's Chromium for the browser tests, installed when we may (as root)."""
+    if CHROMIUM.exists():
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        print(
+            "Chromium is not installed and cannot be here: the browser tests will skip "
+            "(install it with `sudo apt-get install chromium`)",
+            flush=True,
+        )
+        return
+    print("Installing Debian's Chromium for the browser tests ...", flush=True)
+    quiet = {
+        "stdout": subprocess.DEVNULL,
+        "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    }
+    install = ["apt-get", "install", "-y", "-q", "chromium"]
+    if subprocess.run(install, check=False, **quiet).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=True, **quiet)
+        subprocess.run(install, check=True, **quiet)
+
+
 def main(argv: list[str]) -> int:
     job = argv[0] if argv else "demo"
     if job == "test":
         ensure_installed(dev=True)
+        ensure_web_assets()
+        ensure_browser()
         _run(BIN / "ruff", "check", "src", "tests", "benchmarks", "dev.py")
         _run(BIN / "mypy")
         # one worker per core: the suite is mostly database and engine work
         workers = [] if any(a.startswith("-n") for a in argv[1:]) else ["-n", "auto"]
         return _call(BIN / "pytest", *workers, *argv[1:])
     ensure_installed(dev=False)
+    ensure_web_assets()
     if job == "demo":
         return _call(BIN / "patron", "demo", *argv[1:])
     if job == "patron":

@@ -20,8 +20,10 @@ from patron.dispatch.endpoints import router as dispatch_router
 from patron.events.endpoints import router as events_router
 from patron.journeys.endpoints import router as journeys_router
 from patron.kit.db import make_engine, make_sessionmaker
+from patron.kit.settings import get_settings
 from patron.loyalty.endpoints import router as loyalty_router
 from patron.segments.endpoints import router as segments_router
+from patron.web.views import install as install_pages
 
 API_PREFIX = "/api/v1"
 
@@ -74,4 +76,8 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.include_router(loyalty_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(tracking_router)
     app.include_router(hooks_router, prefix=API_PREFIX, responses=_ERRORS)
+    settings = get_settings()
+    install_pages(
+        app, secret_key=settings.secret_key, secure=settings.public_url.startswith("https://")
+    )
     return app

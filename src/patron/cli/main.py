@@ -42,6 +42,8 @@ apikey_app = typer.Typer(help="API keys for the REST API.")
 report_app = typer.Typer(help="Reports on the latest (or a chosen) analysis run.")
 app.add_typer(customers_app, name="customers")
 app.add_typer(apikey_app, name="apikey")
+user_app = typer.Typer(help="Accounts of the web interface.")
+app.add_typer(user_app, name="user")
 app.add_typer(report_app, name="report")
 app.add_typer(segment_app, name="segment")
 app.add_typer(campaign_app, name="campaign")
@@ -247,6 +249,31 @@ def apikey_create(
     with unit_of_work(open_store()) as session:
         key, secret = create_api_key(session, name=name, role=chosen)
     console.print(f"API key {key.name} ({key.role.value}): {secret}")
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="admin, marketer or analyst")] = "marketer",
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, confirmation_prompt=True,
+            envvar="PATRON_NEW_PASSWORD", help="At least 10 characters; asked for if not given",
+        ),
+    ] = "",
+) -> None:  # fmt: skip
+    """Create a web interface account; only a scrypt hash of the password is kept."""
+    from patron.models import Role
+    from patron.web.service import WebService
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise InvalidInput(f"unknown role {role!r}: use admin, marketer or analyst") from None
+    with unit_of_work(open_store()) as session:
+        WebService(session).create_user(username, password, role=chosen, actor="cli")
+    console.print(f"user {username} ({chosen.value}) created: log in at /ui/login")
 
 
 @app.command()

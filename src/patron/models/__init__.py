@@ -43,12 +43,14 @@ from patron.models.order import Order, OrderKind, OrderLine
 from patron.models.product import Product
 from patron.models.score import AnalysisRun, CustomerScore, RunStatus
 from patron.models.segment import Segment, SegmentBuild, SegmentMembership
+from patron.models.user import AuditRecord, User
 
 __all__ = [
     "OPEN_CALL",
     "AccountStatus",
     "AnalysisRun",
     "ApiKey",
+    "AuditRecord",
     "CallOutcome",
     "CallResult",
     "Campaign",
@@ -105,4 +107,5 @@ __all__ = [
     "TierChange",
     "TransactionStatus",
     "TriggerCursor",
+    "User",
 ]

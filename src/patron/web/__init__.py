@@ -1,0 +1,1 @@
+"""The web interface for marketers: server-rendered pages on the API's application."""
