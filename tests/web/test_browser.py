@@ -19,8 +19,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
+from patron.channels.email import SmtpSettings, SmtpTransport
+from patron.dispatch.tasks import run_worker
+from patron.kit.settings import Settings
 from patron.web.views import VENDOR
+from tests.fixtures.smtp import Inbox, smtp_server
 from tests.web.conftest import PASSWORD
+
+__all__ = ["smtp_server"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = VENDOR / "axe-core" / "axe.min.js"
@@ -38,8 +44,21 @@ def _needed() -> None:
 
 
 @pytest.fixture
-def server(engine: Engine, site: sessionmaker[Session]) -> Iterator[str]:
+def server(
+    engine: Engine, site: sessionmaker[Session], smtp_server: tuple[Inbox, int]
+) -> Iterator[str]:
+    """The app on a free port, with a sending worker delivering to a real SMTP server."""
     _needed()
+    _, smtp_port = smtp_server
+    stop = threading.Event()
+    transport = SmtpTransport(SmtpSettings(host="127.0.0.1", port=smtp_port, connections=2,
+                                           timeout=10))  # fmt: skip
+    settings = Settings(public_url="http://127.0.0.1", secret_key="a-test-secret-of-enough-length")
+    sender = threading.Thread(
+        target=run_worker, args=(site, transport),
+        kwargs={"settings": settings, "poll_seconds": 0.2, "stop": stop}, daemon=True,
+    )  # fmt: skip
+    sender.start()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -54,7 +73,9 @@ def server(engine: Engine, site: sessionmaker[Session]) -> Iterator[str]:
         time.sleep(0.05)
     yield f"http://127.0.0.1:{port}"
     running.should_exit = True
+    stop.set()
     thread.join(timeout=10)
+    sender.join(timeout=10)
 
 
 def _serious(page: Any) -> list[str]:
@@ -106,3 +127,82 @@ def test_a_marketer_logs_in_reads_the_dashboard_and_finds_the_message_a_customer
         browser.close()
     assert sorted(p.name for p in shots.iterdir()) == [
         "1-login-refused.png", "2-dashboard.png", "3-customer.png"]  # fmt: skip
+
+
+def test_a_marketer_builds_a_segment_plans_launches_and_reads_the_report(
+    server: str, engine: Engine, smtp_server: tuple[Inbox, int]
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    inbox, _ = smtp_server
+    shots = ARTIFACTS / f"{engine.dialect.name}-campaign"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(f"{server}/ui/login")
+        page.get_by_label("Username").fill("marketer")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{server}/ui/")
+        # the segment: Moscow customers who consented to email, counted live as it grows
+        page.get_by_role("link", name="Segments").click()
+        page.get_by_role("link", name="New segment").click()
+        page.get_by_label("Name", exact=True).fill("Moscow subscribers")
+        page.get_by_label("Condition").select_option("profile")
+        page.get_by_label("Profile field").select_option("city")
+        page.get_by_label("value").fill("Moscow")
+        expect(page.locator("#count")).to_have_text("3")  # Anna, Vera, Egor
+        page.get_by_label("Condition").first.select_option("consent")
+        expect(page.locator("#count")).to_have_text("1")  # of them, only Anna consented
+        assert _serious(page) == []
+        page.screenshot(path=str(shots / "1-segment-builder.png"), full_page=True)
+        page.get_by_role("button", name="Save segment").click()
+        expect(page.get_by_test_id("segment-count")).to_have_text("1")
+        # the plan, one question at a time
+        page.get_by_role("link", name="Campaigns").click()
+        page.get_by_role("link", name="Plan a campaign").click()
+        page.get_by_label("Name").fill("Moscow welcome")
+        page.get_by_label("Goal").fill("Welcome Moscow subscribers with a discount")
+        page.get_by_role("button", name="Next").click()
+        page.get_by_label("Segment").select_option("Moscow subscribers")
+        page.get_by_label("Control group, % held out").fill("0")
+        page.get_by_role("button", name="Next").click()
+        page.get_by_label("Offer").select_option("discount")
+        page.get_by_label("Discount, %").fill("10")
+        page.get_by_role("button", name="Next").click()
+        page.get_by_label("Subject").fill("{{ customer.first_name }}, welcome")
+        page.get_by_label("HTML body").fill("<p>{{ offer.discount_percent }}% off</p>")
+        page.get_by_label("Text body").fill("{{ offer.discount_percent }}% off for you")
+        page.get_by_label("Preview for customer id").fill("1")
+        page.get_by_role("button", name="Preview").click()
+        expect(page.locator("#preview")).to_contain_text("Anna, welcome")
+        assert _serious(page) == []
+        page.screenshot(path=str(shots / "2-planner.png"), full_page=True)
+        for _ in range(3):  # channel (email), schedule (at launch), then the budget
+            page.get_by_role("button", name="Next").click()
+        page.get_by_label("Budget", exact=True).fill("1000")
+        page.get_by_role("button", name="Next").click()
+        page.get_by_label("Expected value").fill("500")
+        page.get_by_role("button", name="Save the plan").click()
+        expect(page.get_by_test_id("status")).to_have_text("draft")
+        page.get_by_role("button", name="Launch").click()
+        expect(page.get_by_test_id("status")).to_have_text("running")
+        deadline = time.monotonic() + 30
+        while not inbox.received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        page.reload()
+        expect(page.get_by_test_id("groups")).to_contain_text("treatment")
+        assert _serious(page) == []
+        page.screenshot(path=str(shots / "3-report.png"), full_page=True)
+        # the customer sees it in their history
+        page.goto(f"{server}/ui/customers/1")
+        expect(page.get_by_test_id("messages")).to_contain_text("Anna, welcome")
+        page.screenshot(path=str(shots / "4-customer.png"), full_page=True)
+        browser.close()
+    [mail] = inbox.received
+    assert mail.recipients == ["anna@example.ru"]
+    assert str(mail.parsed()["Subject"]) == "Anna, welcome"

@@ -90,3 +90,65 @@ def test_logging_out_ends_the_session(engine: Engine, site: sessionmaker[Session
         out = client.post("/ui/logout", data={"csrf": _csrf(page)})
         assert out.headers["location"] == "/ui/login"
         assert client.get("/ui/").headers["location"] == "/ui/login"
+
+
+def test_an_analyst_may_read_a_campaign_but_not_launch_it_and_changes_are_audited(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with _client(engine) as client:
+        _log_in(client, "marketer")
+        form = client.get("/ui/campaigns/new").text
+        planned = client.post("/ui/campaigns", data={
+            "csrf": _csrf(form), "name": "Welcome", "goal": "Say hello", "kind": "retention",
+            "content_type": "informational", "segment": "subscribers", "channel": "email",
+            "offer_kind": "none", "subject": "Hi {{ customer.first_name }}",
+            "html": "<p>Hi</p>", "text": "Hi", "budget": "100", "kpi_metric": "roi",
+            "kpi_expected": "1", "control_percent": "0", "timezone": "Europe/Moscow",
+        })  # fmt: skip
+        assert planned.status_code == 303, planned.text
+        page_url = planned.headers["location"]
+        campaign_id = int(page_url.rsplit("/", 1)[1])
+        bad = client.post("/ui/campaigns", data={"csrf": _csrf(form), "name": "x", "goal": "y",
+                                                  "kind": "nonsense", "budget": "1"})  # fmt: skip
+        assert bad.status_code == 422
+        assert "kind: Input should be" in bad.text
+        client.post("/ui/logout", data={"csrf": _csrf(client.get("/ui/").text)})
+        _log_in(client, "analyst")
+        page = client.get(page_url).text
+        assert "Say hello" in page and "Launch</button>" not in page
+        refused = client.post(f"/ui/campaigns/{campaign_id}/launch", data={"csrf": _csrf(page)})
+        assert refused.status_code == 403
+        assert "role analyst may not campaigns:launch" in refused.text
+        client.post("/ui/logout", data={"csrf": _csrf(page)})
+        _log_in(client, "marketer")
+        page = client.get(page_url).text
+        launched = client.post(f"/ui/campaigns/{campaign_id}/launch", data={"csrf": _csrf(page)})
+        assert launched.status_code == 303
+        assert 'data-testid="status">running<' in client.get(page_url).text
+    with site() as session:
+        rows = session.scalars(select(AuditRecord).order_by(AuditRecord.id)).all()
+    assert [(r.actor, r.action) for r in rows if r.action.startswith("campaign.")] == [
+        ("marketer", "campaign.create"), ("marketer", "campaign.launch")]  # fmt: skip
+
+
+def test_the_segment_builder_counts_a_rule_and_refuses_a_bad_one(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with _client(engine) as client:
+        _log_in(client, "analyst")
+        form = client.get("/ui/segments/new").text
+        token = _csrf(form)
+        rule = '{"kind": "all", "conditions": [{"kind": "profile", "field": "city", "op": "eq", "value": "Moscow"}]}'
+        counted = client.post("/ui/segments/count", data={"rule": rule, "csrf": token})
+        assert counted.json()["customers"] == 3
+        wrong = client.post("/ui/segments/count", data={"rule": '{"kind": "profile", '
+                            '"field": "shoe_size", "value": 1}', "csrf": token})  # fmt: skip
+        assert wrong.status_code == 422
+        assert "unknown profile field 'shoe_size'" in wrong.json()["error"]
+        saved = client.post("/ui/segments", data={"name": "moscow", "rule": rule, "csrf": token})
+        assert saved.status_code == 303
+        page = client.get(saved.headers["location"]).text
+        assert 'data-testid="segment-count">3<' in page
+        exported = client.get(saved.headers["location"] + "/export.csv")
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert len(exported.text.strip().splitlines()) == 4  # the header and three customers

@@ -9,6 +9,7 @@ page with its status, never a stack trace.
 from __future__ import annotations
 
 import inspect
+import math
 import secrets
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -36,11 +37,15 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
 def _money(value: Any) -> str:
-    amount = Decimal(str(value or 0)).quantize(Decimal("0.01"))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    amount = Decimal(str(value)).quantize(Decimal("0.01"))
     return f"{amount:,.2f}".replace(",", "\u202f")
 
 
 def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
     return f"{float(value or 0) * 100:.1f}%"
 
 
@@ -71,10 +76,10 @@ def _check_csrf(request: Request, token: str) -> None:
 
 
 def _page(
-    request: Request, name: str, who: Who | None, status: int = 200, **context: Any
+    request: Request, template: str, who: Who | None, /, status: int = 200, **context: Any
 ) -> HTMLResponse:
     context |= {"who": who, "csrf": csrf_token(request), "request": request}
-    return templates.TemplateResponse(request, name, context, status_code=status)
+    return templates.TemplateResponse(request, template, context, status_code=status)
 
 
 def needs(permission: Permission) -> Callable[[Request, Session], Who]:
@@ -164,6 +169,9 @@ def install(app: FastAPI, *, secret_key: str, secure: bool) -> None:
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
     if VENDOR.is_dir():
         app.mount("/ui/vendor", StaticFiles(directory=VENDOR), name="ui-vendor")
+    # the other pages add their routes to this router when imported
+    from patron.web import campaign_views, segment_views  # noqa: F401
+
     app.include_router(router)
     json_errors = app.exception_handlers[PatronError]
     json_invalid = app.exception_handlers[RequestValidationError]
