@@ -99,6 +99,7 @@ class PassTally:
     steps: int = 0
     messages: int = 0
     converted: int = 0
+    backlog: bool = False
 
 
 def plan_of(campaign: Campaign) -> tuple[TriggerSpec, Journey]:
