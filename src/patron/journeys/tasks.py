@@ -20,20 +20,27 @@ from patron.kit.clock import utcnow
 from patron.kit.db import unit_of_work
 
 log = logging.getLogger(__name__)
+_FACTS = 2000  # events and orders read per transaction
 
 
 def run_pass(
-    factory: sessionmaker[Session], *, now: datetime | None = None, step_batches: int = 20
-) -> PassTally:
-    """One pass of the runner at ``now``; returns what it did."""
+    factory: sessionmaker[Session], *, now: datetime | None = None, fact_batches: int = 5,
+    step_batches: int = 20,
+) -> PassTally:  # fmt: skip
+    """One pass of the runner at ``now``; returns what it did, with ``backlog`` set when
+    a bound stopped it before the facts or the due steps ran out."""
     moment = now or utcnow()
     total = PassTally()
-    while True:
+    for _ in range(fact_batches):
         with unit_of_work(factory) as session:
-            taken = JourneyService(session).take_facts(now=moment)
+            taken = JourneyService(session).take_facts(now=moment, limit=_FACTS)
         _add(total, taken)
-        if taken.facts == 0:
+        # a short batch means the tables are read to their end: steps go next, so that a
+        # steady stream of events cannot hold the messages of the facts already read back
+        if taken.facts < _FACTS:
             break
+    else:
+        total.backlog = True
     with unit_of_work(factory) as session:
         _add(total, JourneyService(session).evaluate_timed(now=moment))
     for _ in range(step_batches):
@@ -42,6 +49,8 @@ def run_pass(
         _add(total, moved)
         if moved.steps == 0:
             break
+    else:
+        total.backlog = True
     with unit_of_work(factory) as session:
         JourneyService(session).finish_ended(now=moment)
     return total
@@ -52,13 +61,15 @@ def run_journeys(
 ) -> None:
     """Run passes until ``stop`` is set; an error is logged and the loop goes on."""
     while not stop.is_set():
+        tally = PassTally()
         try:
             tally = run_pass(factory)
             if tally.entered or tally.messages:
                 log.info("journeys: %s entered, %s messages", tally.entered, tally.messages)
         except Exception:  # the loop must outlive a bad journey or a lost connection
             log.exception("journey pass failed")
-        stop.wait(poll_seconds)
+        # behind: the next pass starts at once; else wait for new facts
+        stop.wait(0 if tally.backlog else poll_seconds)
 
 
 def _add(total: PassTally, part: PassTally) -> None:
