@@ -10,6 +10,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
+from patron.loyalty.schemas import EnrolIn
+from patron.loyalty.service import LoyaltyService
 from patron.models import AuditRecord
 from tests.web.conftest import PASSWORD
 
@@ -152,3 +154,49 @@ def test_the_segment_builder_counts_a_rule_and_refuses_a_bad_one(
         exported = client.get(saved.headers["location"] + "/export.csv")
     assert exported.headers["content-type"].startswith("text/csv")
     assert len(exported.text.strip().splitlines()) == 4  # the header and three customers
+
+
+def test_a_manual_adjustment_needs_a_reason_is_applied_once_and_never_overdraws(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    card = "2000000000008"
+    with site() as session:
+        LoyaltyService(session).enrol(EnrolIn(customer_id=1, card_number=card), actor="test")
+        session.commit()
+    with _client(engine) as client:
+        _log_in(client, "analyst")
+        page = client.get("/ui/loyalty/accounts", params={"card": card}).text
+        refused = client.post(f"/ui/loyalty/accounts/{card}/adjust", data={
+            "csrf": _csrf(page), "points": "100", "reason": "goodwill", "operation": "op-000001"})  # fmt: skip
+        assert refused.status_code == 403
+        client.post("/ui/logout", data={"csrf": _csrf(page)})
+        _log_in(client, "marketer")
+        page = client.get("/ui/loyalty/accounts", params={"card": card}).text
+        operation = re.search(r'name="operation" value="([^"]+)"', page)
+        assert operation is not None
+        form = {"csrf": _csrf(page), "points": "100", "reason": "goodwill",
+                "operation": operation.group(1)}  # fmt: skip
+        for _ in range(2):  # a double submit is one adjustment
+            done = client.post(f"/ui/loyalty/accounts/{card}/adjust", data=form)
+            assert done.status_code == 303
+        page = client.get("/ui/loyalty/accounts", params={"card": card}).text
+        assert '<strong data-testid="available">100</strong>' in page
+        no_reason = client.post(f"/ui/loyalty/accounts/{card}/adjust",
+                                data=form | {"reason": "", "operation": "op-000002"})  # fmt: skip
+        assert no_reason.status_code == 422
+        assert "reason: String should have at least 3 characters" in no_reason.text
+        overdraw = client.post(f"/ui/loyalty/accounts/{card}/adjust",
+                               data=form | {"points": "-500", "operation": "op-000003"})  # fmt: skip
+        assert overdraw.status_code == 422
+        assert f"cannot take 500 points, card {card} has 100 available" in overdraw.text
+        program = client.get("/ui/loyalty").text
+        assert '<span class="value" data-testid="liability">' in program
+        missing = client.get("/ui/loyalty/accounts", params={"card": "999999"})
+        assert missing.status_code == 404
+    with site() as session:
+        adjusted = session.scalars(
+            select(AuditRecord).where(AuditRecord.action == "loyalty.adjust")
+        ).all()
+    assert [(r.actor, r.details["points"]) for r in adjusted] == [
+        ("marketer", 100),
+    ]
