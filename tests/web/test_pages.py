@@ -200,3 +200,32 @@ def test_a_manual_adjustment_needs_a_reason_is_applied_once_and_never_overdraws(
     assert [(r.actor, r.details["points"]) for r in adjusted] == [
         ("marketer", 100),
     ]
+
+
+def test_merge_and_unmerge_ask_for_confirmation_first(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with _client(engine) as client:
+        _log_in(client, "marketer")
+        page = client.get("/ui/customers/5").text
+        asked = client.post("/ui/customers/5/merge",
+                            data={"csrf": _csrf(page), "other": "8", "reason": "same person"})  # fmt: skip
+        assert asked.status_code == 200
+        assert "Merge #8 into #5?" in asked.text
+        assert client.get("/ui/customers/8").text.count("Merged into") == 0  # nothing yet
+        done = client.post("/ui/customers/5/merge", data={
+            "csrf": _csrf(page), "other": "8", "reason": "same person", "confirm": "yes"})  # fmt: skip
+        assert done.status_code == 303
+        assert 'Merged into <a href="/ui/customers/5">#5</a>' in client.get("/ui/customers/8").text
+        page = client.get("/ui/customers/5").text
+        merge_id = re.search(r'/ui/customers/5/unmerge/(\d+)"', page)
+        assert merge_id is not None
+        url = f"/ui/customers/5/unmerge/{merge_id.group(1)}"
+        assert "Undo merge" in client.post(url, data={"csrf": _csrf(page)}).text
+        undone = client.post(url, data={"csrf": _csrf(page), "confirm": "yes"})
+        assert undone.status_code == 303
+        assert "Merged into" not in client.get("/ui/customers/8").text
+    with site() as session:
+        actions = session.scalars(select(AuditRecord.action).where(
+            AuditRecord.action.like("customer.%")).order_by(AuditRecord.id)).all()  # fmt: skip
+    assert actions == ["customer.merge", "customer.unmerge"]

@@ -113,4 +113,5 @@ class WebService:
             "balance": loyalty.balance(account, now=utcnow()) if account is not None else None,
             "ledger": loyalty.ledger(account, limit=20, offset=0) if account is not None else [],
             "score": scores[0] if scores else None,
+            "merges": customers.repo.merges_of(customer_id),
         }

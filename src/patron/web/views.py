@@ -170,7 +170,12 @@ def install(app: FastAPI, *, secret_key: str, secure: bool) -> None:
     if VENDOR.is_dir():
         app.mount("/ui/vendor", StaticFiles(directory=VENDOR), name="ui-vendor")
     # the other pages add their routes to this router when imported
-    from patron.web import campaign_views, loyalty_views, segment_views  # noqa: F401
+    from patron.web import (  # noqa: F401
+        campaign_views,
+        customer_views,
+        loyalty_views,
+        segment_views,
+    )
 
     app.include_router(router)
     json_errors = app.exception_handlers[PatronError]
