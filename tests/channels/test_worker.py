@@ -17,13 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
 from patron.campaigns.service import CampaignService
+from patron.channels.calls import CallList
 from patron.channels.config import load_channels
 from patron.channels.twilio import twilio_signature
 from patron.customers.schemas import ConsentIn
 from patron.customers.service import CustomerService
 from patron.dispatch.tasks import run_worker, transports
 from patron.kit.errors import InvalidInput
-from patron.kit.settings import get_settings
+from patron.kit.settings import Settings, get_settings
 from patron.models import (
     Channel,
     ConsentStatus,
@@ -172,6 +173,15 @@ def test_a_bad_channels_file_names_the_field(tmp_path: Path) -> None:
     assert raised.value.message == f"{path}: telegram.webhook_secret: Field required"
     # no file: email only
     assert load_channels(tmp_path / "absent.yaml").transports(region="RU") == {}
+
+
+def test_the_worker_puts_phone_messages_on_the_call_list_with_no_channels_file(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(channels_file=str(tmp_path / "absent.yaml"))
+    router = transports(settings)
+    assert sorted(router.transports) == [Channel.EMAIL, Channel.PHONE]
+    assert isinstance(router.transports[Channel.PHONE], CallList)
 
 
 @pytest.fixture

@@ -8,15 +8,39 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.cli.demo import DEMO_END, run_demo
+from patron.cli.demo_journeys import (
+    BEHAVIOUR,
+    SHOPPING_STAGES,
+    STRETCH_DAYS,
+    VALUABLE_CLV,
+    ZONE,
+    JourneysDemo,
+    stretch_start,
+)
 from patron.cli.demo_loyalty import PILOT_CARD_ENDING
 from patron.kit.db import make_sessionmaker
-from patron.models import EntryKind, LedgerEntry, LoyaltyAccount
+from patron.models import (
+    Channel,
+    Consent,
+    ConsentStatus,
+    Customer,
+    CustomerScore,
+    EntryKind,
+    Identity,
+    LedgerEntry,
+    LoyaltyAccount,
+    Message,
+    MessageStatus,
+    Product,
+    Purpose,
+)
 
 
 def _guest_revenue_left(data: Path) -> Decimal:
@@ -84,6 +108,128 @@ def _ledger(factory: sessionmaker[Session]) -> tuple[int, dict[EntryKind, int]]:
             select(LedgerEntry.kind, func.sum(LedgerEntry.points)).group_by(LedgerEntry.kind)
         )
         return entries, {EntryKind(kind): int(points) for kind, points in rows}
+
+
+def _reachable(factory: sessionmaker[Session], ids: list[int], channel: Channel) -> set[int]:
+    """Those with an address for the channel whose latest marketing decision on it grants."""
+    kind = "email" if channel is Channel.EMAIL else "phone"
+    with factory() as session:
+        addressed = set(session.scalars(
+            select(Identity.customer_id).where(Identity.kind == kind)))  # fmt: skip
+        latest: dict[int, tuple[datetime, int, ConsentStatus]] = {}
+        for row in session.scalars(select(Consent).where(
+                Consent.channel == channel, Consent.purpose == Purpose.MARKETING,
+                Consent.status != ConsentStatus.PENDING)):  # fmt: skip
+            seen = latest.get(row.customer_id)
+            if seen is None or (row.decided_at, row.id) > seen[:2]:
+                latest[row.customer_id] = (row.decided_at, row.id, row.status)
+    return {c for c in ids if c in addressed and c in latest
+            and latest[c][2] is ConsentStatus.GRANTED}  # fmt: skip
+
+
+def _counted(counts: dict[str, int]) -> dict[str, int]:
+    """Counts as a report gives them: what happened to no one is not there."""
+    return {k: n for k, n in counts.items() if n}
+
+
+def _check_journeys(factory: sessionmaker[Session], data: Path, run_id: int,
+                    journeys: JourneysDemo) -> None:  # fmt: skip
+    """Each step's counts, worked out from the generated files, the analysis's scores and
+    the simulator's draws."""
+    start = stretch_start(datetime.combine(DEMO_END, datetime.min.time(), tzinfo=UTC))
+    reports = {r.name: r for r in journeys.reports}
+    assert all(r.status == "completed" for r in journeys.reports) and len(reports) == 3
+
+    # birthdays: persons born on one of the fourteen local days from the start
+    zone = ZoneInfo(ZONE)
+    days = {f"{(start + timedelta(days=d)).astimezone(zone):%m-%d}" for d in range(STRETCH_DAYS)}
+    with (data / "customers.csv").open(encoding="utf-8") as f:
+        born = sum(row["customer_id"].startswith("C") and row["birth_date"][5:] in days
+                   for row in csv.DictReader(f))  # fmt: skip
+    with factory() as session:
+        stored = session.execute(select(Customer.id, Customer.birth_date).where(
+            Customer.merged_into_id.is_(None))).all()  # fmt: skip
+    birthdays = sorted(int(c) for c, b in stored if b is not None and f"{b:%m-%d}" in days)
+    assert len(birthdays) == born > 0
+    greeted = len(_reachable(factory, birthdays, Channel.EMAIL))
+    report = reports["Birthday greeting"].report
+    assert report["entries"] == {"completed": born}
+    assert report["steps"][0]["outcomes"] == _counted(
+        {"queued": greeted, "unreachable": born - greeted})  # fmt: skip
+
+    # the win-back: lapsed with a purchase in the last 60 days, by the analysis's scores
+    with factory() as session:
+        scores = {s.customer_id: s for s in session.scalars(
+            select(CustomerScore).where(CustomerScore.run_id == run_id))}  # fmt: skip
+    lapsed = sorted(c for c, s in scores.items() if s.lifecycle_stage == "lapsed"
+                    and s.recency_days is not None and s.recency_days <= 60)  # fmt: skip
+    emailed = sorted(_reachable(factory, lapsed, Channel.EMAIL))
+    opened = set(BEHAVIOUR.open_delays(emailed))
+    bought = set(BEHAVIOUR.win_backs(sorted(opened), products=[("x", "x", Decimal(1))]))
+    missed = [c for c in lapsed if c not in opened]
+    texted = _reachable(factory, missed, Channel.SMS)
+    valuable = [c for c in missed if (scores[c].clv or 0) >= VALUABLE_CLV]
+    with factory() as session:
+        phones = set(session.scalars(select(Identity.customer_id).where(Identity.kind == "phone")))
+    called = set(BEHAVIOUR.callable(lapsed)) & phones & set(valuable)
+    report = reports["Win back the lately lapsed"].report
+    assert len(lapsed) > 0 and len(opened) > 0 and len(valuable) > 0
+    assert report["entries"] == _counted({
+        "completed": len(valuable), "converted": len(bought),
+        "exited": len(opened) - len(bought) + len(missed) - len(valuable),
+    })  # fmt: skip
+    assert {s["id"]: s["outcomes"] for s in report["steps"]} == {step: _counted(counts) for step, counts in {
+        "email": {"queued": len(emailed), "unreachable": len(lapsed) - len(emailed)},
+        "wait": {"waiting": len(lapsed), "end elapsed": len(lapsed) - len(bought)},
+        "opened": {"yes": len(opened) - len(bought), "no": len(missed)},
+        "sms": {"queued": len(texted), "unreachable": len(missed) - len(texted)},
+        "valuable": {"yes": len(valuable), "no": len(missed) - len(valuable)},
+        "call": {"queued": len(called), "unreachable": len(valuable) - len(called)},
+        "done": {"exit": len(opened) - len(bought)},
+    }.items()}  # fmt: skip
+
+    # the carts: shoppers the simulator picks; a purchase in the same hourly pass as the
+    # cart converts the entry before it waits, one before the reminder skips it, one
+    # before the coupon skips that
+    shoppers = sorted(c for c, s in scores.items() if s.lifecycle_stage in SHOPPING_STAGES)
+    with factory() as session:
+        products = [(p.sku, p.name, p.price) for p in session.scalars(
+            select(Product).where(Product.price.is_not(None)).order_by(Product.sku))
+            if p.price is not None]  # fmt: skip
+    carts = BEHAVIOUR.left_carts(shoppers, start=start, products=products)
+    hour = timedelta(hours=1)
+
+    def passed(at: datetime) -> datetime:  # the first hourly pass at or after ``at``
+        return start + -((start - at) // hour) * hour
+
+    waited = [c for c in carts if c.bought_at is None or c.bought_at > passed(c.at)]
+    reminded = [c for c in carts if c.bought_at is None or c.bought_at > c.at + 2 * hour]
+    offered = [c for c in carts if c.bought_at is None]
+    assert len(carts) > 0 and 0 < len(offered) < len(carts)
+    to_remind = len(_reachable(factory, [c.customer_id for c in reminded], Channel.EMAIL))
+    to_offer = len(_reachable(factory, [c.customer_id for c in offered], Channel.EMAIL))
+    report = reports["Abandoned cart"].report
+    assert report["entries"] == _counted({"completed": len(offered),
+                                          "converted": len(carts) - len(offered)})  # fmt: skip
+    assert {s["id"]: s["outcomes"] for s in report["steps"]} == {step: _counted(counts) for step, counts in {
+        "hold": {"waiting": len(waited), "end elapsed": len(reminded)},
+        "remind": {"queued": to_remind, "unreachable": len(reminded) - to_remind},
+        "later": {"waiting": len(reminded), "end elapsed": len(offered)},
+        "coupon": {"queued": to_offer, "unreachable": len(offered) - to_offer},
+    }.items()}  # fmt: skip
+    assert journeys.carts == carts
+    assert journeys.orders == len(carts) - len(offered) + len(bought)
+
+    # every message went out through its local stand-in
+    emails = len(emailed) + greeted + to_remind + to_offer
+    assert journeys.eml_files == emails
+    assert journeys.sms == len(texted)
+    assert (journeys.worker.sent, journeys.worker.skipped, journeys.worker.failed) == (
+        emails + len(texted) + len(called), 0, 0)  # fmt: skip
+    with factory() as session:
+        calls = session.scalars(select(Message.customer_id).where(
+            Message.channel == Channel.PHONE, Message.status == MessageStatus.SENT)).all()  # fmt: skip
+    assert sorted(calls) == sorted(called)
 
 
 def test_demo_recovers_the_generators_truth(engine: Engine, tmp_path: Path) -> None:
@@ -170,18 +316,25 @@ def test_demo_recovers_the_generators_truth(engine: Engine, tmp_path: Path) -> N
         assert title in printed
     assert f"ledger check: all {pilot.members:,} balances equal their ledgers" in printed
 
+    # the triggered campaigns' fortnight
+    _check_journeys(factory, tmp_path / "data", analysis.id, result.journeys)
+    assert "what customers do comes from a seeded simulator" in printed.replace("\n", " ")
+
     again = run_demo(factory, console=quiet, customers=1_500, seed=3, data_dir=tmp_path / "data")
-    # the hub now also holds the simulated response of the first campaign
-    simulated = sum((g.revenue for g in report.groups), Decimal(0))
+    # the hub now also holds the simulated response of the first campaign, and the
+    # purchases simulated in the triggered campaigns' fortnight
+    simulated = sum((g.revenue for g in report.groups), Decimal(0)) + result.journeys.revenue
     assert again.hub.revenue == hub.revenue + simulated
-    assert again.hub.orders == hub.orders + sum(g.converted for g in report.groups)
+    assert again.hub.orders == hub.orders + sum(g.converted for g in report.groups) + (
+        result.journeys.orders)  # fmt: skip
     assert again.hub.customers == hub.customers
     assert again.imports["orders"].imported == 0
     # a second analysis is a new run with the same scores: the history keeps both
     assert again.analysis.id == analysis.id + 1
     assert again.analysis.results == analysis.results
-    # and a second campaign, measured over the fortnight after the first one's
-    assert again.campaign.campaign_id == campaign.campaign_id + 1
+    # and a second campaign (after the first run's three triggered ones), measured over the
+    # fortnight after the first one's
+    assert again.campaign.campaign_id == campaign.campaign_id + 1 + len(result.journeys.reports)
     assert report.window_end is not None
     assert again.campaign.report.window_start == report.window_end + timedelta(days=1)
     # and the loyalty year is not played twice: nothing enrolled, replayed or written
@@ -196,3 +349,5 @@ def test_demo_recovers_the_generators_truth(engine: Engine, tmp_path: Path) -> N
         loyalty.tiers, loyalty.points, loyalty.liability,
     )  # fmt: skip
     assert second.migration.equals(matrix)
+    # and the triggered campaigns' fortnight is not played twice either
+    assert not again.journeys.played and again.journeys.reports == result.journeys.reports

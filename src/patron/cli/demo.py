@@ -1,13 +1,14 @@
 """``patron demo``: a synthetic retailer imported through the normal path, summarised,
 analysed, and marketed to: a campaign to the best customers at risk, sent through a local
 SMTP server, measured against its control group on a simulated response; then a year of
-a loyalty program played on a pilot of its card holders.
+a loyalty program played on a pilot of its card holders; then a fortnight of triggered
+campaigns: birthdays, a win-back journey and abandoned carts.
 
 The data comes from Patron's own seeded generator (a simulator, see
 ``patron.ingest.synthetic``), so the demo works on any machine. Running it again on the
 same store imports nothing new, because every import is idempotent; it only adds one more
-analysis run and one more campaign beside the earlier ones, and the loyalty year is not
-played twice.
+analysis run and one more campaign beside the earlier ones, and neither the loyalty year
+nor the triggered campaigns' fortnight is played twice.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from patron.analytics.report import print_report
 from patron.analytics.tasks import RunSummary, run_analysis
 from patron.cli.demo_campaign import CampaignDemo, run_campaign_demo
+from patron.cli.demo_journeys import JourneysDemo, run_journeys_demo
 from patron.cli.demo_loyalty import LoyaltyDemo, run_loyalty_demo
 from patron.customers.repository import CustomerRepository
 from patron.events.repository import OrderRepository
@@ -86,6 +88,7 @@ class DemoResult:
     analysis: RunSummary
     campaign: CampaignDemo
     loyalty: LoyaltyDemo
+    journeys: JourneysDemo
 
 
 def run_demo(
@@ -127,7 +130,9 @@ def run_demo(
     campaign = run_campaign_demo(factory, console=console, workspace=data_dir, as_of=analysis.as_of)
     # the loyalty year ends where the history does, before the campaign's simulated fortnight
     loyalty = run_loyalty_demo(factory, console=console, end=analysis.as_of)
+    journeys = run_journeys_demo(factory, console=console, workspace=data_dir,
+                                 as_of=analysis.as_of)  # fmt: skip
     return DemoResult(
         truth=truth, imports=imports, hub=hub, analysis=analysis, campaign=campaign,
-        loyalty=loyalty,
+        loyalty=loyalty, journeys=journeys,
     )  # fmt: skip

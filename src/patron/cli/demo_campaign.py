@@ -68,7 +68,7 @@ MESSAGE = {
 }
 
 
-class _Outbox:
+class EmlOutbox:
     """An aiosmtpd handler that saves each message as an ``.eml`` file."""
 
     def __init__(self, folder: Path) -> None:
@@ -123,8 +123,8 @@ def run_campaign_demo(
 
     outbox = workspace / "outbox" / f"campaign-{campaign_id}"
     outbox.mkdir(parents=True, exist_ok=True)
-    handler = _Outbox(outbox)
-    port = _free_port()
+    handler = EmlOutbox(outbox)
+    port = free_port()
     server = Controller(handler, hostname="127.0.0.1", port=port)
     server.start()
     try:
@@ -234,7 +234,7 @@ def _respond(session: Session, campaign_id: int, launch: datetime) -> tuple[floa
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

@@ -20,6 +20,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.channels.base import Delivery, Envelope
+from patron.channels.calls import CallList
 from patron.channels.config import load_channels
 from patron.channels.email import SmtpSettings, SmtpTransport
 from patron.channels.router import Router
@@ -64,6 +65,7 @@ def transports(settings: Settings) -> Router:
     return Router(
         {
             Channel.EMAIL: smtp_transport(settings),
+            Channel.PHONE: CallList(region=settings.default_region),
             **config.transports(region=settings.default_region),
         }
     )
