@@ -4,6 +4,7 @@ customer 360 with the message received, errors as pages, and the audit log."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -13,6 +14,7 @@ from patron.api.app import create_app
 from patron.loyalty.schemas import EnrolIn
 from patron.loyalty.service import LoyaltyService
 from patron.models import AuditRecord
+from patron.segments.service import SegmentService
 from tests.web.conftest import PASSWORD
 
 
@@ -229,3 +231,21 @@ def test_merge_and_unmerge_ask_for_confirmation_first(
         actions = session.scalars(select(AuditRecord.action).where(
             AuditRecord.action.like("customer.%")).order_by(AuditRecord.id)).all()  # fmt: skip
     assert actions == ["customer.merge", "customer.unmerge"]
+
+
+def test_the_segment_page_shows_the_spend_band_migration_of_its_members(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with site() as session:
+        segments = SegmentService(session)
+        subscribers = segments.find("subscribers")
+        # on 15 May Anna and Dina had granted email consent (Boris had withdrawn)
+        segments.build(subscribers, at=datetime(2026, 5, 15, tzinfo=UTC))
+        session.commit()
+        segment_id = subscribers.id
+    with _client(engine) as client:
+        _log_in(client, "analyst")
+        page = client.get(f"/ui/segments/{segment_id}").text
+    # both were in band 10 at run 2 (1 June); run 10 (1 November) scored no one
+    assert "Members on 2026-06-01 by spend band then (rows) and on 2026-11-01" in page
+    assert '<th scope="row">10</th><td>2</td>' in page

@@ -15,10 +15,12 @@ from patron.api.errors import validation_body
 from patron.campaigns.schemas import CampaignIn, KpiMetric
 from patron.campaigns.service import CampaignService
 from patron.campaigns.templates import render
+from patron.dispatch.repository import DispatchRepository
 from patron.journeys.service import JourneyService
 from patron.kit.errors import InvalidInput, PatronError
 from patron.measure.service import MeasureService
 from patron.models import Campaign, CampaignKind, Channel, ContentType
+from patron.models.message import FINAL
 from patron.segments.service import SegmentService
 from patron.web.service import WebService, Who
 from patron.web.views import Reader, SessionDep, _check_csrf, _page, needs, router
@@ -27,6 +29,7 @@ Planner = Annotated[Who, Depends(needs(Permission.WRITE_CAMPAIGNS))]
 Launcher = Annotated[Who, Depends(needs(Permission.LAUNCH_CAMPAIGNS))]
 
 KPI_METRICS = list(get_args(KpiMetric))
+_FINAL = {s.value for s in FINAL}
 
 
 def _choices(session: Any) -> dict[str, Any]:
@@ -145,6 +148,11 @@ def campaign(
         report = MeasureService(session).report(found)
     journey = JourneyService(session).report(found) if found.trigger else None
     can_launch = Permission.LAUNCH_CAMPAIGNS in _permissions(who)
+    counts = DispatchRepository(session).status_counts(found.id)
+    sending = {
+        "total": sum(counts.values()),
+        "final": sum(n for status, n in counts.items() if status in _FINAL),
+    }
     return _page(
         request,
         "campaign.html",
@@ -154,11 +162,23 @@ def campaign(
         journey=journey,
         can_launch=can_launch,
         trail=CampaignService(session).trail(found),
+        sending=sending,
     )
 
 
 def _permissions(who: Who) -> frozenset[Permission]:
     return ROLE_PERMISSIONS[who.role]
+
+
+@router.get("/campaigns/{campaign_id}/progress", response_model=None)
+def progress(*, session: SessionDep, who: Reader, campaign_id: int) -> Response:
+    """How far sending has got, for the page's progress bar."""
+    found = CampaignService(session).get(campaign_id)
+    counts = DispatchRepository(session).status_counts(found.id)
+    total = sum(counts.values())
+    final = sum(n for status, n in counts.items() if status in _FINAL)
+    return JSONResponse({"status": found.status.value, "total": total, "final": final,
+                         "counts": counts})  # fmt: skip
 
 
 @router.post("/campaigns/{campaign_id}/{action}", response_model=None)

@@ -9,9 +9,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
+from patron.analytics.service import AnalyticsService
 from patron.api.deps import Permission
 from patron.kit.errors import InvalidInput, PatronError
+from patron.models import RunStatus
 from patron.segments.schemas import PROFILE_TYPES, SCORE_TYPES, SegmentIn, parse_rule
 from patron.segments.service import SegmentService
 from patron.web.service import WebService, Who
@@ -120,7 +123,31 @@ def segment(*, request: Request, session: SessionDep, who: Reader, segment_id: i
         count=counted,
         builds=builds,
         rule=json.dumps(found.rule, indent=2, ensure_ascii=False),
+        **_migration(session, found.name),
     )
+
+
+def _migration(session: Session, segment: str) -> dict[str, Any]:
+    """The spend-band migration of the segment's members between the two newest analysis
+    runs: where the members of the first date were by spend band then, and at the second."""
+    runs = [r for r in AnalyticsService(session).runs(limit=20) if r.status is RunStatus.COMPLETED]
+    if len(runs) < 2:
+        return {"moves": None}
+    after, before = runs[0].as_of, runs[1].as_of
+    if before >= after:
+        return {"moves": None}
+    try:
+        moves = SegmentService(session).moves(
+            before=before, after=after, by="spend_band", within=segment
+        )
+    except PatronError:
+        # no membership recorded on the first date: there is nothing to follow yet
+        return {"moves": None}
+    rows = sorted({m.before or "none" for m in moves})
+    cols = sorted({m.after or "none" for m in moves})
+    cells = {(m.before or "none", m.after or "none"): m.customers for m in moves}
+    return {"moves": {"rows": rows, "cols": cols, "cells": cells, "before": before,
+                      "after": after}}  # fmt: skip
 
 
 @router.post("/segments/{segment_id}/duplicate", response_model=None)
