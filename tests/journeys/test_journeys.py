@@ -31,10 +31,13 @@ from patron.models import (
     Customer,
     CustomerScore,
     EntryStatus,
+    Event,
     JourneyEntry,
     JourneyStep,
     Message,
+    MessageStatus,
     RunStatus,
+    TriggerCursor,
 )
 from patron.segments.schemas import SegmentIn, parse_rule
 from patron.segments.service import SegmentService
@@ -315,16 +318,20 @@ def test_a_cascade_falls_back_when_the_first_channel_is_not_delivered(
     run_pass(session_factory, now=T0 + timedelta(minutes=2))
     # nobody has a push subscription: both start on email
     assert _messages(session_factory) == [(1, "email", "reach#1"), (5, "email", "reach#1")]
+    run_pass(session_factory, now=T0 + timedelta(minutes=40))
+    assert len(_messages(session_factory)) == 2  # not sent yet: no second channel
+    _sent(session_factory, at=T0 + timedelta(minutes=41))
     with session_factory() as session:
         dina = session.scalars(select(Message).where(Message.customer_id == 5)).one()
-        dina.opened_at = T0 + timedelta(minutes=10)
+        dina.opened_at = T0 + timedelta(minutes=50)
         session.commit()
-    run_pass(session_factory, now=T0 + timedelta(minutes=20))
+    run_pass(session_factory, now=T0 + timedelta(minutes=60))
     assert len(_messages(session_factory)) == 2  # Anna's half hour is not over
-    run_pass(session_factory, now=T0 + timedelta(minutes=33))
+    run_pass(session_factory, now=T0 + timedelta(minutes=72))
     # Dina opened hers; Anna's fell back to SMS, where she has a phone and consent
     assert _messages(session_factory)[2:] == [(1, "sms", "reach#2")]
-    run_pass(session_factory, now=T0 + timedelta(minutes=64))
+    _sent(session_factory, at=T0 + timedelta(minutes=73))
+    run_pass(session_factory, now=T0 + timedelta(minutes=104))
     entries = _entries(session_factory)
     with session_factory() as session:
         outcomes = dict(session.execute(select(JourneyEntry.customer_id, JourneyStep.outcome)
@@ -332,6 +339,14 @@ def test_a_cascade_falls_back_when_the_first_channel_is_not_delivered(
                         .where(JourneyStep.step == "reach")).all())  # fmt: skip
     assert outcomes == {5: "delivered: email", 1: "undelivered"}
     assert [entries[c][0].status for c in (1, 5)] == [EntryStatus.COMPLETED] * 2
+
+
+def _sent(factory: sessionmaker[Session], *, at: datetime) -> None:
+    """What the worker does to queued messages, at a simulated time."""
+    with factory() as session:
+        for message in session.scalars(select(Message).where(Message.sent_at.is_(None))):
+            message.status, message.sent_at = MessageStatus.SENT, at
+        session.commit()
 
 
 def test_branches_splits_updates_and_the_control_group(
@@ -464,3 +479,73 @@ def test_pause_holds_entries_cancel_ends_them_and_an_end_date_completes_the_camp
     run_pass(session_factory, now=end + timedelta(minutes=3))
     with session_factory() as session:
         assert CampaignService(session).get(campaign).status.value == "completed"
+
+
+def test_an_event_committed_after_a_later_one_is_still_read(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _campaign(session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"}})
+
+    def stored(event_id: int, customer: int) -> None:
+        with session_factory() as session:
+            session.add(Event(id=event_id, customer_id=customer, type="cart_abandoned",
+                              occurred_at=T0, source="shop"))  # fmt: skip
+            session.commit()
+
+    # the base holds events 1 to 4; ids are handed out at insert, so 6 may commit after 7
+    stored(5, 1)
+    stored(7, 5)
+    run_pass(session_factory, now=T0 + timedelta(minutes=1))
+    assert sorted(_entries(session_factory)) == [1, 5]
+    with session_factory() as session:
+        assert session.get(TriggerCursor, "events").gaps.keys() == {"6"}  # type: ignore[union-attr]
+    stored(6, 3)
+    run_pass(session_factory, now=T0 + timedelta(minutes=2))
+    assert sorted(_entries(session_factory)) == [1, 3, 5]
+    with session_factory() as session:
+        assert session.get(TriggerCursor, "events").gaps == {}  # type: ignore[union-attr]
+
+
+def test_goals_and_conditions_do_not_count_the_fact_that_fired_the_entry(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # a welcome journey for first buyers ends when they buy again, and has a step named goal
+    _campaign(session_factory, trigger={"on": {"kind": "event", "event_type": "first_purchase"}},
+              journey={"goal": "purchase", "steps": [
+                  {"id": "goal", "type": "wait", "days": 1},
+                  {"id": "again", "type": "branch", "when": {"event": "purchase"},
+                   "then": "thanks", "otherwise": "nudge"},
+                  {"id": "thanks", "type": "exit"},
+                  {"id": "nudge", "type": "send"}]})  # fmt: skip
+    _buy(session_factory, 4, T0 + timedelta(minutes=1), "first-gleb")
+    _buy(session_factory, 2, T0 + timedelta(minutes=1), "first-boris-again")
+    run_pass(session_factory, now=T0 + timedelta(minutes=2))
+    entries = _entries(session_factory)
+    assert [e.status for e in entries[4]] == [EntryStatus.ACTIVE]  # its own order is no goal
+    run_pass(session_factory, now=T0 + timedelta(days=1, minutes=3))
+    with session_factory() as session:
+        steps = session.scalars(select(JourneyStep.step).order_by(JourneyStep.id)).all()
+        # the branch did not count the first order either: Gleb gets the nudge
+        nudge = session.scalars(
+            select(JourneyStep.outcome).where(JourneyStep.step == "nudge")
+        ).one()
+    assert steps == ["goal", "goal/end", "again", "nudge"]
+    assert nudge == "unreachable: email: no consent"  # Gleb's double opt-in is pending
+
+
+def test_cancelling_ends_entries_that_wait_for_an_event_without_a_timeout(
+    session_factory: sessionmaker[Session],
+) -> None:
+    campaign = _campaign(
+        session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"}},
+        journey={"steps": [{"id": "w", "type": "wait", "until_event": "purchase"},
+                           {"id": "s", "type": "send"}]},
+    )  # fmt: skip
+    _event(session_factory, 1, "cart_abandoned", T0 + timedelta(minutes=1))
+    run_pass(session_factory, now=T0 + timedelta(minutes=2))
+    with session_factory() as session:
+        CampaignService(session).cancel(campaign, actor="maria")
+        session.commit()
+    run_pass(session_factory, now=T0 + timedelta(minutes=3))
+    [entry] = _entries(session_factory)[1]
+    assert (entry.status, entry.outcome) == (EntryStatus.EXITED, "campaign cancelled")

@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
+from patron.kit.settings import get_settings
 from patron.loyalty.schemas import EnrolIn
 from patron.loyalty.service import LoyaltyService
 from patron.models import AuditRecord
@@ -249,3 +251,19 @@ def test_the_segment_page_shows_the_spend_band_migration_of_its_members(
     # both were in band 10 at run 2 (1 June); run 10 (1 November) scored no one
     assert "Members on 2026-06-01 by spend band then (rows) and on 2026-11-01" in page
     assert '<th scope="row">10</th><td>2</td>' in page
+
+
+def test_a_public_server_with_the_default_secret_refuses_logins(
+    engine: Engine, site: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATRON_PUBLIC_URL", "http://crm.example.com")
+    monkeypatch.delenv("PATRON_SECRET_KEY", raising=False)
+    get_settings.cache_clear()
+    try:
+        with _client(engine) as client:
+            refused = _log_in(client, "admin")
+            odd = client.post("/ui/login", data={"username": "a", "password": "b", "csrf": "é"})
+    finally:
+        get_settings.cache_clear()
+    assert "still uses the default PATRON_SECRET_KEY" in refused
+    assert odd.status_code == 403  # a token that is not even ASCII is refused, not a crash

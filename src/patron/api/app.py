@@ -77,7 +77,5 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.include_router(tracking_router)
     app.include_router(hooks_router, prefix=API_PREFIX, responses=_ERRORS)
     settings = get_settings()
-    install_pages(
-        app, secret_key=settings.secret_key, secure=settings.public_url.startswith("https://")
-    )
+    install_pages(app, secret_key=settings.secret_key, public_url=settings.public_url)
     return app

@@ -1,5 +1,6 @@
-"""SQL of the trigger runner and journeys. Every query is bounded: by a cursor on a growing
-table, by a batch of customers, or by the due index, so no pass rescans the base."""
+"""SQL of the trigger runner and journeys. The per-pass queries are bounded: by a cursor on
+a growing table, by a batch of customers, or by the due index, so no pass rescans the base.
+A date trigger reads the day's anniversaries once a day."""
 
 from __future__ import annotations
 
@@ -77,6 +78,21 @@ class JourneyRepository:
             .where(Event.id > position)
             .order_by(Event.id)
             .limit(limit)
+        ).all()
+
+    def events_by_ids(self, ids: Sequence[int]) -> Sequence[Any]:
+        """Events of these ids that are there now (late commits of earlier gaps)."""
+        return self.session.execute(
+            select(Event.id, Event.customer_id, Event.type, Event.occurred_at, Event.properties)
+            .where(Event.id.in_(ids))
+            .order_by(Event.id)
+        ).all()
+
+    def orders_by_ids(self, ids: Sequence[int]) -> Sequence[Any]:
+        return self.session.execute(
+            select(Order.id, Order.customer_id, Order.kind, Order.placed_at, Order.total)
+            .where(Order.id.in_(ids))
+            .order_by(Order.id)
         ).all()
 
     def purchases_after(self, position: int, *, limit: int) -> Sequence[Any]:
@@ -249,13 +265,54 @@ class JourneyRepository:
         """Active entries whose time has come, oldest first, locked so that concurrent
         runners take different ones (``SKIP LOCKED`` on PostgreSQL; SQLite has one
         writer)."""
+        # a paused campaign's entries stay where they are and do not crowd out the others
         return self.session.scalars(
             select(JourneyEntry)
-            .where(JourneyEntry.status == EntryStatus.ACTIVE, JourneyEntry.wake_at <= now)
+            .join(Campaign, Campaign.id == JourneyEntry.campaign_id)
+            .where(
+                JourneyEntry.status == EntryStatus.ACTIVE,
+                JourneyEntry.wake_at <= now,
+                Campaign.status.in_([CampaignStatus.RUNNING, CampaignStatus.CANCELLED]),
+            )
             .order_by(JourneyEntry.wake_at, JourneyEntry.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, of=JourneyEntry)
         ).all()
+
+    def end_entries_of_cancelled(self, *, now: datetime) -> None:
+        cancelled = select(Campaign.id).where(Campaign.status == CampaignStatus.CANCELLED)
+        self.session.execute(
+            update(JourneyEntry)
+            .where(
+                JourneyEntry.status == EntryStatus.ACTIVE,
+                JourneyEntry.campaign_id.in_(cancelled),
+            )
+            .values(
+                status=EntryStatus.EXITED,
+                outcome="campaign cancelled",
+                ended_at=now,
+                step=None,
+                wake_at=None,
+                waiting_for=None,
+            )
+        )
+
+    def end_endless_waits(self, campaign_id: int, *, now: datetime) -> None:
+        self.session.execute(
+            update(JourneyEntry)
+            .where(
+                JourneyEntry.campaign_id == campaign_id,
+                JourneyEntry.status == EntryStatus.ACTIVE,
+                JourneyEntry.wake_at.is_(None),
+            )
+            .values(
+                status=EntryStatus.EXITED,
+                outcome="campaign ended while waiting",
+                ended_at=now,
+                step=None,
+                waiting_for=None,
+            )
+        )
 
     def done_steps(self, entry_ids: Sequence[int]) -> dict[int, dict[str, JourneyStep]]:
         found: dict[int, dict[str, JourneyStep]] = {}
@@ -269,20 +326,26 @@ class JourneyRepository:
         return self.session.get(Message, message_id)
 
     def happened(
-        self, customer_id: int, event_type: str, *, since: datetime, after_id: int | None = None
+        self, customer_id: int, event_type: str, *, since: datetime, besides: str = ""
     ) -> bool:
         """Whether the customer had an event of this type (``purchase`` reads orders)
-        at or after ``since``."""
+        at or after ``since``, other than the row ``besides`` names (``order:N``,
+        ``event:N``: the fact that fired the entry)."""
+        kind, _, number = besides.partition(":")
         if event_type in ("purchase", "first_purchase"):
             query: Any = select(Order.id).where(
                 Order.customer_id == customer_id, Order.kind == OrderKind.PURCHASE,
                 Order.placed_at >= since,
             )  # fmt: skip
+            if kind == "order":
+                query = query.where(Order.id != int(number))
         else:
             query = select(Event.id).where(
                 Event.customer_id == customer_id, Event.type == event_type,
                 Event.occurred_at >= since,
             )  # fmt: skip
+            if kind == "event":
+                query = query.where(Event.id != int(number))
         return self.session.scalar(query.limit(1)) is not None
 
     def identity_kinds(self, customer_id: int) -> set[str]:
@@ -370,12 +433,6 @@ class JourneyRepository:
             )
             or 0
         )
-
-    def wake(self, entry_ids: Sequence[int], *, at: datetime) -> None:
-        if entry_ids:
-            self.session.execute(
-                update(JourneyEntry).where(JourneyEntry.id.in_(entry_ids)).values(wake_at=at)
-            )
 
 
 def _leap(year: int) -> bool:

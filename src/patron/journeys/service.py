@@ -63,11 +63,16 @@ from patron.models import (
     MessageStatus,
     OrderKind,
     RecipientGroup,
+    TriggerCursor,
 )
 from patron.segments.service import SegmentService
 
 _BATCH = 2000
+GOAL_LOG = "/goal"
+"""The step log's name for a conversion: no step id can take it (ids have no ``/``)."""
 _PAUSED_RETRY = timedelta(seconds=60)
+_CASCADE_RECHECK = timedelta(minutes=15)
+_UNSENT = frozenset({MessageStatus.FAILED, MessageStatus.SKIPPED})
 _OPS = {
     "==": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
@@ -94,6 +99,8 @@ class PassTally:
     """What one pass of the runner did."""
 
     facts: int = 0
+    read: int = 0
+    """Rows of the events and orders tables read (with anonymous ones and returns)."""
     entered: int = 0
     held_out: int = 0
     steps: int = 0
@@ -122,8 +129,6 @@ def check_plan(spec: TriggerSpec, journey: Journey, *, message: MessageTemplate,
                     check(step.message or message, each)
                 except InvalidInput as exc:
                     raise InvalidInput(f"journey step {step.id!r}: {exc.message}") from None
-    if isinstance(spec.on, ScoreTrigger) and spec.on.stage is None and spec.on.p_alive_below:
-        return
 
 
 class JourneyService:
@@ -177,15 +182,17 @@ class JourneyService:
         campaigns = self.repo.triggered(statuses=[CampaignStatus.RUNNING, CampaignStatus.PAUSED])
         events, orders = self.repo.cursor("events"), self.repo.cursor("orders")
         facts: list[tuple[str, int, Fact]] = []
-        rows = self.repo.events_after(events.position, limit=limit)
+        rows = _read(events, self.repo.events_after, self.repo.events_by_ids, now=now,
+                     limit=limit)  # fmt: skip
+        tally.read = len(rows)
         for row in rows:
             if row.customer_id is not None:
                 fact = Fact(f"event:{row.id}", int(row.customer_id), row.type, row.occurred_at,
                             dict(row.properties or {}))  # fmt: skip
                 facts.append(("event_id", int(row.id), fact))
-        if rows:
-            events.position, events.updated_at = int(rows[-1].id), now
-        bought = self.repo.purchases_after(orders.position, limit=limit)
+        bought = _read(orders, self.repo.purchases_after, self.repo.orders_by_ids, now=now,
+                       limit=limit)  # fmt: skip
+        tally.read += len(bought)
         buyers = [int(o.customer_id) for o in bought if o.customer_id is not None
                   and o.kind is OrderKind.PURCHASE]  # fmt: skip
         firsts = self.repo.first_purchases(sorted(set(buyers))) if buyers else {}
@@ -200,8 +207,6 @@ class JourneyService:
                 facts.append(("order_id", int(row.id), Fact(
                     f"first:{row.id}", int(row.customer_id), "first_purchase", row.placed_at,
                     properties)))  # fmt: skip
-        if bought:
-            orders.position, orders.updated_at = int(bought[-1].id), now
         tally.facts = len(facts)
         if not facts:
             return tally
@@ -241,12 +246,14 @@ class JourneyService:
             if journey is None:
                 continue
             for fact in by_customer[entry.customer_id]:
-                if fact.at < entry.fired_at or fact.ref == entry.source_ref:
+                # the fact that fired the entry (or its twin, a first purchase's order)
+                # is not something that happened after it
+                if fact.at < entry.fired_at or _row(fact.ref) == _row(entry.source_ref):
                     continue
                 if journey.goal == fact.type:
                     self._end(entry, EntryStatus.CONVERTED, f"goal: {fact.type} ({fact.ref})",
                               now=now)  # fmt: skip
-                    self._log(entry, "goal", f"converted: {fact.ref}", now=now)
+                    self._log(entry, GOAL_LOG, f"converted: {fact.ref}", now=now)
                     tally.converted += 1
                     break
                 if entry.waiting_for == fact.type:
@@ -476,7 +483,7 @@ class JourneyService:
             entry.waiting_for = step.until_event
             return False
         if step.until_event and self.repo.happened(
-            entry.customer_id, step.until_event, since=started.at
+            entry.customer_id, step.until_event, since=started.at, besides=_row(entry.source_ref)
         ):
             outcome, target = f"event: {step.until_event}", step.on_event or journey.following(step)
         elif step.seconds and now >= started.at + timedelta(seconds=step.seconds):
@@ -505,10 +512,16 @@ class JourneyService:
                 self._log(entry, step.id, f"delivered: {channels[tried[-1]]}", now=now, done=done)
                 entry.step = journey.following(step)
                 return True
-            due = last.at + timedelta(minutes=step.fallback_minutes)
-            if now < due and message is not None and message.status is not MessageStatus.FAILED:
-                entry.wake_at = due
-                return False
+            fallback = timedelta(minutes=step.fallback_minutes)
+            if message is not None and message.status not in _UNSENT:
+                if message.status is not MessageStatus.SENT or message.sent_at is None:
+                    # still on its way (queued, held by a pause, waiting out quiet hours):
+                    # the next channel would make two messages, so the cascade waits
+                    entry.wake_at = now + min(fallback, _CASCADE_RECHECK)
+                    return False
+                if now < message.sent_at + fallback:
+                    entry.wake_at = message.sent_at + fallback
+                    return False
         start = tried[-1] + 1 if tried else 0
         reasons: list[str] = []
         for index in range(start, len(channels)):
@@ -595,7 +608,10 @@ class JourneyService:
         if condition.has is not None:
             return condition.has in self.repo.identity_kinds(entry.customer_id)
         if condition.event is not None:
-            return self.repo.happened(entry.customer_id, condition.event, since=entry.fired_at)
+            return self.repo.happened(
+                entry.customer_id, condition.event, since=entry.fired_at,
+                besides=_row(entry.source_ref),
+            )  # fmt: skip
         if condition.segment is not None:
             segment = SegmentService(self.session).find(condition.segment)
             return bool(self.repo.members(segment.id, [entry.customer_id]))
@@ -648,8 +664,14 @@ class JourneyService:
         final; a triggered campaign without an end runs until it is cancelled."""
         completed: list[int] = []
         trail = CampaignRepository(self.session)
+        # a cancelled campaign's entries end where they are, waits for an event included
+        self.repo.end_entries_of_cancelled(now=now)
         for campaign in self.repo.triggered(statuses=[CampaignStatus.RUNNING]):
-            if not _ended(campaign, now) or self.repo.active_count(campaign.id):
+            if not _ended(campaign, now):
+                continue
+            # past its end a wait for an event with no timeout would never end
+            self.repo.end_endless_waits(campaign.id, now=now)
+            if self.repo.active_count(campaign.id):
                 continue
             if self.outbox.unfinished(campaign.id):
                 continue
@@ -687,13 +709,49 @@ class JourneyService:
             "entries": self.repo.entry_counts(campaign.id),
             "at_step": self.repo.waiting_at(campaign.id),
             "steps": steps,
-            "goal": counts.get("goal", {}),
+            "goal": counts.get(GOAL_LOG, {}),
         }
+
+
+GAP_SECONDS = 600
+"""How long an id missing below a cursor is looked for: longer than any transaction that
+writes events or orders should take."""
+_MAX_GAPS = 5000
+
+
+def _read(
+    cursor: TriggerCursor, after: Any, by_ids: Any, *, now: datetime, limit: int
+) -> list[Any]:
+    """The rows after the cursor, and rows that filled its gaps since; moves the cursor."""
+    gaps: dict[str, str] = dict(cursor.gaps or {})
+    late = list(by_ids([int(i) for i in gaps])) if gaps else []
+    rows = list(after(cursor.position, limit=limit))
+    for row in late:
+        gaps.pop(str(row.id), None)
+    if rows:
+        seen = {int(r.id) for r in rows}
+        missing = [i for i in range(cursor.position + 1, int(rows[-1].id)) if i not in seen]
+        # a huge rollback must not make the cursor heavy: the newest gaps are kept
+        gaps |= {str(i): now.isoformat() for i in missing[-_MAX_GAPS:]}
+        cursor.position = int(rows[-1].id)
+    horizon = now - timedelta(seconds=GAP_SECONDS)
+    gaps = {i: t for i, t in gaps.items() if datetime.fromisoformat(t) > horizon}
+    if len(gaps) > _MAX_GAPS:
+        gaps = dict(sorted(gaps.items(), key=lambda item: int(item[0]))[-_MAX_GAPS:])
+    if gaps != (cursor.gaps or {}) or rows:
+        cursor.gaps, cursor.updated_at = gaps, now
+    return late + rows
 
 
 def _triggered(campaign: Campaign) -> None:
     if not campaign.trigger:
         raise InvalidInput(f"campaign {campaign.id} is not triggered: it has no journey")
+
+
+def _row(ref: str) -> str:
+    """The table row a fact comes from: a first purchase is its order's row."""
+    kind, _, rest = ref.partition(":")
+    return f"order:{rest}" if kind == "first" else ref
 
 
 def _delivered(message: Message) -> bool:

@@ -37,7 +37,7 @@ def run_pass(
         _add(total, taken)
         # a short batch means the tables are read to their end: steps go next, so that a
         # steady stream of events cannot hold the messages of the facts already read back
-        if taken.facts < _FACTS:
+        if taken.read < _FACTS:
             break
     else:
         total.backlog = True
@@ -73,5 +73,5 @@ def run_journeys(
 
 
 def _add(total: PassTally, part: PassTally) -> None:
-    for name in ("facts", "entered", "held_out", "steps", "messages", "converted"):
+    for name in ("facts", "read", "entered", "held_out", "steps", "messages", "converted"):
         setattr(total, name, getattr(total, name) + getattr(part, name))

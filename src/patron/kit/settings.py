@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_SECRET_KEY = "patron-development-key"
+"""Public, so only for a server nobody else reaches: the web interface refuses logins with
+it unless the public URL is local."""
+
 
 class Settings(BaseSettings):
     """Everything an operator can set without touching code."""
@@ -48,7 +52,7 @@ class Settings(BaseSettings):
         description="Where recipients reach this server: tracking and unsubscribe links.",
     )
     secret_key: str = Field(
-        default="patron-development-key",
+        default=DEFAULT_SECRET_KEY,
         min_length=16,
         description="Signs tracking and unsubscribe links; set your own in production.",
     )

@@ -92,10 +92,17 @@ class JourneyStep(Base):
 
 class TriggerCursor(Base):
     """How far the trigger runner has read a growing table (events, orders): the largest
-    id it has handled. Moved in the same transaction as the entries it made."""
+    id it has handled, and the ids below it it has not seen yet. Moved in the same
+    transaction as the entries it made.
+
+    Ids are handed out when a row is inserted, not when it commits: on PostgreSQL a slow
+    request (or a long import) can commit id N after id N+1 was read. Such missing ids are
+    kept in ``gaps`` with when they were first missed, and read again on every pass until
+    they appear or ``GAP_SECONDS`` pass (a rolled-back insert never appears)."""
 
     __tablename__ = "trigger_cursors"
 
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger, default=0)
+    gaps: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -23,8 +23,9 @@ from patron.models import Campaign, CampaignKind, Channel, ContentType
 from patron.models.message import FINAL
 from patron.segments.service import SegmentService
 from patron.web.service import WebService, Who
-from patron.web.views import Reader, SessionDep, _check_csrf, _page, needs, router
+from patron.web.views import SessionDep, _check_csrf, _page, needs, router
 
+Viewer = Annotated[Who, Depends(needs(Permission.READ_CAMPAIGNS))]
 Planner = Annotated[Who, Depends(needs(Permission.WRITE_CAMPAIGNS))]
 Launcher = Annotated[Who, Depends(needs(Permission.LAUNCH_CAMPAIGNS))]
 
@@ -85,7 +86,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 @router.get("/campaigns", response_class=HTMLResponse)
-def campaigns(*, request: Request, session: SessionDep, who: Reader) -> HTMLResponse:
+def campaigns(*, request: Request, session: SessionDep, who: Viewer) -> HTMLResponse:
     found = CampaignService(session).listing(status=None, limit=200, offset=0)
     return _page(request, "campaigns.html", who, campaigns=found)
 
@@ -96,7 +97,7 @@ def planner(*, request: Request, session: SessionDep, who: Planner) -> HTMLRespo
 
 
 @router.post("/campaigns/preview", response_model=None)
-async def preview(*, request: Request, session: SessionDep, who: Reader) -> Response:
+async def preview(*, request: Request, session: SessionDep, who: Viewer) -> Response:
     """The message as the chosen customer would get it, from the plan as it stands."""
     form = await _form(request)
     _check_csrf(request, form.get("csrf", ""))
@@ -140,7 +141,7 @@ async def create(*, request: Request, session: SessionDep, who: Planner) -> Resp
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
 def campaign(
-    *, request: Request, session: SessionDep, who: Reader, campaign_id: int
+    *, request: Request, session: SessionDep, who: Viewer, campaign_id: int
 ) -> HTMLResponse:
     found = CampaignService(session).get(campaign_id)
     report = None
@@ -171,7 +172,7 @@ def _permissions(who: Who) -> frozenset[Permission]:
 
 
 @router.get("/campaigns/{campaign_id}/progress", response_model=None)
-def progress(*, session: SessionDep, who: Reader, campaign_id: int) -> Response:
+def progress(*, session: SessionDep, who: Viewer, campaign_id: int) -> Response:
     """How far sending has got, for the page's progress bar."""
     found = CampaignService(session).get(campaign_id)
     counts = DispatchRepository(session).status_counts(found.id)

@@ -18,8 +18,9 @@ from patron.models import RunStatus
 from patron.segments.schemas import PROFILE_TYPES, SCORE_TYPES, SegmentIn, parse_rule
 from patron.segments.service import SegmentService
 from patron.web.service import WebService, Who
-from patron.web.views import Reader, SessionDep, _check_csrf, _page, needs, router
+from patron.web.views import SessionDep, _check_csrf, _page, needs, router
 
+Viewer = Annotated[Who, Depends(needs(Permission.READ_SEGMENTS))]
 Editor = Annotated[Who, Depends(needs(Permission.WRITE_SEGMENTS))]
 
 FIELDS: dict[str, list[str]] = {
@@ -46,7 +47,7 @@ def _rule(text: str) -> Any:
 
 
 @router.get("/segments", response_class=HTMLResponse)
-def segments(*, request: Request, session: SessionDep, who: Reader) -> HTMLResponse:
+def segments(*, request: Request, session: SessionDep, who: Viewer) -> HTMLResponse:
     service = SegmentService(session)
     rows = [(s, service.latest_build(s)) for s in service.listing(limit=500)]
     return _page(request, "segments.html", who, rows=rows)
@@ -62,7 +63,7 @@ def live_count(
     *,
     request: Request,
     session: SessionDep,
-    who: Reader,
+    who: Viewer,
     rule: Annotated[str, Form()],
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
@@ -110,7 +111,7 @@ def save_segment(
 
 
 @router.get("/segments/{segment_id}", response_class=HTMLResponse)
-def segment(*, request: Request, session: SessionDep, who: Reader, segment_id: int) -> HTMLResponse:
+def segment(*, request: Request, session: SessionDep, who: Viewer, segment_id: int) -> HTMLResponse:
     service = SegmentService(session)
     found = service.get(segment_id)
     counted = service.count(service.rule_of(found))
@@ -190,7 +191,7 @@ def build(
 
 
 @router.get("/segments/{segment_id}/export.csv", response_model=None)
-def export(*, request: Request, session: SessionDep, who: Reader, segment_id: int) -> Response:
+def export(*, request: Request, session: SessionDep, who: Viewer, segment_id: int) -> Response:
     service = SegmentService(session)
     found = service.get(segment_id)
     out = io.StringIO()

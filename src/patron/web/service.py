@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from patron.web.passwords import hash_password, verify_password
 from patron.web.repository import WebRepository
 
 UI_ROLES = (Role.ADMIN, Role.MARKETER, Role.ANALYST)
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,10 @@ class WebService:
         """The user, or InvalidInput with one message for every failure, so a login form
         does not tell which usernames exist."""
         user = self.repo.user(username)
-        if user is None or not user.active or not verify_password(password, user.password_hash):
+        # an unknown name costs the same scrypt as a known one, so timing does not tell
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        matches = verify_password(password, stored)
+        if user is None or not user.active or not matches:
             raise InvalidInput("wrong username or password")
         user.last_login_at = now or utcnow()
         self.record(username, "login", target=f"user:{username}")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from patron.api.deps import ROLE_PERMISSIONS, Permission
 from patron.kit.errors import Forbidden, InvalidInput, PatronError, Unauthorized
+from patron.kit.settings import DEFAULT_SECRET_KEY
 from patron.web.service import WebService, Who
 
 HERE = Path(__file__).parent
@@ -71,7 +73,8 @@ def csrf_token(request: Request) -> str:
 
 
 def _check_csrf(request: Request, token: str) -> None:
-    if not token or not secrets.compare_digest(token, str(request.session.get("csrf", ""))):
+    expected = str(request.session.get("csrf", "")).encode()
+    if not token or not secrets.compare_digest(token.encode(), expected):
         raise Forbidden("the form has expired or did not come from this site: reload and retry")
 
 
@@ -121,6 +124,8 @@ def log_in(
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     _check_csrf(request, csrf)
+    if request.app.state.ui_refusal:
+        raise Forbidden(request.app.state.ui_refusal)
     service = WebService(session)
     try:
         who = service.log_in(username, password)
@@ -159,12 +164,19 @@ def customer(request: Request, session: SessionDep, who: Reader, customer_id: in
     return _page(request, "customer.html", who, **WebService(session).customer(customer_id))
 
 
-def install(app: FastAPI, *, secret_key: str, secure: bool) -> None:
+def install(app: FastAPI, *, secret_key: str, public_url: str) -> None:
     """Serve the pages on ``app``: the session cookie, the static files, the routes, and
     domain and form errors as pages under ``/ui``."""
+    # the session cookie is signed with the secret key: the public default would let
+    # anyone forge a session, so a server others can reach refuses logins until it is set
+    local = urlsplit(public_url).hostname in {"127.0.0.1", "localhost", "::1"}
+    app.state.ui_refusal = (
+        None if local or secret_key != DEFAULT_SECRET_KEY
+        else "this server still uses the default PATRON_SECRET_KEY: set your own to log in"
+    )  # fmt: skip
     app.add_middleware(
         SessionMiddleware, secret_key=secret_key, session_cookie="patron_session",
-        same_site="strict", https_only=secure, max_age=8 * 3600,
+        same_site="strict", https_only=public_url.startswith("https://"), max_age=8 * 3600,
     )  # fmt: skip
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
     if VENDOR.is_dir():

@@ -104,6 +104,7 @@ def upgrade() -> None:
         "trigger_cursors",
         sa.Column("name", sa.String(length=40), nullable=False),
         sa.Column("position", sa.BigInteger(), nullable=False),
+        sa.Column("gaps", patron.kit.db.JSONDict(), nullable=False),
         sa.Column("updated_at", patron.kit.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_trigger_cursors")),
     )
