@@ -42,13 +42,16 @@ class JourneyRepository:
 
     # -- triggered campaigns ---------------------------------------------------------------
 
-    def triggered(self, *, statuses: Sequence[CampaignStatus]) -> list[Campaign]:
+    def triggered(
+        self, *, statuses: Sequence[CampaignStatus], lock: bool = False
+    ) -> list[Campaign]:
         """Triggered campaigns in these states (there are few: this is not a scan of
-        customers)."""
-        rows = self.session.scalars(
-            select(Campaign).where(Campaign.status.in_(statuses)).order_by(Campaign.id)
-        )
-        return [c for c in rows if c.trigger]
+        customers). ``lock`` takes their rows for this transaction, skipping those another
+        runner holds, so two runners never evaluate the same campaign's timed trigger."""
+        query = select(Campaign).where(Campaign.status.in_(statuses)).order_by(Campaign.id)
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        return [c for c in self.session.scalars(query) if c.trigger]
 
     # -- cursors over growing tables -------------------------------------------------------
 

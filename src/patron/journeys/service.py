@@ -264,7 +264,7 @@ class JourneyService:
     def evaluate_timed(self, *, now: datetime) -> PassTally:
         """Date, segment and score triggers, each from where its campaign stopped."""
         tally = PassTally()
-        for campaign in self.repo.triggered(statuses=[CampaignStatus.RUNNING]):
+        for campaign in self.repo.triggered(statuses=[CampaignStatus.RUNNING], lock=True):
             spec, _ = plan_of(campaign)
             trigger, state = spec.on, dict(campaign.trigger_state)
             if _ended(campaign, now):
