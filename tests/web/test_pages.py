@@ -66,9 +66,9 @@ def test_the_dashboard_shows_counts_revenue_tables_and_the_running_campaign(
     # seven active profiles (Fedor is merged); turnover of known customers net of returns:
     # Anna 100 + 300, Boris 500 - 500, Vera 50, Dina 1,000 + 200 + 999
     assert '<span class="value" data-testid="customers">7</span>' in page
-    assert '<span class="value" data-testid="revenue">2\u202f649.00</span>' in page
+    assert '<span class="value" data-testid="revenue">2,649.00</span>' in page
     assert '<th scope="row">Champions</th><td>2</td><td>40.0%</td><td>75.0%</td>' in page
-    assert "Analysis as of 2026-11-01." in page
+    assert "Analysis as of Nov 1, 2026." in page
     assert '<th scope="row">Spring sale</th><td>completed' not in page
 
 
@@ -249,7 +249,7 @@ def test_the_segment_page_shows_the_spend_band_migration_of_its_members(
         _log_in(client, "analyst")
         page = client.get(f"/ui/segments/{segment_id}").text
     # both were in band 10 at run 2 (1 June); run 10 (1 November) scored no one
-    assert "Members on 2026-06-01 by spend band then (rows) and on 2026-11-01" in page
+    assert "Members on Jun 1, 2026 by spend band then (rows) and on Nov 1, 2026" in page
     assert '<th scope="row">10</th><td>2</td>' in page
 
 
@@ -267,3 +267,20 @@ def test_a_public_server_with_the_default_secret_refuses_logins(
         get_settings.cache_clear()
     assert "still uses the default PATRON_SECRET_KEY" in refused
     assert odd.status_code == 403  # a token that is not even ASCII is refused, not a crash
+
+
+def test_russian_texts_and_formats_follow_the_browser_or_the_choice_made(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with _client(engine) as client:
+        _log_in(client, "analyst")
+        russian = client.get("/ui/", headers={"Accept-Language": "ru-RU,ru;q=0.9,en;q=0.5"}).text
+        assert '<html lang="ru">' in russian
+        assert '<span class="label">Выручка</span>' in russian
+        assert 'data-testid="revenue">2\xa0649,00</span>' in russian
+        assert "Анализ на 1 нояб. 2026\u202fг." in russian
+        chosen = client.post("/ui/language", data={"lang": "en", "csrf": _csrf(russian),
+                                                   "back": "https://evil.example/"})  # fmt: skip
+        assert chosen.headers["location"] == "/ui/"  # never off the site
+        english = client.get("/ui/", headers={"Accept-Language": "ru"}).text
+    assert '<span class="label">Revenue</span>' in english

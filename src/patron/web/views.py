@@ -9,10 +9,8 @@ page with its status, never a stack trace.
 from __future__ import annotations
 
 import inspect
-import math
 import secrets
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -28,6 +26,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from patron.api.deps import ROLE_PERMISSIONS, Permission
 from patron.kit.errors import Forbidden, InvalidInput, PatronError, Unauthorized
 from patron.kit.settings import DEFAULT_SECRET_KEY
+from patron.web import i18n
 from patron.web.service import WebService, Who
 
 HERE = Path(__file__).parent
@@ -38,21 +37,11 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
-def _money(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    amount = Decimal(str(value)).quantize(Decimal("0.01"))
-    return f"{amount:,.2f}".replace(",", "\u202f")
-
-
-def _pct(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{float(value or 0) * 100:.1f}%"
-
-
-templates.env.filters["money"] = _money
-templates.env.filters["pct"] = _pct
+templates.env.filters |= {
+    "money": i18n.money, "number": i18n.number, "pct": i18n.percent, "day": i18n.day,
+    "moment": i18n.moment,
+}  # fmt: skip
+templates.env.globals["t"] = i18n.text
 templates.env.globals["charts"] = (VENDOR / "chart.js" / "dist" / "chart.umd.js").exists()
 
 
@@ -81,7 +70,8 @@ def _check_csrf(request: Request, token: str) -> None:
 def _page(
     request: Request, template: str, who: Who | None, /, status: int = 200, **context: Any
 ) -> HTMLResponse:
-    context |= {"who": who, "csrf": csrf_token(request), "request": request}
+    lang = i18n.choose(request.session.get("lang"), request.headers.get("accept-language", ""))
+    context |= {"who": who, "csrf": csrf_token(request), "request": request, "lang": lang}
     return templates.TemplateResponse(request, template, context, status_code=status)
 
 
@@ -132,10 +122,28 @@ def log_in(
     except PatronError as exc:
         return _page(request, "login.html", None, status=400, error=exc.message, username=username)
     session.commit()
+    lang = request.session.get("lang")
     request.session.clear()  # a new session on login: a fixed session id cannot be planted
     request.session["user"] = who.username
+    if lang:
+        request.session["lang"] = lang
     csrf_token(request)
     return RedirectResponse("/ui/", status_code=303)
+
+
+@router.post("/language", response_model=None)
+def language(
+    request: Request, lang: Annotated[str, Form()], csrf: Annotated[str, Form()] = "",
+    back: Annotated[str, Form()] = "/ui/",
+) -> Response:  # fmt: skip
+    """Keep the chosen language in the session."""
+    _check_csrf(request, csrf)
+    if lang not in i18n.LANGUAGES:
+        raise InvalidInput(f"lang: one of {', '.join(i18n.LANGUAGES)}")
+    request.session["lang"] = lang
+    # only a path of this site: a form cannot send the user elsewhere
+    target = back if back.startswith("/ui/") and "//" not in back else "/ui/"
+    return RedirectResponse(target, status_code=303)
 
 
 @router.post("/logout", response_model=None)
