@@ -152,7 +152,7 @@ def test_the_segment_builder_counts_a_rule_and_refuses_a_bad_one(
         assert wrong.status_code == 422
         assert "unknown profile field 'shoe_size'" in wrong.json()["error"]
         saved = client.post("/ui/segments", data={"name": "moscow", "rule": rule, "csrf": token})
-        assert saved.status_code == 303
+        assert saved.status_code == 303, saved.text[-600:]
         page = client.get(saved.headers["location"]).text
         assert 'data-testid="segment-count">3<' in page
         exported = client.get(saved.headers["location"] + "/export.csv")
@@ -284,3 +284,24 @@ def test_russian_texts_and_formats_follow_the_browser_or_the_choice_made(
         assert chosen.headers["location"] == "/ui/"  # never off the site
         english = client.get("/ui/", headers={"Accept-Language": "ru"}).text
     assert '<span class="label">Revenue</span>' in english
+
+
+def test_rules_are_edited_as_data_into_a_new_version_and_the_admin_reads_the_audit_log(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with _client(engine) as client:
+        _log_in(client, "marketer")
+        page = client.get("/ui/loyalty").text
+        assert client.get("/ui/audit").status_code == 403
+        rules = "name: Spring rewards\ntiers:\n  - {name: Basic, threshold: 0}\n"
+        saved = client.post("/ui/loyalty/rules", data={"csrf": _csrf(page), "rules": rules})
+        assert saved.status_code == 303, saved.text[-600:]
+        assert "Loyalty: Spring rewards" in client.get("/ui/loyalty").text
+        bad = client.post("/ui/loyalty/rules", data={"csrf": _csrf(page),
+                                                      "rules": "point_value: -1"})  # fmt: skip
+        assert bad.status_code == 422
+        assert "point_value: Input should be greater than 0" in bad.text
+        client.post("/ui/logout", data={"csrf": _csrf(page)})
+        _log_in(client, "admin")
+        audit = client.get("/ui/audit").text
+    assert "<td>marketer</td><td>loyalty.rules</td><td>program:1</td>" in audit

@@ -11,9 +11,9 @@ from fastapi import Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from patron.api.deps import Permission
+from patron.api.deps import ROLE_PERMISSIONS, Permission
 from patron.kit.errors import InvalidInput, NotFound, PatronError
-from patron.loyalty.schemas import AdjustIn
+from patron.loyalty.schemas import AdjustIn, ProgramRules
 from patron.loyalty.service import LoyaltyService
 from patron.web.service import WebService, Who
 from patron.web.views import SessionDep, _check_csrf, _page, needs, router
@@ -33,6 +33,7 @@ def program(*, request: Request, session: SessionDep, who: LoyaltyReader) -> HTM
         liability=service.liability(),
         pools=[service.coupons.stats(p) for p in service.coupons.pools()],
         minis=[service.minis.standing(p) for p in service.minis.listing()],
+        can_edit=Permission.WRITE_LOYALTY in ROLE_PERMISSIONS[who.role],
     )  # fmt: skip
 
 
@@ -83,3 +84,29 @@ def adjust(
                                    points=points, reason=reason)  # fmt: skip
     session.commit()
     return RedirectResponse(f"/ui/loyalty/accounts?card={card}", status_code=303)
+
+
+@router.post("/loyalty/rules", response_model=None)
+def save_rules(
+    *, request: Request, session: SessionDep, who: Operator,
+    rules: Annotated[str, Form(max_length=100_000)], note: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:  # fmt: skip
+    """Save edited rules as the program's next version; an error names the field."""
+    _check_csrf(request, csrf)
+    try:
+        data = yaml.safe_load(rules)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"rules: not YAML ({exc})") from None
+    try:
+        parsed = ProgramRules.model_validate(data)
+    except ValidationError as exc:
+        problem = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'rules'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(problem) from None
+    program = LoyaltyService(session).configure(parsed, actor=who.username, note=note)
+    WebService(session).record(who.username, "loyalty.rules", target=f"program:{program.version}",
+                               note=note)  # fmt: skip
+    session.commit()
+    return RedirectResponse("/ui/loyalty", status_code=303)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -65,6 +66,10 @@ class WebService:
     def current(self, username: str) -> Who | None:
         user = self.repo.user(username)
         return Who(user.username, user.role) if user is not None and user.active else None
+
+    def audit(self, *, limit: int) -> Sequence[AuditRecord]:
+        """The newest audit records first."""
+        return self.repo.audit(limit=limit)
 
     def record(self, actor: str, action: str, *, target: str = "", **details: Any) -> None:
         """Write one change to the audit log."""

@@ -26,6 +26,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from patron.api.deps import ROLE_PERMISSIONS, Permission
 from patron.kit.errors import Forbidden, InvalidInput, PatronError, Unauthorized
 from patron.kit.settings import DEFAULT_SECRET_KEY
+from patron.models import Role
 from patron.web import i18n
 from patron.web.service import WebService, Who
 
@@ -156,6 +157,17 @@ def log_out(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
 @router.get("/", response_class=HTMLResponse)
 def dashboard(request: Request, session: SessionDep, who: Reader) -> HTMLResponse:
     return _page(request, "dashboard.html", who, **WebService(session).dashboard())
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit(
+    request: Request, session: SessionDep,
+    who: Reader,
+) -> HTMLResponse:  # fmt: skip
+    """The newest changes made through the pages, for administrators."""
+    if who.role is not Role.ADMIN:
+        raise Forbidden(f"role {who.role.value} may not read the audit log")
+    return _page(request, "audit.html", who, records=WebService(session).audit(limit=500))
 
 
 @router.get("/customers", response_class=HTMLResponse)
