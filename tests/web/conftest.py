@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.campaigns.service import CampaignService
@@ -50,6 +50,12 @@ def site(engine: Engine) -> sessionmaker[Session]:
         CampaignService(session).launch(campaign.id, actor="maria")
         session.add(AnalysisRun(id=10, as_of=datetime(2026, 11, 1, tzinfo=UTC), model_version="t",
                                 status=RunStatus.COMPLETED, results={"tables": TABLES}))  # fmt: skip
+        if engine.dialect.name == "postgresql":
+            # the base is written with its own ids: new profiles must number after them
+            for table in ("customers", "analysis_runs"):
+                session.execute(text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT max(id) FROM {table}))"))  # fmt: skip
         for role in (Role.ADMIN, Role.MARKETER, Role.ANALYST):
             WebService(session).create_user(role.value, PASSWORD, role=role, actor="test")
         session.commit()

@@ -4,6 +4,7 @@ customer 360 with the message received, errors as pages, and the audit log."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +16,7 @@ from patron.api.app import create_app
 from patron.kit.settings import get_settings
 from patron.loyalty.schemas import EnrolIn
 from patron.loyalty.service import LoyaltyService
-from patron.models import AuditRecord
+from patron.models import AuditRecord, Customer
 from patron.segments.service import SegmentService
 from tests.web.conftest import PASSWORD
 
@@ -305,3 +306,56 @@ def test_rules_are_edited_as_data_into_a_new_version_and_the_admin_reads_the_aud
         _log_in(client, "admin")
         audit = client.get("/ui/audit").text
     assert "<td>marketer</td><td>loyalty.rules</td><td>program:1</td>" in audit
+
+
+def _finished(client: TestClient, *, seconds: float = 60) -> dict[str, object]:
+    """Wait for the newest job to end (not a timing assertion: a bound on waiting)."""
+    page = client.get("/ui/jobs").text
+    found = re.search(r'data-job="([^"]+)"', page)
+    assert found is not None
+    deadline = time.monotonic() + seconds
+    while True:
+        state: dict[str, object] = client.get(f"/ui/jobs/{found.group(1)}").json()
+        if state["status"] != "running" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
+def test_a_file_imported_from_the_page_reports_its_progress_and_rejects(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    body = b"email,first_name,city\nnew.one@example.ru,Olga,Tver\nnot-an-email,Petr,Tula\n"
+    with _client(engine) as client:
+        _log_in(client, "analyst")
+        assert "Import a file" not in client.get("/ui/jobs").text  # analysts do not import
+        client.post("/ui/logout", data={"csrf": _csrf(client.get("/ui/").text)})
+        _log_in(client, "marketer")
+        page = client.get("/ui/jobs").text
+        started = client.post("/ui/jobs/import", data={"csrf": _csrf(page), "kind": "customers"},
+                              files={"upload": ("people.csv", body, "text/csv")})  # fmt: skip
+        assert started.status_code == 303
+        state = _finished(client)
+    assert state["status"] == "finished", state
+    assert state["done"] == 1.0
+    result = str(state["result"])
+    # the malformed email is dropped from its row (and reported), the person is kept
+    assert result.startswith("2 rows read: 2 imported, 0 merged, 0 rejected; rejects in ")
+    with site() as session:
+        olga = session.scalars(select(Customer).where(Customer.first_name == "Olga")).one()
+        assert olga.city == "Tver"
+
+
+def test_an_analysis_run_from_the_page_shows_why_it_could_not_finish(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with _client(engine) as client:
+        _log_in(client, "analyst")
+        page = client.get("/ui/jobs").text
+        assert client.post("/ui/jobs/analysis", data={"csrf": _csrf(page)}).status_code == 303
+        state = _finished(client, seconds=120)
+        listing = client.get("/ui/jobs").text
+    # the small base's purchases end in July: the churn model has no labelled window now
+    assert state["status"] == "failed", state
+    assert str(state["result"]).startswith("the training label window ends ")
+    assert str(state["step"]) == "CLV models"
+    assert "failed: the training label window ends" in listing

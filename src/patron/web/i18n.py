@@ -27,6 +27,7 @@ RUSSIAN: dict[str, str] = {
     "Segments": "Сегменты",
     "Campaigns": "Кампании",
     "Loyalty": "Лояльность",
+    "Jobs": "Задачи",
     "Log out": "Выйти",
     "Log in": "Войти",
     "Username": "Имя пользователя",

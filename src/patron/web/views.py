@@ -205,6 +205,7 @@ def install(app: FastAPI, *, secret_key: str, public_url: str) -> None:
     from patron.web import (  # noqa: F401
         campaign_views,
         customer_views,
+        job_views,
         loyalty_views,
         segment_views,
     )
