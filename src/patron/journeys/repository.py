@@ -25,6 +25,7 @@ from patron.models import (
     JourneyEntry,
     JourneyStep,
     Message,
+    MessageStatus,
     Order,
     OrderKind,
     RunStatus,
@@ -376,6 +377,18 @@ class JourneyRepository:
         )
 
     # -- reading back ----------------------------------------------------------------------
+
+    def sent_at_step(self, campaign_id: int, step: str) -> Sequence[tuple[int, int, datetime]]:
+        """``(message id, customer id, created at)`` of the campaign's sent messages of this
+        single-channel send step (a cascade's keys carry the channel's index too)."""
+        rows = self.session.execute(
+            select(Message.id, Message.customer_id, Message.created_at).where(
+                Message.campaign_id == campaign_id,
+                Message.step_key.endswith(f":{step}", autoescape=True),
+                Message.status == MessageStatus.SENT,
+            )
+        )
+        return [(int(m), int(c), at) for m, c, at in rows]
 
     def step_counts(self, campaign_id: int) -> dict[str, dict[str, int]]:
         """Per step, how many entries carried it out, by outcome's first word."""
