@@ -105,7 +105,7 @@ class WebService:
         customers = CustomerService(self.session)
         customer = customers.get(customer_id)
         loyalty = LoyaltyService(self.session)
-        account = loyalty.repo.by_customer(customer_id)
+        account = loyalty.account_of(customer_id)
         scores = AnalyticsService(self.session).scores_of(customer_id, limit=1)
         return {
             "customer": customer,
