@@ -260,3 +260,34 @@ def test_fuzzy_candidates_are_proposed_never_merged(session: Session) -> None:
     assert service.propose_candidates() == []
     service.decide_candidate(candidate.id, accept=True, actor="reviewer")
     assert service.get(2).merged_into_id == 1
+
+
+def test_reads_for_pages_show_identities_full_consent_history_and_merges(
+    session: Session,
+) -> None:
+    # given two profiles, one with a decision and a later pending record, merged
+    service = CustomerService(session)
+    [a] = service.resolve([person(email="r@x.ru")], source="web")
+    [b] = service.resolve(
+        [
+            person(
+                phone="+79165551111",
+                consents=[
+                    consent(Channel.SMS, ConsentStatus.GRANTED, "2024-03-01"),
+                    consent(Channel.SMS, ConsentStatus.PENDING, "2024-04-01"),
+                ],
+            )
+        ],
+        source="pos",
+    )
+    log = service.merge(a.customer_id, b.customer_id, reason="same person", actor="ann")
+    # when the pages read the winner
+    identities = [i.value for i in service.identities(a.customer_id)]
+    history = [c.status for c in service.consent_history(a.customer_id)]
+    # then every identity and record shows, pending included, and the merge from both sides
+    assert identities == ["r@x.ru", "+79165551111"]
+    assert history == [ConsentStatus.GRANTED, ConsentStatus.PENDING]
+    assert [m.id for m in service.merges(a.customer_id)] == [log.id]
+    assert [m.id for m in service.merges(b.customer_id)] == [log.id]
+    assert service.merge_log(log.id) is log
+    assert service.merge_log(log.id + 1) is None

@@ -247,6 +247,20 @@ def test_every_call_is_idempotent_and_bad_input_changes_nothing(
         assert service.verify().mismatches == []
 
 
+def test_the_account_of_a_customer_and_a_done_operation_are_found(
+    program: sessionmaker[Session],
+) -> None:
+    # given Anna enrolled and one confirmed purchase under key "k-R1"
+    confirm(program, "R1", BASKET, at=T0 + timedelta(hours=1))
+    with program() as session:
+        service = LoyaltyService(session)
+        # then her account is found by customer, and only the used key counts as done
+        account = service.account_of(1)
+        assert account is not None and account.card_number == CARD
+        assert service.account_of(5) is None
+        assert (service.operation_done("k-R1"), service.operation_done("k-R2")) == (True, False)
+
+
 def test_lots_are_spent_soonest_expiring_first_and_expire_exactly(
     session_factory: sessionmaker[Session],
 ) -> None:

@@ -174,6 +174,24 @@ class AnalyticsRepository:
         query = query.order_by(desc(AnalysisRun.as_of), desc(AnalysisRun.id)).limit(1)
         return self.session.scalars(query).first()
 
+    def newest_run_id(self, *, until: datetime) -> int | None:
+        """The newest completed run as of ``until`` or earlier: whose scores held then."""
+        return self.session.scalar(
+            select(AnalysisRun.id)
+            .where(AnalysisRun.status == RunStatus.COMPLETED, AnalysisRun.as_of <= until)
+            .order_by(desc(AnalysisRun.as_of), desc(AnalysisRun.id))
+            .limit(1)
+        )
+
+    def at_stages(self, run_id: int, stages: Sequence[str]) -> list[int]:
+        """Customers the run placed at one of these lifecycle stages, by id."""
+        rows = self.session.scalars(
+            select(CustomerScore.customer_id).where(
+                CustomerScore.run_id == run_id, CustomerScore.lifecycle_stage.in_(stages)
+            )
+        )
+        return sorted(int(c) for c in rows)
+
     def runs(self, *, limit: int) -> Sequence[AnalysisRun]:
         query = select(AnalysisRun).order_by(desc(AnalysisRun.id)).limit(limit)
         return self.session.scalars(query).all()

@@ -58,6 +58,14 @@ class CampaignRepository:
     def by_name(self, name: str) -> Campaign | None:
         return self.session.scalar(select(Campaign).where(Campaign.name == name))
 
+    def by_names(self, names: Sequence[str]) -> list[Campaign]:
+        """The campaigns of these names, in the order given; names not found are left out."""
+        found = {
+            c.name: c
+            for c in self.session.scalars(select(Campaign).where(Campaign.name.in_(names)))
+        }
+        return [found[n] for n in names if n in found]
+
     def listing(self, *, status: str | None, limit: int, offset: int) -> Sequence[Campaign]:
         query = select(Campaign).order_by(Campaign.id.desc()).limit(limit).offset(offset)
         if status is not None:

@@ -51,6 +51,12 @@ class ProductRepository:
             [{**row, "key": row["sku"]} for row in rows],
         )
 
+    def priced(self) -> Sequence[Product]:
+        """Every product that has a price, by SKU: what can be put in a basket as it is."""
+        return self.session.scalars(
+            select(Product).where(Product.price.is_not(None)).order_by(Product.sku)
+        ).all()
+
     def list(self, *, limit: int, offset: int) -> Sequence[Product]:
         return self.session.scalars(
             select(Product).order_by(Product.sku).limit(limit).offset(offset)

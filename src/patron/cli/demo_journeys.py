@@ -45,12 +45,14 @@ from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from patron.analytics.repository import AnalyticsRepository
 from patron.campaigns.groups import unit_hash
+from patron.campaigns.repository import CampaignRepository
 from patron.campaigns.schemas import CampaignIn, Schedule
 from patron.campaigns.service import CampaignService
+from patron.catalog.repository import ProductRepository
 from patron.channels.calls import CallList
 from patron.channels.email import SmtpSettings, SmtpTransport
 from patron.channels.router import Router
@@ -63,20 +65,15 @@ from patron.dispatch.service import DispatchService
 from patron.dispatch.tasks import WorkerStats, run_worker
 from patron.events.schemas import EventIn, OrderIn
 from patron.events.service import EventService, OrderService
+from patron.journeys.repository import JourneyRepository
 from patron.journeys.service import JourneyService
 from patron.journeys.tasks import run_pass
 from patron.kit.db import unit_of_work
 from patron.kit.settings import get_settings
 from patron.models import (
-    AnalysisRun,
     Campaign,
     Channel,
     ConsentStatus,
-    CustomerScore,
-    Message,
-    MessageStatus,
-    Product,
-    RunStatus,
 )
 from patron.segments.schemas import SegmentIn, parse_rule
 from patron.segments.service import SegmentService
@@ -349,9 +346,7 @@ def run_journeys_demo(
 
 
 def _campaigns(session: Session) -> list[Campaign]:
-    names = (BIRTHDAY, WIN_BACK, CART)
-    found = {c.name: c for c in session.scalars(select(Campaign).where(Campaign.name.in_(names)))}
-    return [found[n] for n in names if n in found]
+    return CampaignRepository(session).by_names([BIRTHDAY, WIN_BACK, CART])
 
 
 def _play(factory: sessionmaker[Session], result: JourneysDemo, *, workspace: Path) -> None:
@@ -456,27 +451,16 @@ def _plan(name: str, content: str, segment: str, message: dict[str, str], schedu
 
 def _shoppers(session: Session, *, as_of: datetime) -> list[int]:
     """Customers whose newest scores say they still shop."""
-    run = session.scalar(
-        select(AnalysisRun.id)
-        .where(AnalysisRun.status == RunStatus.COMPLETED, AnalysisRun.as_of <= as_of)
-        .order_by(AnalysisRun.as_of.desc(), AnalysisRun.id.desc())
-        .limit(1)
-    )
-    rows = session.scalars(
-        select(CustomerScore.customer_id).where(
-            CustomerScore.run_id == run, CustomerScore.lifecycle_stage.in_(SHOPPING_STAGES)
-        )
-    )
-    return sorted(int(c) for c in rows)
+    analytics = AnalyticsRepository(session)
+    run = analytics.newest_run_id(until=as_of)
+    return [] if run is None else analytics.at_stages(run, SHOPPING_STAGES)
 
 
 def _products(session: Session) -> list[tuple[str, str, Decimal]]:
-    rows = session.execute(
-        select(Product.sku, Product.name, Product.price)
-        .where(Product.price.is_not(None))
-        .order_by(Product.sku)
-    )
-    return [(str(sku), str(name), Decimal(str(price))) for sku, name, price in rows]
+    return [
+        (str(p.sku), str(p.name), Decimal(str(p.price)))
+        for p in ProductRepository(session).priced()
+    ]
 
 
 def _happen(session: Session, happened: list[tuple[datetime, str, int, Any]],
@@ -511,13 +495,9 @@ def _happen(session: Session, happened: list[tuple[datetime, str, int, Any]],
 def _opens(session: Session, opened: set[int]) -> list[tuple[datetime, str, int, Any]]:
     """The simulator reads the win-back emails sent so far: who opens each, and when, and
     who then buys what."""
-    rows = session.execute(
-        select(Message.id, Message.customer_id, Message.created_at)
-        .join(Campaign, Campaign.id == Message.campaign_id)
-        .where(Campaign.name == WIN_BACK, Message.step_key.like("%:email"),
-               Message.status == MessageStatus.SENT)
-    ).all()  # fmt: skip
-    new = [(int(m), int(c), at) for m, c, at in rows if int(c) not in opened]
+    win_back = CampaignRepository(session).by_name(WIN_BACK)
+    rows = [] if win_back is None else JourneyRepository(session).sent_at_step(win_back.id, "email")
+    new = [(m, c, at) for m, c, at in rows if c not in opened]
     delays = BEHAVIOUR.open_delays([c for _, c, _ in new])
     buys = BEHAVIOUR.win_backs(sorted(delays), products=_products(session))
     due: list[tuple[datetime, str, int, Any]] = []

@@ -25,6 +25,7 @@ from patron.models import (
     Consent,
     ConsentStatus,
     Customer,
+    Identity,
     IdentityKind,
     MergeCandidate,
     MergeLog,
@@ -277,6 +278,24 @@ class CustomerService:
         self.session.add(consent)
         self.session.flush()
         return consent
+
+    def identities(self, customer_id: int) -> Sequence[Identity]:
+        """The profile's identities in the order they were added, to show or compare them."""
+        return self.repo.identities_of(customer_id)
+
+    def consent_history(self, customer_id: int) -> Sequence[Consent]:
+        """Every consent decision of the profile, oldest first, pending ones included: the
+        record behind what :meth:`effective_consents` chooses."""
+        return self.repo.consents_of([customer_id])
+
+    def merges(self, customer_id: int) -> Sequence[MergeLog]:
+        """The merges the profile took part in, as winner or loser, oldest first."""
+        return self.repo.merges_of(customer_id)
+
+    def merge_log(self, merge_id: int) -> MergeLog | None:
+        """One merge's log, undone or not; ``None`` when there is no such merge, so the
+        caller decides what a missing one means."""
+        return self.repo.get_merge(merge_id)
 
     def effective_consents(self, customer_id: int) -> list[Consent]:
         """The decision in force per channel and purpose: the latest explicit one.

@@ -41,6 +41,6 @@ def journey_entries(
         campaign, customer_id=customer_id, limit=paging.limit, offset=paging.offset
     ):
         out = EntryOut.model_validate(entry)
-        out.steps = [StepDone.model_validate(s) for s in service.repo.steps_of(entry.id)]
+        out.steps = [StepDone.model_validate(s) for s in service.steps_of(entry)]
         found.append(out)
     return found

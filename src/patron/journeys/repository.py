@@ -25,6 +25,7 @@ from patron.models import (
     JourneyEntry,
     JourneyStep,
     Message,
+    MessageStatus,
     Order,
     OrderKind,
     RunStatus,
@@ -72,10 +73,12 @@ class JourneyRepository:
         return found
 
     def end_of(self, name: str) -> int:
+        """The newest id of the cursor's table: where a campaign launched now starts reading."""
         table = {"events": Event.id, "orders": Order.id}[name]
         return int(self.session.scalar(select(func.max(table))) or 0)
 
     def events_after(self, position: int, *, limit: int) -> Sequence[Any]:
+        """The next batch of events past the cursor, in id order: the runner's facts."""
         return self.session.execute(
             select(Event.id, Event.customer_id, Event.type, Event.occurred_at, Event.properties)
             .where(Event.id > position)
@@ -92,6 +95,7 @@ class JourneyRepository:
         ).all()
 
     def orders_by_ids(self, ids: Sequence[int]) -> Sequence[Any]:
+        """Orders of these ids that are there now (late commits of earlier gaps)."""
         return self.session.execute(
             select(Order.id, Order.customer_id, Order.kind, Order.placed_at, Order.total)
             .where(Order.id.in_(ids))
@@ -140,6 +144,7 @@ class JourneyRepository:
         ]
 
     def builds_after(self, segment_id: int, position: int) -> list[int]:
+        """The segment's builds after the cursor, oldest first: each may move customers."""
         return [
             int(b)
             for b in self.session.scalars(
@@ -175,6 +180,7 @@ class JourneyRepository:
         return {int(c) for c in rows}
 
     def runs_after(self, position: int) -> list[int]:
+        """Completed analysis runs after the cursor, oldest first: each may cross a score."""
         return [
             int(r)
             for r in self.session.scalars(
@@ -185,6 +191,7 @@ class JourneyRepository:
         ]
 
     def previous_run(self, run_id: int) -> int | None:
+        """The completed run just before this one by as-of date, to tell a crossing from a stay."""
         run = self.session.get(AnalysisRun, run_id)
         if run is None:
             return None
@@ -221,6 +228,7 @@ class JourneyRepository:
     # -- entries ---------------------------------------------------------------------------
 
     def last_entries(self, campaign_id: int, customers: Sequence[int]) -> dict[int, datetime]:
+        """When each of these customers last entered the campaign, for its re-entry rule."""
         rows = self.session.execute(
             select(JourneyEntry.customer_id, func.max(JourneyEntry.entered_at))
             .where(JourneyEntry.campaign_id == campaign_id, JourneyEntry.customer_id.in_(customers))
@@ -229,6 +237,7 @@ class JourneyRepository:
         return {int(c): t for c, t in rows}
 
     def known_sources(self, campaign_id: int, refs: Sequence[str]) -> set[str]:
+        """Which of these facts fired an entry into the campaign already, so none fires twice."""
         rows = self.session.scalars(
             select(JourneyEntry.source_ref).where(
                 JourneyEntry.campaign_id == campaign_id, JourneyEntry.source_ref.in_(refs)
@@ -244,6 +253,7 @@ class JourneyRepository:
         return {int(c) for c in rows}
 
     def recipients(self, campaign_id: int, customers: Sequence[int]) -> set[int]:
+        """Which of these customers have a recipient row in the campaign, so each gets only one."""
         rows = self.session.scalars(
             select(CampaignRecipient.customer_id).where(
                 CampaignRecipient.campaign_id == campaign_id,
@@ -253,6 +263,7 @@ class JourneyRepository:
         return {int(c) for c in rows}
 
     def add(self, row: Any) -> None:
+        """Stage a new row (recipient, entry, step log or message) for the caller's flush."""
         self.session.add(row)
 
     def listening(self, customers: Sequence[int]) -> Sequence[JourneyEntry]:
@@ -283,6 +294,7 @@ class JourneyRepository:
         ).all()
 
     def end_entries_of_cancelled(self, *, now: datetime) -> None:
+        """Close every active entry of a cancelled campaign, so none of them sends again."""
         cancelled = select(Campaign.id).where(Campaign.status == CampaignStatus.CANCELLED)
         self.session.execute(
             update(JourneyEntry)
@@ -301,6 +313,7 @@ class JourneyRepository:
         )
 
     def end_endless_waits(self, campaign_id: int, *, now: datetime) -> None:
+        """Close the ended campaign's entries that wait with no timeout: nothing could wake them."""
         self.session.execute(
             update(JourneyEntry)
             .where(
@@ -318,6 +331,7 @@ class JourneyRepository:
         )
 
     def done_steps(self, entry_ids: Sequence[int]) -> dict[int, dict[str, JourneyStep]]:
+        """Each entry's logged steps by name, read in bulk so a batch walks without a query each."""
         found: dict[int, dict[str, JourneyStep]] = {}
         for row in self.session.scalars(
             select(JourneyStep).where(JourneyStep.entry_id.in_(entry_ids))
@@ -326,6 +340,7 @@ class JourneyRepository:
         return found
 
     def message(self, message_id: int) -> Message | None:
+        """One message, for conditions on whether a step's send was opened or delivered."""
         return self.session.get(Message, message_id)
 
     def happened(
@@ -352,15 +367,18 @@ class JourneyRepository:
         return self.session.scalar(query.limit(1)) is not None
 
     def identity_kinds(self, customer_id: int) -> set[str]:
+        """The kinds of identity the customer has, for a ``has`` condition."""
         rows = self.session.scalars(
             select(Identity.kind).where(Identity.customer_id == customer_id).distinct()
         )
         return {str(getattr(k, "value", k)) for k in rows}
 
     def customer(self, customer_id: int) -> Customer | None:
+        """One customer, for profile conditions and update steps."""
         return self.session.get(Customer, customer_id)
 
     def score(self, customer_id: int, *, until: datetime) -> CustomerScore | None:
+        """The customer's score in the newest completed run up to ``until``, for conditions."""
         run = self.session.scalar(
             select(AnalysisRun.id)
             .where(AnalysisRun.status == RunStatus.COMPLETED, AnalysisRun.as_of <= until)
@@ -377,6 +395,18 @@ class JourneyRepository:
 
     # -- reading back ----------------------------------------------------------------------
 
+    def sent_at_step(self, campaign_id: int, step: str) -> Sequence[tuple[int, int, datetime]]:
+        """``(message id, customer id, created at)`` of the campaign's sent messages of this
+        single-channel send step (a cascade's keys carry the channel's index too)."""
+        rows = self.session.execute(
+            select(Message.id, Message.customer_id, Message.created_at).where(
+                Message.campaign_id == campaign_id,
+                Message.step_key.endswith(f":{step}", autoescape=True),
+                Message.status == MessageStatus.SENT,
+            )
+        )
+        return [(int(m), int(c), at) for m, c, at in rows]
+
     def step_counts(self, campaign_id: int) -> dict[str, dict[str, int]]:
         """Per step, how many entries carried it out, by outcome's first word."""
         rows = self.session.execute(
@@ -392,6 +422,7 @@ class JourneyRepository:
         return found
 
     def entry_counts(self, campaign_id: int) -> dict[str, int]:
+        """How many of the campaign's entries are in each status, for its report."""
         rows = self.session.execute(
             select(JourneyEntry.status, func.count())
             .where(JourneyEntry.campaign_id == campaign_id)
@@ -400,6 +431,7 @@ class JourneyRepository:
         return {str(getattr(s, "value", s)): int(n) for s, n in rows}
 
     def waiting_at(self, campaign_id: int) -> dict[str, int]:
+        """How many active entries wait at each step, for the campaign's report."""
         rows = self.session.execute(
             select(JourneyEntry.step, func.count())
             .where(
@@ -412,6 +444,7 @@ class JourneyRepository:
     def entries(
         self, campaign_id: int, *, customer_id: int | None, limit: int, offset: int
     ) -> Sequence[JourneyEntry]:
+        """The campaign's entries in the order they came (one customer's, if given), a page."""
         query = select(JourneyEntry).where(JourneyEntry.campaign_id == campaign_id)
         if customer_id is not None:
             query = query.where(JourneyEntry.customer_id == customer_id)
@@ -420,11 +453,13 @@ class JourneyRepository:
         ).all()
 
     def steps_of(self, entry_id: int) -> Sequence[JourneyStep]:
+        """The entry's log of steps in the order they ran, to show one customer's path."""
         return self.session.scalars(
             select(JourneyStep).where(JourneyStep.entry_id == entry_id).order_by(JourneyStep.id)
         ).all()
 
     def active_count(self, campaign_id: int) -> int:
+        """How many entries are still active, to tell whether an ended campaign is done."""
         return int(
             self.session.scalar(
                 select(func.count())

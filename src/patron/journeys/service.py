@@ -691,6 +691,10 @@ class JourneyService:
         _triggered(campaign)
         return self.repo.entries(campaign.id, customer_id=customer_id, limit=limit, offset=offset)
 
+    def steps_of(self, entry: JourneyEntry) -> Sequence[JourneyStep]:
+        """The entry's log of steps carried out, in the order they ran."""
+        return self.repo.steps_of(entry.id)
+
     def report(self, campaign: Campaign) -> dict[str, Any]:
         """Per step, what its entries did, and how many are at each step now."""
         _triggered(campaign)

@@ -235,6 +235,15 @@ class LoyaltyService:
             if self.repo.by_card(card) is None:
                 return card
 
+    def account_of(self, customer_id: int) -> LoyaltyAccount | None:
+        """The customer's loyalty account, or ``None`` when they have not enrolled."""
+        return self.repo.by_customer(customer_id)
+
+    def operation_done(self, key: str) -> bool:
+        """Whether an operation with this idempotency key is recorded already, so a
+        resubmission of it will change nothing."""
+        return self.repo.operation(key) is not None
+
     def account(self, card: str) -> LoyaltyAccount:
         found = self.repo.by_card(card.strip())
         if found is None:

@@ -35,8 +35,8 @@ def merge(
             raise InvalidInput("cannot merge a customer into itself")
         return _page(
             request, "merge_confirm.html", who, keep=keep, go=go, reason=reason,
-            keep_ids=customers.repo.identities_of(keep.id),
-            go_ids=customers.repo.identities_of(go.id),
+            keep_ids=customers.identities(keep.id),
+            go_ids=customers.identities(go.id),
         )  # fmt: skip
     log = customers.merge(customer_id, other, reason=reason, actor=who.username)
     WebService(session).record(who.username, "customer.merge", target=f"customer:{customer_id}",
@@ -52,7 +52,7 @@ def unmerge(
 ) -> Response:  # fmt: skip
     _check_csrf(request, csrf)
     customers = CustomerService(session)
-    log = customers.repo.get_merge(merge_id)
+    log = customers.merge_log(merge_id)
     if log is None or log.winner_id != customer_id:
         raise InvalidInput(f"merge {merge_id} is not a merge into customer {customer_id}")
     if confirm != "yes":

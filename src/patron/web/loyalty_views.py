@@ -73,7 +73,7 @@ def adjust(
         raise InvalidInput(problem) from None
     service = LoyaltyService(session)
     key = f"ui:{operation}"
-    replay = service.repo.operation(key) is not None
+    replay = service.operation_done(key)
     try:
         service.adjust(card, body, key=key, actor=who.username)
     except PatronError:

@@ -110,12 +110,12 @@ class WebService:
         customers = CustomerService(self.session)
         customer = customers.get(customer_id)
         loyalty = LoyaltyService(self.session)
-        account = loyalty.repo.by_customer(customer_id)
+        account = loyalty.account_of(customer_id)
         scores = AnalyticsService(self.session).scores_of(customer_id, limit=1)
         return {
             "customer": customer,
-            "identities": customers.repo.identities_of(customer_id),
-            "consents": customers.repo.consents_of([customer_id]),
+            "identities": customers.identities(customer_id),
+            "consents": customers.consent_history(customer_id),
             "orders": self.repo.orders_of(customer_id, limit=50),
             "events": self.repo.events_of(customer_id, limit=50),
             "messages": self.repo.messages_of(customer_id, limit=50),
@@ -123,5 +123,5 @@ class WebService:
             "balance": loyalty.balance(account, now=utcnow()) if account is not None else None,
             "ledger": loyalty.ledger(account, limit=20, offset=0) if account is not None else [],
             "score": scores[0] if scores else None,
-            "merges": customers.repo.merges_of(customer_id),
+            "merges": customers.merges(customer_id),
         }
