@@ -57,7 +57,7 @@ from patron.api.keys import create_api_key
 from patron.campaigns.schemas import CampaignIn
 from patron.campaigns.service import CampaignService
 from patron.dispatch.repository import DispatchRepository
-from patron.journeys.tasks import run_journeys
+from patron.journeys.tasks import run_journeys, run_pass
 from patron.kit.clock import utcnow
 from patron.kit.db import (
     bulk_insert_columns,
@@ -147,15 +147,23 @@ def prepare(url: str, *, customers: int, history: int) -> tuple[str, int, dateti
 # -- the two evaluators, each in a process of its own -----------------------------------------
 
 
-def patron_runner(url: str, poll: float, stop: Any) -> None:
+def patron_runner(url: str, poll: float, stop: Any, ready: Any) -> None:
     """Patron's trigger runner: the loop ``patron serve`` and ``patron worker`` start."""
     factory = make_sessionmaker(make_engine(url))
+    run_pass(factory)  # connected and warm, as a server's runner is long before an event
+    ready.set()
     run_journeys(factory, stop=stop, poll_seconds=poll)
 
 
-def rescan_runner(url: str, poll: float, stop: Any, campaign_id: int, launched: datetime) -> None:
+def rescan_runner(  # noqa: PLR0917 - a process target takes its arguments by position
+    url: str, poll: float, stop: Any, ready: Any, campaign_id: int, launched: datetime
+) -> None:
     """The baseline: every poll, every trigger event since the launch against every entry."""
     factory = make_sessionmaker(make_engine(url))
+    with factory() as session:
+        rescan_once(session, campaign_id, launched)
+        session.commit()
+    ready.set()
     while not stop.is_set():
         with factory() as session:
             rescan_once(session, campaign_id, launched)
@@ -314,8 +322,12 @@ def measure(route: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
     stop = context.Event()
     target: Callable[..., None] = patron_runner if route == "patron" else rescan_runner
     extra = () if route == "patron" else (campaign_id, launched)
-    runner = context.Process(target=target, args=(url, args.poll, stop, *extra), daemon=True)
+    ready = context.Event()
+    runner = context.Process(target=target, args=(url, args.poll, stop, ready, *extra), daemon=True)
     runner.start()
+    # the load starts once the evaluator runs: its process start-up is not a trigger's delay
+    if not ready.wait(timeout=120):
+        raise RuntimeError(f"the {route} evaluator did not start")
     observer = Observer(url)
     observer.start()
     total = int(args.rate * args.seconds)
