@@ -34,6 +34,10 @@ from patron.models import (
     TriggerCursor,
 )
 
+_EVENT_FACT = (Event.id, Event.customer_id, Event.type, Event.occurred_at, Event.properties)
+_ORDER_FACT = (Order.id, Order.customer_id, Order.kind, Order.placed_at, Order.total)
+"""What the runner reads of an event or an order to make a fact of it."""
+
 
 class JourneyRepository:
     """Triggers and journeys in one session."""
@@ -80,35 +84,25 @@ class JourneyRepository:
     def events_after(self, position: int, *, limit: int) -> Sequence[Any]:
         """The next batch of events past the cursor, in id order: the runner's facts."""
         return self.session.execute(
-            select(Event.id, Event.customer_id, Event.type, Event.occurred_at, Event.properties)
-            .where(Event.id > position)
-            .order_by(Event.id)
-            .limit(limit)
+            select(*_EVENT_FACT).where(Event.id > position).order_by(Event.id).limit(limit)
         ).all()
 
     def events_by_ids(self, ids: Sequence[int]) -> Sequence[Any]:
         """Events of these ids that are there now (late commits of earlier gaps)."""
         return self.session.execute(
-            select(Event.id, Event.customer_id, Event.type, Event.occurred_at, Event.properties)
-            .where(Event.id.in_(ids))
-            .order_by(Event.id)
+            select(*_EVENT_FACT).where(Event.id.in_(ids)).order_by(Event.id)
         ).all()
 
     def orders_by_ids(self, ids: Sequence[int]) -> Sequence[Any]:
         """Orders of these ids that are there now (late commits of earlier gaps)."""
         return self.session.execute(
-            select(Order.id, Order.customer_id, Order.kind, Order.placed_at, Order.total)
-            .where(Order.id.in_(ids))
-            .order_by(Order.id)
+            select(*_ORDER_FACT).where(Order.id.in_(ids)).order_by(Order.id)
         ).all()
 
     def purchases_after(self, position: int, *, limit: int) -> Sequence[Any]:
         """Orders after the cursor (returns too, so the cursor passes them)."""
         return self.session.execute(
-            select(Order.id, Order.customer_id, Order.kind, Order.placed_at, Order.total)
-            .where(Order.id > position)
-            .order_by(Order.id)
-            .limit(limit)
+            select(*_ORDER_FACT).where(Order.id > position).order_by(Order.id).limit(limit)
         ).all()
 
     def first_purchases(self, customers: Sequence[int]) -> dict[int, datetime]:
