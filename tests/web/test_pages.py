@@ -359,3 +359,37 @@ def test_an_analysis_run_from_the_page_shows_why_it_could_not_finish(
     assert str(state["result"]).startswith("the training label window ends ")
     assert str(state["step"]) == "CLV models"
     assert "failed: the training label window ends" in listing
+
+
+def test_coupon_pools_and_mini_programs_are_created_from_the_program_page(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with site() as session:
+        # card holders: Anna (a subscriber) and Boris (who withdrew his consent)
+        for customer, card in ((1, "2000000000008"), (2, "2000000000016")):
+            LoyaltyService(session).enrol(EnrolIn(customer_id=customer, card_number=card),
+                                          actor="test")  # fmt: skip
+        session.commit()
+    with _client(engine) as client:
+        _log_in(client, "marketer")
+        page = client.get("/ui/loyalty").text
+        pool = client.post("/ui/loyalty/coupon-pools", data={
+            "csrf": _csrf(page), "name": "Spring 10", "discount_percent": "10",
+            "valid_from": "2027-03-01T00:00:00+03:00", "uses_per_code": "1"})  # fmt: skip
+        assert pool.status_code == 303
+        bad = client.post("/ui/loyalty/mini-programs", data={
+            "csrf": _csrf(page), "name": "Top spenders", "segment": "subscribers",
+            "goal": "-5", "reward_points": "500", "starts_at": "2027-03-01T00:00:00+03:00",
+            "ends_at": "2027-06-01T00:00:00+03:00"})  # fmt: skip
+        assert bad.status_code == 422
+        assert "goal: Input should be greater than 0" in bad.text
+        mini = client.post("/ui/loyalty/mini-programs", data={
+            "csrf": _csrf(page), "name": "Top spenders", "segment": "subscribers",
+            "goal": "5000", "reward_points": "500", "starts_at": "2027-03-01T00:00:00+03:00",
+            "ends_at": "2027-06-01T00:00:00+03:00", "start": "yes"})  # fmt: skip
+        assert mini.status_code == 303, mini.text[-400:]
+        program = client.get("/ui/loyalty").text
+    assert '<th scope="row">Spring 10</th>' in program
+    row = program.split('<th scope="row">Top spenders</th>')[1].split("</tr>")[0]
+    assert row.startswith("<td>spend 5000.00</td><td>500 points</td>")
+    assert row.endswith("<td>1</td>")  # the subscribers with a card, taken at once: Anna
