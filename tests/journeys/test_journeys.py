@@ -4,14 +4,17 @@ birthdays, segment entry, score crossings, cascades, branches, splits and update
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from patron.campaigns.groups import control_mask, unit_hash
 from patron.campaigns.service import CampaignService
 from patron.channels.base import MemoryTransport
 from patron.customers.schemas import ConsentIn
@@ -349,9 +352,7 @@ def _sent(factory: sessionmaker[Session], *, at: datetime) -> None:
         session.commit()
 
 
-def test_branches_splits_updates_and_the_control_group(
-    session_factory: sessionmaker[Session],
-) -> None:
+def test_branches_splits_and_updates(session_factory: sessionmaker[Session]) -> None:
     journey = {"steps": [
         {"id": "phone", "type": "branch", "when": {"has": "phone"}, "then": "tag",
          "otherwise": "ab"},
@@ -361,30 +362,55 @@ def test_branches_splits_updates_and_the_control_group(
         {"id": "a", "type": "send", "next": None},
         {"id": "b", "type": "exit"},
     ]}  # fmt: skip
-    _campaign(session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"},
-                                        "reentry": {"mode": "every_time"}},
-              journey=journey, control_share=0.5)  # fmt: skip
+    campaign = _campaign(
+        session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"},
+                                  "reentry": {"mode": "every_time"}}, journey=journey,
+    )  # fmt: skip
     for n in range(12):
         for customer in (1, 5):
             _event(session_factory, customer, "cart_abandoned", T0 + timedelta(seconds=n))
     run_pass(session_factory, now=T0 + timedelta(minutes=1))
     entries = _entries(session_factory)
     with session_factory() as session:
-        groups = dict(session.execute(select(CampaignRecipient.customer_id,
-                                             CampaignRecipient.group)).all())  # fmt: skip
         anna = session.get(Customer, 1)
         assert anna is not None
         attributes = anna.attributes
-    # a customer's group is the same on every entry
+    # Anna has a phone: every entry tags her; the tags are not repeated
+    assert attributes["caller"] is True and attributes["tags"] == ["vip"]
+    assert [e.status for e in entries[1]] == [EntryStatus.COMPLETED] * 12
+    # Dina has none: each entry is split by its own hash, computed here independently
+    ids = np.array([e.id for e in entries[5]], dtype=np.int64)
+    to_a = unit_hash(ids, salt=zlib.crc32(f"{campaign}:ab".encode())) < 0.5
+    sent = sorted(m for m in _messages(session_factory) if m[0] == 5)
+    assert len(sent) == int(to_a.sum())
+    assert [e.status for e in entries[5]] == [
+        EntryStatus.COMPLETED if a else EntryStatus.EXITED for a in to_a
+    ]
+
+
+def test_a_customers_control_group_is_the_same_on_every_entry(
+    session_factory: sessionmaker[Session],
+) -> None:
+    campaign = _campaign(
+        session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"},
+                                  "reentry": {"mode": "every_time"}}, control_share=0.5,
+    )  # fmt: skip
+    people = [1, 2, 3, 4, 5, 7, 8]  # the active profiles (6 is merged away)
+    for n in range(2):
+        for customer in people:
+            _event(session_factory, customer, "cart_abandoned", T0 + timedelta(seconds=n))
+    run_pass(session_factory, now=T0 + timedelta(minutes=1))
+    held = control_mask(np.array(people, dtype=np.int64), campaign_id=campaign, share=0.5)
+    expected = {c: bool(h) for c, h in zip(people, held, strict=True)}
+    entries = _entries(session_factory)
+    with session_factory() as session:
+        groups = dict(session.execute(select(CampaignRecipient.customer_id,
+                                             CampaignRecipient.group)).all())  # fmt: skip
+    assert {c: g.value == "control" for c, g in groups.items()} == expected
     for customer, rows in entries.items():
-        held = groups[customer].value == "control"
-        assert {e.status is EntryStatus.CONTROL for e in rows} == {held}
-    if groups[1].value == "treatment":
-        assert attributes["caller"] is True and attributes["tags"] == ["vip"]
-    if groups[5].value == "treatment":
-        sent = [m for m in _messages(session_factory) if m[0] == 5]
-        exits = [e for e in entries[5] if e.status is EntryStatus.EXITED]
-        assert len(sent) + len(exits) == 12 and 0 < len(sent) < 12
+        assert [e.status is EntryStatus.CONTROL for e in rows] == [expected[customer]] * 2
+    messaged = {m[0] for m in _messages(session_factory)}
+    assert messaged.isdisjoint({c for c, h in expected.items() if h})
 
 
 def test_a_journey_refuses_a_loop_and_a_message_its_channel_cannot_carry(

@@ -371,19 +371,11 @@ class JourneyRepository:
         """One customer, for profile conditions and update steps."""
         return self.session.get(Customer, customer_id)
 
-    def score(self, customer_id: int, *, until: datetime) -> CustomerScore | None:
-        """The customer's score in the newest completed run up to ``until``, for conditions."""
-        run = self.session.scalar(
-            select(AnalysisRun.id)
-            .where(AnalysisRun.status == RunStatus.COMPLETED, AnalysisRun.as_of <= until)
-            .order_by(AnalysisRun.as_of.desc(), AnalysisRun.id.desc())
-            .limit(1)
-        )
-        if run is None:
-            return None
+    def score(self, customer_id: int, *, run_id: int) -> CustomerScore | None:
+        """The customer's score in one analysis run, for conditions."""
         return self.session.scalar(
             select(CustomerScore).where(
-                CustomerScore.run_id == run, CustomerScore.customer_id == customer_id
+                CustomerScore.run_id == run_id, CustomerScore.customer_id == customer_id
             )
         )
 

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from sqlalchemy.orm import Session
 
+from patron.analytics.repository import AnalyticsRepository
 from patron.campaigns.groups import control_mask, unit_hash
 from patron.campaigns.repository import ADDRESS_KIND, CampaignRepository
 from patron.campaigns.schemas import MessageTemplate, Offer, Schedule
@@ -70,7 +71,6 @@ from patron.segments.service import SegmentService
 _BATCH = 2000
 GOAL_LOG = "/goal"
 """The step log's name for a conversion: no step id can take it (ids have no ``/``)."""
-_PAUSED_RETRY = timedelta(seconds=60)
 _CASCADE_RECHECK = timedelta(minutes=15)
 _UNSENT = frozenset({MessageStatus.FAILED, MessageStatus.SKIPPED})
 _OPS = {
@@ -380,8 +380,7 @@ class JourneyService:
                 self._end(entry, EntryStatus.EXITED, "campaign cancelled", now=now)
                 continue
             if campaign.status is not CampaignStatus.RUNNING:
-                entry.wake_at = now + _PAUSED_RETRY  # paused: the entry waits where it is
-                continue
+                continue  # paused since the batch was read: its entries wait where they are
             _, journey = plan_of(campaign)
             self._walk(campaign, journey, entry, done.setdefault(entry.id, {}), now=now,
                        tally=tally)  # fmt: skip
@@ -616,7 +615,8 @@ class JourneyService:
             segment = SegmentService(self.session).find(condition.segment)
             return bool(self.repo.members(segment.id, [entry.customer_id]))
         if condition.score is not None:
-            score = self.repo.score(entry.customer_id, until=now)
+            run = AnalyticsRepository(self.session).newest_run_id(until=now)
+            score = self.repo.score(entry.customer_id, run_id=run) if run is not None else None
             value = getattr(score, condition.score, None) if score is not None else None
             return _compare(value, condition.op, condition.value)
         customer = self.repo.customer(entry.customer_id)

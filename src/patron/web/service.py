@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -20,7 +21,6 @@ from patron.web.passwords import hash_password, verify_password
 from patron.web.repository import WebRepository
 
 UI_ROLES = (Role.ADMIN, Role.MARKETER, Role.ANALYST)
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class WebService:
         does not tell which usernames exist."""
         user = self.repo.user(username)
         # an unknown name costs the same scrypt as a known one, so timing does not tell
-        stored = user.password_hash if user is not None else _DUMMY_HASH
+        stored = user.password_hash if user is not None else _dummy_hash()
         matches = verify_password(password, stored)
         if user is None or not user.active or not matches:
             raise InvalidInput("wrong username or password")
@@ -125,3 +125,10 @@ class WebService:
             "score": scores[0] if scores else None,
             "merges": customers.merges(customer_id),
         }
+
+
+@cache
+def _dummy_hash() -> str:
+    """A hash no password matches, made on the first failed login rather than at import:
+    scrypt costs tens of milliseconds, which every command loading the app would pay."""
+    return hash_password(secrets.token_urlsafe(16))
