@@ -243,20 +243,41 @@ class Load:
         self.failures: list[str] = []
 
 
+def _event(number: int, scheduled: float, customers: int) -> dict[str, Any]:
+    return {
+        "customer_id": number * 7919 % customers + 1, "type": TRIGGER,
+        "occurred_at": datetime.fromtimestamp(scheduled, UTC).isoformat(),
+        "properties": {"n": number, "t": scheduled, "sku": f"S{number % 500}"},
+    }  # fmt: skip
+
+
 async def _connection(port: int, key: str, queue: asyncio.Queue[tuple[int, float] | None],
-                      load: Load, customers: int) -> None:  # fmt: skip
+                      load: Load, *, customers: int, batch: int) -> None:  # fmt: skip
+    """One kept-alive connection. With ``batch`` 0 it posts one event a request; otherwise
+    it posts what has come due since its last request, up to ``batch`` events, to
+    ``/events/batch``, as a shop's event collector does."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
+    path = "/api/v1/events/batch" if batch else "/api/v1/events"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
             "Content-Type: application/json\r\n")  # fmt: skip
-    while (item := await queue.get()) is not None:
-        number, scheduled = item
-        body = json.dumps({
-            "customer_id": number * 7919 % customers + 1, "type": TRIGGER,
-            "occurred_at": datetime.fromtimestamp(scheduled, UTC).isoformat(),
-            "properties": {"n": number, "t": scheduled, "sku": f"S{number % 500}"},
-        }).encode()  # fmt: skip
-        load.sent[number] = time.time()
-        writer.write(f"{head}Idempotency-Key: ev-{number}\r\nContent-Length: {len(body)}"
+    done = False
+    while not done:
+        item = await queue.get()
+        if item is None:
+            break
+        items = [item]
+        while batch and len(items) < batch and not queue.empty():
+            following = queue.get_nowait()
+            if following is None:
+                done = True
+                break
+            items.append(following)
+        events = [_event(number, scheduled, customers) for number, scheduled in items]
+        body = json.dumps({"events": events} if batch else events[0]).encode()
+        now = time.time()
+        for number, _ in items:
+            load.sent[number] = now
+        writer.write(f"{head}Idempotency-Key: ev-{items[0][0]}\r\nContent-Length: {len(body)}"
                      "\r\n\r\n".encode() + body)  # fmt: skip
         status_head = await reader.readuntil(b"\r\n\r\n")
         length = 0
@@ -264,17 +285,23 @@ async def _connection(port: int, key: str, queue: asyncio.Queue[tuple[int, float
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
         answer = await reader.readexactly(length)
-        load.answered[number] = time.time()
-        if not status_head.startswith(b"HTTP/1.1 201"):
-            load.failures.append(f"{status_head.split(b' ')[1].decode()} {answer[:200]!r}")
+        now = time.time()
+        ok = status_head.startswith(b"HTTP/1.1 200" if batch else b"HTTP/1.1 201")
+        if ok and batch and json.loads(answer)["created"] != len(items):
+            ok = False
+        for number, _ in items:
+            load.answered[number] = now
+            if not ok:
+                load.failures.append(f"{status_head.split(b' ')[1].decode()} {answer[:200]!r}")
     writer.close()
 
 
 async def _drive(port: int, key: str, *, rate: float, total: int, connections: int,
-                 customers: int) -> Load:  # fmt: skip
+                 customers: int, batch: int) -> Load:  # fmt: skip
     load = Load(total)
     queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
-    tasks = [asyncio.create_task(_connection(port, key, queue, load, customers))
+    tasks = [asyncio.create_task(_connection(port, key, queue, load, customers=customers,
+                                             batch=batch))
              for _ in range(connections)]  # fmt: skip
     start = time.time() + 0.2
     for number in range(total):
@@ -335,7 +362,7 @@ def measure(route: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
     cpu_before = _cpu(runner.pid), _tree_cpu(server.pid)
     try:
         drive = _drive(port, key, rate=args.rate, total=total, connections=args.connections,
-                       customers=args.customers)  # fmt: skip
+                       customers=args.customers, batch=args.batch)  # fmt: skip
         load = asyncio.run(drive)
         last_answer = max(load.answered)
         accepted = total - len(load.failures)
@@ -462,6 +489,9 @@ def main() -> None:
                         help="seconds to wait for the outbox after the last event")  # fmt: skip
     parser.add_argument("--routes", nargs="+", default=["patron", "rescan"],
                         choices=["patron", "rescan"])  # fmt: skip
+    parser.add_argument("--batch", type=int, default=0,
+                        help="post up to N due events a request to /events/batch (0: one "
+                        "event a POST /events)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="4 s of load, a smaller store")
     args = parser.parse_args()
     if args.quick:
@@ -470,7 +500,8 @@ def main() -> None:
     print(f"Trigger benchmark: {args.rate:,.0f} events/s offered for {args.seconds:.0f} s; "
           f"{args.customers:,} customers, {args.history:,} older events; store {store}; "
           f"{args.workers} uvicorn workers, 1 trigger runner (poll {args.poll} s), "
-          f"{args.connections} client connections")  # fmt: skip
+          f"{args.connections} client connections, "
+          + (f"batches of up to {args.batch}" if args.batch else "one event a POST"))  # fmt: skip
     print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d}", flush=True)
     results: dict[str, dict[str, Any]] = {}
     for route in args.routes:

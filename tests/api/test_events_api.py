@@ -335,3 +335,72 @@ def test_pos_may_not_record_events(api: TestClient, auth: dict[Role, Headers]) -
         403,
         {"error": "role pos may not events:write"},
     )
+
+
+def test_a_batch_of_events_is_judged_event_by_event(
+    api: TestClient, marketer: Headers, engine: Engine
+) -> None:
+    for email in ("a@x.ru", "b@x.ru"):
+        api.post("/customers", json={"identities": [{"kind": "email", "value": email}]},
+                 headers=marketer)  # fmt: skip
+    merge = api.post("/customers/1/merge", json={"other_id": 2}, headers=marketer)
+    assert merge.status_code == 201, merge.text
+    at = "2025-04-01T09:30:00+03:00"
+    batch = {
+        "events": [
+            {"type": "visit", "occurred_at": at, "customer_id": 1, "external_id": "b-1"},
+            {"type": "visit", "occurred_at": at, "customer_id": 2},
+            {"type": "visit", "occurred_at": at, "customer_id": 99},
+            {"type": "visit", "occurred_at": at, "identity": {"kind": "email", "value": "A@X.ru"}},
+            {"type": "visit", "occurred_at": at, "identity": {"kind": "phone", "value": "12"}},
+            {"type": "visit", "occurred_at": at, "customer_id": 1, "external_id": "b-1"},
+            {"type": "visit", "occurred_at": at, "identity": {"kind": "email", "value": "n@x.ru"}},
+        ]
+    }
+    headers = {**marketer, "Idempotency-Key": "batch-1"}
+    first = api.post("/events/batch", json=batch, headers=headers)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert (body["created"], body["duplicates"], body["rejected"]) == (4, 1, 2)
+    assert [(r["index"], r["status"], r["id"]) for r in body["results"]] == [
+        (0, "created", 1),
+        (1, "created", 2),
+        (2, "rejected", None),
+        (3, "created", 3),
+        (4, "rejected", None),
+        (5, "duplicate", None),
+        (6, "created", 4),
+    ]
+    assert body["results"][2]["error"] == "events.2.customer_id: customer 99 does not exist"
+    assert body["results"][4]["error"].startswith("events.4.identity.value: ")
+    # the merged profile's event lands on the survivor; an unknown contact is anonymous
+    stored = api.get("/events", params={"limit": 10}, headers=marketer).json()["items"]
+    assert [(e["id"], e["customer_id"], e["occurred_at"]) for e in stored] == [
+        (4, None, "2025-04-01T06:30:00Z"),
+        (3, 1, "2025-04-01T06:30:00Z"),
+        (2, 1, "2025-04-01T06:30:00Z"),
+        (1, 1, "2025-04-01T06:30:00Z"),
+    ]
+    # a retry replays the answer; the same events under a new key are all duplicates or new
+    replay = api.post("/events/batch", json=batch, headers=headers)
+    assert (replay.json(), replay.headers["Idempotent-Replayed"]) == (body, "true")
+    again = api.post("/events/batch", json=batch, headers={**marketer, "Idempotency-Key": "b2"})
+    assert (again.json()["created"], again.json()["duplicates"]) == (3, 2)
+    assert count_rows(engine, Event) == 7
+
+
+def test_a_bad_batch_is_refused_whole_naming_the_event(
+    api: TestClient, marketer: Headers, engine: Engine
+) -> None:
+    headers = {**marketer, "Idempotency-Key": "bad"}
+    naive = {"events": [{"type": "visit", "occurred_at": "2025-04-01T09:30:00Z"},
+                        {"type": "visit", "occurred_at": "2025-04-01T09:30:00"}]}  # fmt: skip
+    refused = api.post("/events/batch", json=naive, headers=headers)
+    assert refused.status_code == 422
+    assert refused.json()["fields"] == [
+        {"field": "body.events.1.occurred_at", "message": "Input should have timezone info"}
+    ]
+    too_many = {"events": [{"type": "v", "occurred_at": "2025-04-01T09:30:00Z"}] * 1001}
+    assert api.post("/events/batch", json=too_many, headers=headers).status_code == 422
+    assert api.post("/events/batch", json={"events": []}, headers=headers).status_code == 422
+    assert count_rows(engine, Event) == 0

@@ -353,15 +353,26 @@ def _sent(factory: sessionmaker[Session], *, at: datetime) -> None:
 
 
 def test_branches_splits_and_updates(session_factory: sessionmaker[Session]) -> None:
-    journey = {"steps": [
-        {"id": "phone", "type": "branch", "when": {"has": "phone"}, "then": "tag",
-         "otherwise": "ab"},
-        {"id": "tag", "type": "update", "set": {"caller": True}, "tags": ["vip"], "next": None},
-        {"id": "ab", "type": "split", "paths": [{"share": 0.5, "next": "a"},
-                                                {"share": 0.5, "next": "b"}]},
-        {"id": "a", "type": "send", "next": None},
-        {"id": "b", "type": "exit"},
-    ]}  # fmt: skip
+    journey = {
+        "steps": [
+            {
+                "id": "phone",
+                "type": "branch",
+                "when": {"has": "phone"},
+                "then": "tag",
+                "otherwise": "ab",
+            },
+            {"id": "tag", "type": "update", "set": {"caller": True}, "tags": ["vip"], "next": None},
+            {
+                "id": "ab",
+                "type": "split",
+                "paths": [{"share": 0.5, "next": "a"}, {"share": 0.5, "next": "b"}],
+            },
+            {"id": "a", "type": "send", "next": None},
+            {"id": "b", "type": "exit"},
+        ],
+        "frequency_cap": False,
+    }  # twelve sends to one customer at once: the split is counted
     campaign = _campaign(
         session_factory, trigger={"on": {"kind": "event", "event_type": "cart_abandoned"},
                                   "reentry": {"mode": "every_time"}}, journey=journey,
@@ -575,3 +586,29 @@ def test_cancelling_ends_entries_that_wait_for_an_event_without_a_timeout(
     run_pass(session_factory, now=T0 + timedelta(minutes=3))
     [entry] = _entries(session_factory)[1]
     assert (entry.status, entry.outcome) == (EntryStatus.EXITED, "campaign cancelled")
+
+
+@pytest.mark.parametrize("capped", [True, False])
+def test_journey_sends_obey_the_frequency_cap_unless_told_not_to(
+    session_factory: sessionmaker[Session], capped: bool
+) -> None:
+    """The default cap is 3 messages a channel in 7 days (5 on all channels): the fourth
+    cart reminder within the week is not made, and the step says why; a week after the
+    first, there is room again. A journey for service messages opts out."""
+    journey = {"frequency_cap": capped, "steps": [{"id": "remind", "type": "send"}]}
+    _campaign(session_factory, journey=journey, trigger={
+        "on": {"kind": "event", "event_type": "cart_abandoned"},
+        "reentry": {"mode": "every_time"}})  # fmt: skip
+    for day in (0, 1, 2, 3, 7.5):
+        moment = T0 + timedelta(days=day)
+        _event(session_factory, 1, "cart_abandoned", moment)
+        run_pass(session_factory, now=moment + timedelta(minutes=1))
+    with session_factory() as session:
+        outcomes = session.scalars(select(JourneyStep.outcome).order_by(JourneyStep.id)).all()
+    if capped:
+        assert outcomes == ["queued: email"] * 3 + [
+            "unreachable: email: frequency cap", "queued: email"]  # fmt: skip
+        assert len(_messages(session_factory)) == 4
+    else:
+        assert outcomes == ["queued: email"] * 5
+        assert len(_messages(session_factory)) == 5

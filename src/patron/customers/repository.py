@@ -52,6 +52,29 @@ class CustomerRepository:
     def get(self, customer_id: int) -> Customer | None:
         return self.session.get(Customer, customer_id)
 
+    def surviving_ids(self, ids: Iterable[int]) -> dict[int, int]:
+        """For each id that exists, the id of the active profile it stands for now: itself,
+        or the profile it was merged into (followed to the end of the chain)."""
+        parent: dict[int, int | None] = {}
+        wanted = set(ids)
+        while wanted:
+            found: set[int] = set()
+            for part in chunks(sorted(wanted)):
+                rows = self.session.execute(
+                    select(Customer.id, Customer.merged_into_id).where(Customer.id.in_(part))
+                )
+                for customer_id, merged_into in rows:
+                    parent[customer_id] = merged_into
+                    found.add(customer_id)
+            wanted = {p for i in found if (p := parent[i]) is not None and p not in parent}
+        result: dict[int, int] = {}
+        for start in parent:
+            current = start
+            while (nxt := parent.get(current)) is not None and nxt in parent:
+                current = nxt
+            result[start] = current
+        return result
+
     def get_many(self, ids: Iterable[int]) -> dict[int, Customer]:
         found: dict[int, Customer] = {}
         for part in chunks(sorted(set(ids))):

@@ -17,7 +17,14 @@ from patron.api.deps import (
     require,
 )
 from patron.api.idempotency import IdempotencyDep
-from patron.events.schemas import EventIn, EventOut, OrderIn, OrderOut
+from patron.events.schemas import (
+    EventBatchIn,
+    EventBatchOut,
+    EventIn,
+    EventOut,
+    OrderIn,
+    OrderOut,
+)
 from patron.events.service import EventService, OrderService
 from patron.models import ApiKey
 
@@ -100,6 +107,32 @@ def create_event(
         return 201, EventOut.model_validate(stored)
 
     return retry.run(body=event, action=action, required=True)
+
+
+@router.post(
+    "/events/batch",
+    status_code=200,
+    response_model=EventBatchOut,
+    responses={**_IDEMPOTENT, 409: {"description": "Key reused with another batch."}},
+)
+def create_events(
+    *,
+    batch: EventBatchIn,
+    session: SessionDep,
+    region: RegionDep,
+    _key: Annotated[ApiKey, Depends(require(Permission.WRITE_EVENTS))],
+    retry: IdempotencyDep,
+) -> JSONResponse:
+    """Record up to 1,000 events at once. Needs an ``Idempotency-Key``.
+
+    Each event gets its own outcome (created, duplicate or rejected with the reason), in
+    the order sent; the stored events are committed together.
+    """
+
+    def action() -> tuple[int, BaseModel]:
+        return 200, EventService(session, region=region).create_many(batch.events)
+
+    return retry.run(body=batch, action=action, required=True)
 
 
 @router.get("/events", response_model=Page[EventOut])

@@ -217,6 +217,10 @@ class EventRepository:
         if rows:
             bulk_insert(self.session, table_of(Event), rows)
 
+    def insert_returning_ids(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert events in bulk; returns their ids in the order given."""
+        return bulk_insert(self.session, table_of(Event), rows, with_ids=True) if rows else []
+
     def add(self, event: Event) -> Event:
         self.session.add(event)
         self.session.flush()

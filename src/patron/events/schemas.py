@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -115,6 +115,38 @@ class EventIn(_Subject):
     external_id: str | None = Field(
         default=None, min_length=1, max_length=128, description="Unique per source when given."
     )
+
+
+MAX_BATCH = 1000
+"""The most events one batch may carry."""
+
+
+class EventBatchIn(BaseModel):
+    """Events sent together: a shop or an app posting what happened in the last moments.
+
+    The batch is one request and one transaction; each event is still judged on its own
+    (a duplicate or an unknown customer does not stop the others).
+    """
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class EventBatchItem(BaseModel):
+    """What became of one event of a batch, by its place in the batch (from 0)."""
+
+    index: int
+    status: Literal["created", "duplicate", "rejected"]
+    id: int | None = Field(description="The stored event's id, when created.")
+    error: str | None = Field(description="Why it was rejected, naming the field.")
+
+
+class EventBatchOut(BaseModel):
+    """The outcome of a batch: counts, then one item per event in the order sent."""
+
+    created: int
+    duplicates: int
+    rejected: int
+    results: list[EventBatchItem]
 
 
 class EventOut(BaseModel):

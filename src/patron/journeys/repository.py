@@ -12,6 +12,7 @@ from sqlalchemy import and_, exists, extract, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from patron.kit.clock import utcnow
+from patron.kit.db import insert_objects, one_of
 from patron.models import (
     AnalysisRun,
     Campaign,
@@ -44,6 +45,7 @@ class JourneyRepository:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._dialect = session.get_bind().dialect
 
     # -- triggered campaigns ---------------------------------------------------------------
 
@@ -225,7 +227,10 @@ class JourneyRepository:
         """When each of these customers last entered the campaign, for its re-entry rule."""
         rows = self.session.execute(
             select(JourneyEntry.customer_id, func.max(JourneyEntry.entered_at))
-            .where(JourneyEntry.campaign_id == campaign_id, JourneyEntry.customer_id.in_(customers))
+            .where(
+                JourneyEntry.campaign_id == campaign_id,
+                one_of(JourneyEntry.customer_id, customers, self._dialect),
+            )
             .group_by(JourneyEntry.customer_id)
         )
         return {int(c): t for c, t in rows}
@@ -234,7 +239,8 @@ class JourneyRepository:
         """Which of these facts fired an entry into the campaign already, so none fires twice."""
         rows = self.session.scalars(
             select(JourneyEntry.source_ref).where(
-                JourneyEntry.campaign_id == campaign_id, JourneyEntry.source_ref.in_(refs)
+                JourneyEntry.campaign_id == campaign_id,
+                one_of(JourneyEntry.source_ref, refs, self._dialect),
             )
         )
         return set(rows)
@@ -242,7 +248,10 @@ class JourneyRepository:
     def active_customers(self, customers: Sequence[int]) -> set[int]:
         """Customers (of these) who are not merged away: only they can enter."""
         rows = self.session.scalars(
-            select(Customer.id).where(Customer.id.in_(customers), Customer.merged_into_id.is_(None))
+            select(Customer.id).where(
+                one_of(Customer.id, customers, self._dialect),
+                Customer.merged_into_id.is_(None),
+            )
         )
         return {int(c) for c in rows}
 
@@ -251,14 +260,39 @@ class JourneyRepository:
         rows = self.session.scalars(
             select(CampaignRecipient.customer_id).where(
                 CampaignRecipient.campaign_id == campaign_id,
-                CampaignRecipient.customer_id.in_(customers),
+                one_of(CampaignRecipient.customer_id, customers, self._dialect),
             )
         )
         return {int(c) for c in rows}
 
+    def recent_messages(
+        self, customers: Sequence[int], *, since: datetime
+    ) -> dict[int, dict[str, int]]:
+        """Per customer and channel, the messages made for them since ``since`` that are
+        on their way or sent (a skipped or failed one reached no one): what the frequency
+        cap counts."""
+        rows = self.session.execute(
+            select(Message.customer_id, Message.channel, func.count())
+            .where(
+                one_of(Message.customer_id, customers, self._dialect),
+                Message.created_at >= since,
+                Message.status.not_in([MessageStatus.SKIPPED, MessageStatus.FAILED]),
+            )
+            .group_by(Message.customer_id, Message.channel)
+        )
+        found: dict[int, dict[str, int]] = {}
+        for customer, channel, count in rows:
+            found.setdefault(int(customer), {})[str(channel)] = int(count)
+        return found
+
     def add(self, row: Any) -> None:
         """Stage a new row (recipient, entry, step log or message) for the caller's flush."""
         self.session.add(row)
+
+    def insert_new(self, rows: Sequence[Any], *, with_ids: bool = False) -> None:
+        """Write new rows of one kind at once, outside the unit of work (see
+        :func:`insert_objects`); with ``with_ids`` each row gets its id."""
+        insert_objects(self.session, rows, with_ids=with_ids)
 
     def listening(self, customers: Sequence[int]) -> Sequence[JourneyEntry]:
         """Active entries of these customers (a signal may move them)."""
@@ -328,7 +362,7 @@ class JourneyRepository:
         """Each entry's logged steps by name, read in bulk so a batch walks without a query each."""
         found: dict[int, dict[str, JourneyStep]] = {}
         for row in self.session.scalars(
-            select(JourneyStep).where(JourneyStep.entry_id.in_(entry_ids))
+            select(JourneyStep).where(one_of(JourneyStep.entry_id, entry_ids, self._dialect))
         ):
             found.setdefault(row.entry_id, {})[row.step] = row
         return found

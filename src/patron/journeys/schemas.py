@@ -237,6 +237,9 @@ class Journey(_Data):
     steps: list[Step] = Field(min_length=1, max_length=50)
     goal: str | None = Field(default=None, max_length=64)
     """An event type (``purchase`` reads orders) that converts an entry."""
+    frequency_cap: bool = True
+    """Whether its sends obey the frequency cap (``PATRON_FREQUENCY_CAP_*``); false for
+    service messages, such as a receipt or a points statement, that must not be held back."""
 
     @model_validator(mode="after")
     def _graph(self) -> Self:

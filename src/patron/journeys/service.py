@@ -14,6 +14,7 @@ A pass does three things:
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Sequence
@@ -110,13 +111,18 @@ class PassTally:
 
 
 def plan_of(campaign: Campaign) -> tuple[TriggerSpec, Journey]:
-    """A triggered campaign's trigger and journey, validated."""
-    spec = TriggerSpec.model_validate(campaign.trigger)
-    journey = (
-        Journey.model_validate(campaign.journey) if campaign.journey
-        else single_send(campaign.channel)
-    )  # fmt: skip
-    return spec, journey
+    """A triggered campaign's trigger and journey, validated (never to be changed: the
+    same objects serve every entry of the campaign)."""
+    return _plan(json.dumps([campaign.trigger, campaign.journey, campaign.channel.value]))
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(plan: str) -> tuple[TriggerSpec, Journey]:
+    # validating a journey costs more than the rest of a step; a pass asks for it per entry
+    trigger, journey, channel = json.loads(plan)
+    spec = TriggerSpec.model_validate(trigger)
+    steps = Journey.model_validate(journey) if journey else single_send(Channel(channel))
+    return spec, steps
 
 
 def check_plan(spec: TriggerSpec, journey: Journey, *, message: MessageTemplate,
@@ -144,6 +150,8 @@ class JourneyService:
         # while a batch walks, its step log rows wait for one flush to give their messages
         # ids; they are added afterwards in the order they were made
         self._unsaved: list[tuple[JourneyStep, Message | None]] | None = None
+        # per batch: each customer's messages per channel within the frequency cap's days
+        self._recent: dict[int, dict[str, int]] = {}
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -326,6 +334,7 @@ class JourneyService:
         held = dict(zip(customers, mask.tolist(), strict=True))
         rule = spec.reentry
         made: list[JourneyEntry] = []
+        joined: list[CampaignRecipient] = []
         for fact in facts:
             customer = fact.customer_id
             if customer not in alive or fact.ref in seen:
@@ -338,7 +347,7 @@ class JourneyService:
                 continue
             control = bool(held[customer])
             if customer not in recorded:
-                self.repo.add(CampaignRecipient(
+                joined.append(CampaignRecipient(
                     campaign_id=campaign.id, customer_id=customer,
                     group=RecipientGroup.CONTROL if control else RecipientGroup.TREATMENT,
                     wave=None if control else 1, reason=None, frozen_at=now,
@@ -353,13 +362,14 @@ class JourneyService:
                 ended_at=now if control else None,
                 outcome="held out as control" if control else None,
             )  # fmt: skip
-            self.repo.add(entry)
             made.append(entry)
             seen.add(fact.ref)
             last[customer] = now
             tally.held_out += control
             tally.entered += not control
-        self.session.flush()
+        # a burst of events admits thousands at once: written in bulk, not object by object
+        self.repo.insert_new(joined)
+        self.repo.insert_new(made, with_ids=True)
         return made
 
     # -- steps -------------------------------------------------------------------------------
@@ -386,6 +396,7 @@ class JourneyService:
                        tally=tally)  # fmt: skip
         self._save_logs()
         self._reachable.clear()
+        self._recent = {}
         return tally
 
     def _prefetch_reach(
@@ -399,6 +410,9 @@ class JourneyService:
                 if isinstance(step, SendStep):
                     channels.update(step.channels or [step.channel or campaign.channel])
         customers = sorted({e.customer_id for e in entries})
+        if channels:
+            since = now - timedelta(days=self.settings.frequency_cap_days)
+            self._recent = self.repo.recent_messages(customers, since=since)
         contacts = self.outbox.contacts(customers) if channels else {}
         for channel in channels:
             kind = ADDRESS_KIND.get(channel)
@@ -416,14 +430,14 @@ class JourneyService:
                 )  # fmt: skip
 
     def _save_logs(self) -> None:
-        """Insert the batch's messages in one flush, then the step log rows that name them."""
-        self.session.flush()
-        for row, message in self._unsaved or []:
+        """Insert the batch's messages in bulk, then the step log rows that name them."""
+        unsaved, self._unsaved = self._unsaved or [], None
+        self.session.flush()  # the coupons issued for the messages go first
+        self.repo.insert_new([m for _, m in unsaved if m is not None], with_ids=True)
+        for row, message in unsaved:
             if message is not None:
                 row.message_id = message.id
-            self.repo.add(row)
-        self._unsaved = None
-        self.session.flush()
+        self.repo.insert_new([row for row, _ in unsaved])
 
     def _walk(
         self, campaign: Campaign, journey: Journey, entry: JourneyEntry,
@@ -526,9 +540,13 @@ class JourneyService:
         for index in range(start, len(channels)):
             channel = channels[index]
             address, why = self._reach(entry.customer_id, channel, now=now)
+            if address is not None and journey.frequency_cap:
+                address, why = self._under_cap(entry.customer_id, channel, address)
             if address is None:
                 reasons.append(f"{channel.value}: {why}")
                 continue
+            sent = self._recent.setdefault(entry.customer_id, {})
+            sent[channel.value] = sent.get(channel.value, 0) + 1
             message = self._message(campaign, step, entry, channel, address,
                                     key=f"{entry.id}:{step.id}" + (f"#{index}" if step.channels
                                                                    else ""), now=now)  # fmt: skip
@@ -573,6 +591,19 @@ class JourneyService:
             return None, "suppressed"
         return address, ""
 
+    def _under_cap(
+        self, customer_id: int, channel: Channel, address: str
+    ) -> tuple[str | None, str]:
+        """The address, or None when the customer has had the cap's number of messages on
+        this channel, or on all channels together, within the cap's days."""
+        sent = self._recent.get(customer_id, {})
+        if sent.get(channel.value, 0) >= self.settings.frequency_cap_messages:
+            return None, "frequency cap"
+        every = self.settings.frequency_cap_all_channels
+        if every is not None and sum(sent.values()) >= every:
+            return None, "frequency cap (all channels)"
+        return address, ""
+
     def _message(
         self, campaign: Campaign, step: SendStep, entry: JourneyEntry, channel: Channel,
         address: str, *, key: str, now: datetime,
@@ -590,8 +621,7 @@ class JourneyService:
             address=address, coupon=coupon, status=MessageStatus.QUEUED, attempts=0,
             next_attempt_at=now, created_at=now, step_key=key, entry_id=entry.id,
         )  # fmt: skip
-        self.repo.add(message)
-        return message
+        return message  # written with its step log row in _save_logs
 
     def _holds(
         self, condition: Condition, entry: JourneyEntry, done: dict[str, JourneyStep], *,

@@ -83,6 +83,8 @@ class Message(Base):
         Index("ix_messages_status_due", "status", "next_attempt_at"),
         Index("ix_messages_campaign_status", "campaign_id", "status"),
         Index("ix_messages_provider_ref", "provider_ref"),
+        # the frequency cap of journey sends counts a customer's recent messages
+        Index("ix_messages_customer_created", "customer_id", "created_at"),
     )
 
 
