@@ -612,3 +612,51 @@ def test_journey_sends_obey_the_frequency_cap_unless_told_not_to(
     else:
         assert outcomes == ["queued: email"] * 5
         assert len(_messages(session_factory)) == 5
+
+
+def test_a_triggered_campaign_is_measured_from_each_entry(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Each entry opens its own attribution window (2 days here), the control group's as
+    well: an order counts for the campaign only inside one of its customer's windows."""
+    from patron.measure.service import MeasureService  # noqa: PLC0415 - this test alone
+
+    campaign = _campaign(session_factory, journey={"steps": [{"id": "remind", "type": "send"}]},
+                         trigger={"on": {"kind": "event", "event_type": "cart_abandoned"},
+                                  "reentry": {"mode": "every_time"}},
+                         control_share=0.5, attribution_days=2)  # fmt: skip
+    fired = {1: [0, 5], 2: [0], 3: [1], 5: [1], 7: [2], 8: [2]}  # customer: days of entries
+    for day in range(6):
+        for customer, days in fired.items():
+            if day in days:
+                _event(session_factory, customer, "cart_abandoned", T0 + timedelta(days=day))
+        run_pass(session_factory, now=T0 + timedelta(days=day, minutes=1))
+    inside = {customer: 0 for customer in fired}
+    for customer, days in fired.items():
+        first = T0 + timedelta(days=days[0], minutes=1)
+        _buy(session_factory, customer, first - timedelta(hours=1), f"before-{customer}")
+        _buy(session_factory, customer, first + timedelta(days=1), f"in-{customer}")
+        _buy(session_factory, customer, first + timedelta(days=2, hours=1), f"after-{customer}")
+        inside[customer] += 1
+    # Anna's second entry (day 5) opens a window of its own; her day-3 order is in neither
+    _buy(session_factory, 1, T0 + timedelta(days=5, hours=12), "in-again-1")
+    inside[1] += 1
+    customers = sorted(fired)
+    held = control_mask(np.array(customers, dtype=np.int64), campaign_id=campaign, share=0.5)
+    control = {c for c, h in zip(customers, held.tolist(), strict=True) if h}
+    assert 0 < len(control) < len(customers)  # both groups have someone to compare
+    with session_factory() as session:
+        from patron.models import Campaign  # noqa: PLC0415
+
+        report = MeasureService(session).report(
+            session.get(Campaign, campaign), now=T0 + timedelta(days=6)
+        )
+    groups = {g.group: g for g in report.groups}
+    for label, members in (("control", control), ("treatment", set(customers) - control)):
+        assert groups[label].customers == len(members)
+        assert groups[label].revenue == Decimal(500) * sum(inside[c] for c in members)
+        assert groups[label].converted == len(members)
+    assert report.window_basis == "from each entry, 2 days"
+    assert report.window_end == T0 + timedelta(days=7, minutes=1)
+    assert report.window_closed is False  # the campaign still admits customers
+    assert report.cost.messages == 0  # nothing was sent yet: the outbox waits for a worker

@@ -30,7 +30,7 @@ def print_report(console: Console, report: CampaignReport, *, currency: str) -> 
     )
     state = "closed" if report.window_closed else "still open"
     console.print(f"[bold]Campaign {report.campaign_id}: {report.name}[/bold] ({report.status})")
-    console.print(f"attribution window {window} ({state}); {report.method}")
+    console.print(f"attribution window {window} ({state}; {report.window_basis}); {report.method}")
     # one column per group, so the table stays narrow however many groups there are
     groups = Table("", *(g.group for g in report.groups), title="Groups")
     rows: list[tuple[str, list[str]]] = [

@@ -12,6 +12,7 @@ else the offer's cost for every treated customer who bought.
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -25,7 +26,7 @@ from patron.kit.clock import utcnow
 from patron.loyalty.coupons import CouponService
 from patron.measure.repository import MeasureRepository
 from patron.measure.stats import Difference, welch
-from patron.models import Campaign
+from patron.models import Campaign, CampaignStatus, OrderKind
 
 _CENT = Decimal("0.01")
 
@@ -98,6 +99,7 @@ class CampaignReport(BaseModel):
     window_start: datetime | None
     window_end: datetime | None
     window_closed: bool
+    window_basis: str
     method: str
     groups: list[GroupStats]
     effects: list[Effect]
@@ -118,8 +120,23 @@ class MeasureService:
         """Measure a launched campaign (a draft has nothing to measure yet)."""
         moment = now or utcnow()
         start = campaign.launched_at
-        end = start + timedelta(days=campaign.attribution_days) if start else None
-        rows = self.repo.outcomes(campaign.id, start=start, end=end) if start and end else []
+        days = timedelta(days=campaign.attribution_days)
+        end = start + days if start else None
+        closed = bool(end and moment >= end)
+        window_basis = f"from the launch, {campaign.attribution_days} days"
+        if campaign.trigger:
+            # customers enter one by one: each entry opens its own window, the control
+            # group's entries as well, so both groups are measured over the same spells
+            starts = self.repo.entry_starts(campaign.id)
+            end = max(at for _, at in starts) + days if starts else None
+            closed = bool(end and moment >= end) and campaign.status not in _OPEN
+            window_basis = f"from each entry, {campaign.attribution_days} days"
+        rows = self.repo.outcomes(campaign.id, start=start, end=end,
+                                  orders=not campaign.trigger) if start and end else []  # fmt: skip
+        if campaign.trigger and starts:
+            first = min(at for _, at in starts)
+            placed = self.repo.orders_of([c for c, _ in starts], start=first, end=end or first)
+            rows = _windowed(rows, starts, placed, days)
         data = _columns(rows)
         groups: list[GroupStats] = []
         effects: list[Effect] = []
@@ -135,7 +152,7 @@ class MeasureService:
             effects.append(_effect(label, data, mask, control))
 
         offer = Offer.model_validate(campaign.offer)
-        sent = int(data["delivered"][treated].sum()) if treated.any() else 0
+        sent = self.repo.messages_sent(campaign.id)  # a journey sends a customer several
         message_cost = money(campaign.cost_per_message * sent)
         redeemed = CouponService(self.session).campaign_redemptions(campaign.id)
         if redeemed:
@@ -161,7 +178,8 @@ class MeasureService:
             status=campaign.status.value,
             window_start=start,
             window_end=end,
-            window_closed=bool(end and moment >= end),
+            window_closed=closed,
+            window_basis=window_basis,
             method="Welch's unequal-variances t interval, 95%",
             groups=groups,
             effects=effects,
@@ -182,6 +200,38 @@ class MeasureService:
                 met=None if actual is None else actual >= kpi.expected,
             ),
         )
+
+
+_OPEN = (CampaignStatus.RUNNING, CampaignStatus.PAUSED)
+"""A triggered campaign in these states may still admit customers: its window is open."""
+
+
+def _windowed(
+    rows: list[tuple[Any, ...]],
+    starts: list[tuple[int, datetime]],
+    placed: list[tuple[int, datetime, Decimal, OrderKind]],
+    days: timedelta,
+) -> list[tuple[Any, ...]]:
+    """Put each customer's revenue and purchase flag from the orders inside one of their
+    entries' windows (``[entered, entered + days)``) into their outcome rows; an order in
+    two overlapping windows counts once."""
+    opened: dict[int, list[datetime]] = {}
+    for customer, at in starts:
+        opened.setdefault(customer, []).append(at)  # in time order, by the query
+    revenue: dict[int, Decimal] = {}
+    bought: dict[int, int] = {}
+    for customer, at, total, kind in placed:
+        entries = opened.get(customer, [])
+        latest = bisect.bisect_right(entries, at) - 1
+        if latest < 0 or at >= entries[latest] + days:
+            continue
+        revenue[customer] = revenue.get(customer, Decimal(0)) + total
+        if kind is OrderKind.PURCHASE:
+            bought[customer] = 1
+    return [
+        (row[0], row[1], row[2], revenue.get(row[0], Decimal(0)), bought.get(row[0], 0), *row[5:])
+        for row in rows
+    ]
 
 
 _FIELDS = (
