@@ -26,8 +26,10 @@ from patron.journeys.service import JourneyService
 from patron.journeys.tasks import run_pass
 from patron.kit.errors import InvalidInput
 from patron.kit.settings import Settings
+from patron.measure.service import MeasureService
 from patron.models import (
     AnalysisRun,
+    Campaign,
     CampaignRecipient,
     Channel,
     ConsentStatus,
@@ -619,8 +621,6 @@ def test_a_triggered_campaign_is_measured_from_each_entry(
 ) -> None:
     """Each entry opens its own attribution window (2 days here), the control group's as
     well: an order counts for the campaign only inside one of its customer's windows."""
-    from patron.measure.service import MeasureService  # noqa: PLC0415 - this test alone
-
     campaign = _campaign(session_factory, journey={"steps": [{"id": "remind", "type": "send"}]},
                          trigger={"on": {"kind": "event", "event_type": "cart_abandoned"},
                                   "reentry": {"mode": "every_time"}},
@@ -631,7 +631,7 @@ def test_a_triggered_campaign_is_measured_from_each_entry(
             if day in days:
                 _event(session_factory, customer, "cart_abandoned", T0 + timedelta(days=day))
         run_pass(session_factory, now=T0 + timedelta(days=day, minutes=1))
-    inside = {customer: 0 for customer in fired}
+    inside = dict.fromkeys(fired, 0)
     for customer, days in fired.items():
         first = T0 + timedelta(days=days[0], minutes=1)
         _buy(session_factory, customer, first - timedelta(hours=1), f"before-{customer}")
@@ -646,8 +646,6 @@ def test_a_triggered_campaign_is_measured_from_each_entry(
     control = {c for c, h in zip(customers, held.tolist(), strict=True) if h}
     assert 0 < len(control) < len(customers)  # both groups have someone to compare
     with session_factory() as session:
-        from patron.models import Campaign  # noqa: PLC0415
-
         report = MeasureService(session).report(
             session.get(Campaign, campaign), now=T0 + timedelta(days=6)
         )
