@@ -646,9 +646,8 @@ def test_a_triggered_campaign_is_measured_from_each_entry(
     control = {c for c, h in zip(customers, held.tolist(), strict=True) if h}
     assert 0 < len(control) < len(customers)  # both groups have someone to compare
     with session_factory() as session:
-        report = MeasureService(session).report(
-            session.get(Campaign, campaign), now=T0 + timedelta(days=6)
-        )
+        stored = session.get_one(Campaign, campaign)
+        report = MeasureService(session).report(stored, now=T0 + timedelta(days=6))
     groups = {g.group: g for g in report.groups}
     for label, members in (("control", control), ("treatment", set(customers) - control)):
         assert groups[label].customers == len(members)
