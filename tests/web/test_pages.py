@@ -4,8 +4,9 @@ customer 360 with the message received, errors as pages, and the audit log."""
 from __future__ import annotations
 
 import re
+import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,11 +14,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
+from patron.kit.clock import utcnow
 from patron.kit.settings import get_settings
 from patron.loyalty.schemas import EnrolIn
 from patron.loyalty.service import LoyaltyService
-from patron.models import AuditRecord, Customer
+from patron.models import AuditRecord, Customer, Job, User
 from patron.segments.service import SegmentService
+from patron.web.jobs import Report, this_process
+from patron.web.service import WebService
 from tests.web.conftest import PASSWORD
 
 
@@ -97,6 +101,41 @@ def test_logging_out_ends_the_session(engine: Engine, site: sessionmaker[Session
         out = client.post("/ui/logout", data={"csrf": _csrf(page)})
         assert out.headers["location"] == "/ui/login"
         assert client.get("/ui/").headers["location"] == "/ui/login"
+
+
+def test_a_cookie_copied_before_logout_is_refused_after_it(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with _client(engine) as first, _client(engine) as second:
+        assert _log_in(first, "marketer") == "/ui/"
+        copied = first.cookies.get("patron_session")
+        assert copied is not None
+        second.cookies.set("patron_session", copied)
+        assert second.get("/ui/").status_code == 200  # the copy works while the session lives
+        first.post("/ui/logout", data={"csrf": _csrf(first.get("/ui/").text)})
+        refused = second.get("/ui/")
+        assert (refused.status_code, refused.headers["location"]) == (303, "/ui/login")
+        second.cookies.set("patron_session", copied)  # replayed as it was, still refused
+        assert second.get("/ui/customers").headers["location"] == "/ui/login"
+        assert _log_in(first, "marketer") == "/ui/"  # a new login starts a new generation
+        assert first.get("/ui/").status_code == 200
+        with site() as session:
+            WebService(session).set_password("marketer", "another-horse-2", actor="admin")
+            session.commit()
+        assert first.get("/ui/").headers["location"] == "/ui/login"
+        assert _log_in(first, "marketer", "another-horse-2") == "/ui/"
+        with site() as session:
+            WebService(session).disable("marketer", actor="admin")
+            session.commit()
+        assert first.get("/ui/").headers["location"] == "/ui/login"
+    with site() as session:
+        generation = session.scalars(select(User.session_generation).where(
+            User.username == "marketer")).one()  # fmt: skip
+        actions = session.scalars(select(AuditRecord.action).where(
+            AuditRecord.target == "user:marketer").order_by(AuditRecord.id)).all()  # fmt: skip
+    assert generation == 3  # the logout, the new password, the disabling
+    assert actions == ["user.create", "login", "logout", "login", "user.password", "login",
+                       "user.disable"]  # fmt: skip
 
 
 def test_an_analyst_may_read_a_campaign_but_not_launch_it_and_changes_are_audited(
@@ -393,3 +432,69 @@ def test_coupon_pools_and_mini_programs_are_created_from_the_program_page(
     row = program.split('<th scope="row">Top spenders</th>')[1].split("</tr>")[0]
     assert row.startswith("<td>spend 5000.00</td><td>500 points</td>")
     assert row.endswith("<td>1</td>")  # the subscribers with a card, taken at once: Anna
+
+
+def _until(client: TestClient, url: str, wanted: dict[str, object]) -> dict[str, object]:
+    """Poll ``url`` until its JSON is ``wanted`` (a bound on waiting, not a timing check)."""
+    deadline = time.monotonic() + 20
+    while True:
+        state: dict[str, object] = client.get(url).json()
+        if state == wanted or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+def test_a_job_started_in_one_server_process_is_seen_with_its_progress_from_another(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    release = threading.Event()
+
+    def work(report: Report) -> str:
+        report(0.4, "halfway")
+        release.wait(30)
+        return "12 rows imported"
+
+    running, other = create_app(engine), create_app(engine)
+    with (
+        TestClient(running, follow_redirects=False),
+        TestClient(other, follow_redirects=False) as client,
+    ):
+        _log_in(client, "analyst")
+        job_id = running.state.jobs.start("import", "import of a.csv (customers)", "marketer", work)
+        url = f"/ui/jobs/{job_id}"
+        halfway = {"status": "running", "done": 0.4, "step": "halfway", "result": ""}
+        assert _until(client, url, halfway) == halfway
+        row = client.get("/ui/jobs").text.split(f'data-job="{job_id}"')[1].split("</tr>")[0]
+        assert "<td>import of a.csv (customers)</td><td>marketer</td>" in row
+        assert '<progress max="1" value="0.4"' in row
+        release.set()
+        finished = {"status": "finished", "done": 1.0, "step": "done", "result": "12 rows imported"}
+        assert _until(client, url, finished) == finished
+    with site() as session:
+        stored = session.get(Job, job_id)
+        assert stored is not None
+        assert stored.finished_at is not None
+        assert stored.owner == this_process()
+
+
+def test_a_running_job_whose_process_fell_silent_shows_as_stalled(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    now = utcnow()
+    with site() as session:
+        for job_id, beat in (("quiet", now - timedelta(seconds=61)), ("busy", now)):
+            session.add(Job(id=job_id, kind="analysis", label=f"analysis {job_id}",
+                            actor="analyst", owner="gone-host:4242", started_at=now,
+                            heartbeat_at=beat, done=0.25, step="RFM"))  # fmt: skip
+        session.commit()
+    with _client(engine) as client:
+        _log_in(client, "analyst")
+        quiet = client.get("/ui/jobs/quiet").json()
+        busy = client.get("/ui/jobs/busy").json()
+        missing = client.get("/ui/jobs/nope")
+        page = client.get("/ui/jobs").text
+    assert quiet == {"status": "stalled", "done": 0.25, "step": "RFM", "result": ""}
+    assert busy["status"] == "running"
+    assert missing.status_code == 404
+    assert "job nope does not exist" in missing.text
+    assert 'data-job="quiet" data-status="stalled"' in page

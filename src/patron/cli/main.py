@@ -276,6 +276,35 @@ def user_add(
     console.print(f"user {username} ({chosen.value}) created: log in at /ui/login")
 
 
+@user_app.command("password")
+def user_password(
+    username: str,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, confirmation_prompt=True,
+            envvar="PATRON_NEW_PASSWORD", help="At least 10 characters; asked for if not given",
+        ),
+    ] = "",
+) -> None:  # fmt: skip
+    """Set a new password for a web interface account; its open sessions end."""
+    from patron.web.service import WebService
+
+    with unit_of_work(open_store()) as session:
+        WebService(session).set_password(username, password, actor="cli")
+    console.print(f"user {username}: password changed, every session ended")
+
+
+@user_app.command("disable")
+def user_disable(username: str) -> None:
+    """Stop a web interface account from logging in; its open sessions end."""
+    from patron.web.service import WebService
+
+    with unit_of_work(open_store()) as session:
+        WebService(session).disable(username, actor="cli")
+    console.print(f"user {username}: disabled, every session ended")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
