@@ -43,7 +43,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 templates.env.filters |= {
     "money": i18n.money, "number": i18n.number, "pct": i18n.percent, "day": i18n.day,
-    "moment": i18n.moment,
+    "moment": i18n.moment, "term": i18n.term,
 }  # fmt: skip
 templates.env.globals["t"] = i18n.text
 templates.env.globals["charts"] = (VENDOR / "chart.js" / "dist" / "chart.umd.js").exists()
