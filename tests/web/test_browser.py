@@ -206,3 +206,44 @@ def test_a_marketer_builds_a_segment_plans_launches_and_reads_the_report(
     [mail] = inbox.received
     assert mail.recipients == ["anna@example.ru"]
     assert str(mail.parsed()["Subject"]) == "Anna, welcome"
+
+
+def test_logging_out_in_one_browser_ends_the_session_in_another(
+    server: str, engine: Engine
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = ARTIFACTS / f"{engine.dialect.name}-sessions"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        pages = [browser.new_context().new_page() for _ in range(2)]
+        for page in pages:  # two browsers, one user
+            page.goto(f"{server}/ui/login")
+            page.get_by_label("Username").fill("analyst")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(f"{server}/ui/")
+        first, second = pages
+        # the second reads in Russian, the segment builder's own labels included
+        second.get_by_label("Language").select_option("ru")
+        second.get_by_role("button", name="OK").click()
+        expect(second.get_by_role("heading", level=1)).to_have_text("Сводка")
+        second.goto(f"{server}/ui/segments/new")
+        second.get_by_label("Условие").select_option("consent")
+        expect(second.get_by_label("Согласие на канал")).to_have_value("email")
+        expect(second.locator("#count")).to_have_text("3")  # Anna, Dina and Egor
+        assert _serious(second) == []
+        second.screenshot(path=str(shots / "1-builder-in-russian.png"), full_page=True)
+        first.get_by_role("button", name="Log out").click()
+        first.wait_for_url(f"{server}/ui/login")
+        second.reload()
+        second.wait_for_url(f"{server}/ui/login")
+        expect(second.get_by_role("heading", level=1)).to_have_text("Войти")
+        second.screenshot(path=str(shots / "2-ended-elsewhere.png"))
+        browser.close()
+    assert sorted(p.name for p in shots.iterdir()) == [
+        "1-builder-in-russian.png", "2-ended-elsewhere.png"]  # fmt: skip

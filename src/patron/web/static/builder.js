@@ -75,7 +75,7 @@
     } else if (kind === "consent") {
       const channel = select(CHANNELS.map((c) => [c, c]), data.channel || "email");
       const status = select([["granted", tr("granted")], ["withdrawn", tr("withdrawn")], ["none", tr("never asked")]], data.status || "granted");
-      row.append(labelled(tr("Consent on"), channel), labelled(tr("is"), status));
+      row.append(labelled(tr("Consent on"), channel), labelled(tr("status"), status));
       read = () => ({kind: "consent", channel: channel.value, status: status.value});
     } else if (kind === "event") {
       const type = input(data.type || "");
