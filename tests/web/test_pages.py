@@ -4,8 +4,10 @@ customer 360 with the message received, errors as pages, and the audit log."""
 from __future__ import annotations
 
 import re
+import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,11 +15,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
+from patron.kit.clock import utcnow
 from patron.kit.settings import get_settings
-from patron.loyalty.schemas import EnrolIn
+from patron.loyalty.schemas import AdjustIn, EnrolIn
 from patron.loyalty.service import LoyaltyService
-from patron.models import AuditRecord, Customer
+from patron.models import AuditRecord, Customer, Job, User
 from patron.segments.service import SegmentService
+from patron.web.jobs import Report, this_process
+from patron.web.service import WebService
 from tests.web.conftest import PASSWORD
 
 
@@ -97,6 +102,41 @@ def test_logging_out_ends_the_session(engine: Engine, site: sessionmaker[Session
         out = client.post("/ui/logout", data={"csrf": _csrf(page)})
         assert out.headers["location"] == "/ui/login"
         assert client.get("/ui/").headers["location"] == "/ui/login"
+
+
+def test_a_cookie_copied_before_logout_is_refused_after_it(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    with _client(engine) as first, _client(engine) as second:
+        assert _log_in(first, "marketer") == "/ui/"
+        copied = first.cookies.get("patron_session")
+        assert copied is not None
+        second.cookies.set("patron_session", copied)
+        assert second.get("/ui/").status_code == 200  # the copy works while the session lives
+        first.post("/ui/logout", data={"csrf": _csrf(first.get("/ui/").text)})
+        refused = second.get("/ui/")
+        assert (refused.status_code, refused.headers["location"]) == (303, "/ui/login")
+        second.cookies.set("patron_session", copied)  # replayed as it was, still refused
+        assert second.get("/ui/customers").headers["location"] == "/ui/login"
+        assert _log_in(first, "marketer") == "/ui/"  # a new login starts a new generation
+        assert first.get("/ui/").status_code == 200
+        with site() as session:
+            WebService(session).set_password("marketer", "another-horse-2", actor="admin")
+            session.commit()
+        assert first.get("/ui/").headers["location"] == "/ui/login"
+        assert _log_in(first, "marketer", "another-horse-2") == "/ui/"
+        with site() as session:
+            WebService(session).disable("marketer", actor="admin")
+            session.commit()
+        assert first.get("/ui/").headers["location"] == "/ui/login"
+    with site() as session:
+        generation = session.scalars(select(User.session_generation).where(
+            User.username == "marketer")).one()  # fmt: skip
+        actions = session.scalars(select(AuditRecord.action).where(
+            AuditRecord.target == "user:marketer").order_by(AuditRecord.id)).all()  # fmt: skip
+    assert generation == 3  # the logout, the new password, the disabling
+    assert actions == ["user.create", "login", "logout", "login", "user.password", "login",
+                       "user.disable"]  # fmt: skip
 
 
 def test_an_analyst_may_read_a_campaign_but_not_launch_it_and_changes_are_audited(
@@ -393,3 +433,185 @@ def test_coupon_pools_and_mini_programs_are_created_from_the_program_page(
     row = program.split('<th scope="row">Top spenders</th>')[1].split("</tr>")[0]
     assert row.startswith("<td>spend 5000.00</td><td>500 points</td>")
     assert row.endswith("<td>1</td>")  # the subscribers with a card, taken at once: Anna
+
+
+def _until(client: TestClient, url: str, wanted: dict[str, object]) -> dict[str, object]:
+    """Poll ``url`` until its JSON is ``wanted`` (a bound on waiting, not a timing check)."""
+    deadline = time.monotonic() + 20
+    while True:
+        state: dict[str, object] = client.get(url).json()
+        if state == wanted or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+def test_a_job_started_in_one_server_process_is_seen_with_its_progress_from_another(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    release = threading.Event()
+
+    def work(report: Report) -> str:
+        report(0.4, "halfway")
+        release.wait(30)
+        return "12 rows imported"
+
+    running, other = create_app(engine), create_app(engine)
+    with (
+        TestClient(running, follow_redirects=False),
+        TestClient(other, follow_redirects=False) as client,
+    ):
+        _log_in(client, "analyst")
+        job_id = running.state.jobs.start("import", "import of a.csv (customers)", "marketer", work)
+        url = f"/ui/jobs/{job_id}"
+        halfway = {"status": "running", "done": 0.4, "step": "halfway", "result": ""}
+        assert _until(client, url, halfway) == halfway
+        row = client.get("/ui/jobs").text.split(f'data-job="{job_id}"')[1].split("</tr>")[0]
+        assert "<td>import of a.csv (customers)</td><td>marketer</td>" in row
+        assert '<progress max="1" value="0.4"' in row
+        release.set()
+        finished = {"status": "finished", "done": 1.0, "step": "done", "result": "12 rows imported"}
+        assert _until(client, url, finished) == finished
+    with site() as session:
+        stored = session.get(Job, job_id)
+        assert stored is not None
+        assert stored.finished_at is not None
+        assert stored.owner == this_process()
+
+
+def test_a_running_job_whose_process_fell_silent_shows_as_stalled(
+    engine: Engine, site: sessionmaker[Session]
+) -> None:
+    now = utcnow()
+    with site() as session:
+        for job_id, beat in (("quiet", now - timedelta(seconds=61)), ("busy", now)):
+            session.add(Job(id=job_id, kind="analysis", label=f"analysis {job_id}",
+                            actor="analyst", owner="gone-host:4242", started_at=now,
+                            heartbeat_at=beat, done=0.25, step="RFM"))  # fmt: skip
+        session.commit()
+    with _client(engine) as client:
+        _log_in(client, "analyst")
+        quiet = client.get("/ui/jobs/quiet").json()
+        busy = client.get("/ui/jobs/busy").json()
+        missing = client.get("/ui/jobs/nope")
+        page = client.get("/ui/jobs").text
+    assert quiet == {"status": "stalled", "done": 0.25, "step": "RFM", "result": ""}
+    assert busy["status"] == "running"
+    assert missing.status_code == 404
+    assert "job nope does not exist" in missing.text
+    assert 'data-job="quiet" data-status="stalled"' in page
+
+
+class _Visible(HTMLParser):
+    """The text a person sees or hears: text outside scripts, and labels in attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._hidden += tag in ("script", "style")
+        self.parts += [v for k, v in attrs if k in ("aria-label", "title") and v]
+
+    def handle_endtag(self, tag: str) -> None:
+        self._hidden -= tag in ("script", "style")
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden and data.strip():
+            self.parts.append(data.strip())
+
+
+def _visible(page: str) -> str:
+    parser = _Visible()
+    parser.feed(page)
+    return "\n".join(parser.parts)
+
+
+# per page: English headings and labels that must be gone, Russian texts that must be there
+RUSSIAN_PAGES: dict[str, tuple[list[str], list[str]]] = {
+    "/ui/": (["Dashboard", "Revenue", "Spend groups", "Audit log", "Log out"],
+             ["Сводка", "Выручка", "Группы по тратам", "Журнал аудита", "Выйти",
+              "Завершает все ваши сеансы во всех браузерах", "под угрозой ухода"]),
+    "/ui/customers?q=Moscow": (["Name, city, email, phone or card", "City"],
+                               ["Имя, город, email, телефон или карта", "Город", "найдено"]),
+    "/ui/customers/1": (["Identities", "Scores", "Consents and their history", "Messages",
+                         "Orders", "Events", "Merges", "Latest ledger entries", "Merge customer #"],
+                        ["Идентификаторы", "Согласия и их история", "Сообщения", "Заказы",
+                         "События", "Объединения", "Последние операции по счёту",
+                         "Объединить с клиентом №", "дано", "маркетинг", "отправлено",
+                         "Карта 2000000000008 · уровень", "100 баллов (0 ожидают начисления)"]),
+    "/ui/segments": (["New segment", "Last build", "Members then"],
+                     ["Новый сегмент", "Последний расчёт", "Участников тогда"]),
+    "/ui/segments/new": (["Conditions", "Customers selected", "The rule as data", "Save segment"],
+                         ["Условия", "Отобрано клиентов", "Правило в виде данных",
+                          "Сохранить сегмент"]),
+    "/ui/segments/1": (["Customers now", "Rule", "Export CSV", "Record membership now",
+                        "Spend-band migration", "Membership over time"],
+                       ["Клиентов сейчас", "Выгрузить в CSV", "Зафиксировать состав сейчас",
+                        "Переходы между группами трат", "Состав во времени"]),
+    "/ui/campaigns": (["Plan a campaign", "Launched"],
+                      ["Кампании", "Запланировать кампанию", "Запущена", "удержание"]),
+    "/ui/campaigns/new": (["Goal: what is the campaign for?", "Control group, % held out",
+                           "Budget", "Save the plan", "Next", "Back"],
+                          ["1. Цель: зачем эта кампания?", "Сегмент", "Бюджет",
+                           "Контрольная группа, % исключённых из рассылки", "Сохранить план",
+                           "Далее", "Назад", "инкрементальная выручка"]),
+    "/ui/campaigns/1": (["Audience", "Report: treatment against control", "Plan against actual",
+                         "Trail", "Cancel"],
+                        ["Аудитория", "Отчёт: целевая группа против контрольной",
+                         "Отобрано 3: целевая группа 2, контрольная группа 0.",
+                         "KPI «инкрементальная выручка», план", "Факт", "н/д", "План и факт",
+                         "Бюджет", "5\xa0000,00 RUB", "История изменений"]),
+    "/ui/loyalty": (["Look up a card", "Points outstanding", "Tiers", "Coupon pools",
+                     "Mini-programs", "New coupon pool"],
+                    ["Найти карту", "Баллов на счетах", "Уровни", "Пулы купонов",
+                     "Мини-программы", "Новый пул купонов", "Обязательства"]),
+    "/ui/loyalty/accounts?card=2000000000008": (
+        ["Loyalty account", "Manual adjustment", "Ledger", "Tier history"],
+        ["Счёт участника", "Ручная корректировка", "Операции по счёту", "История уровней",
+         "корректировка", "Причина (обязательно)"]),
+    "/ui/jobs": (["Run the analysis", "Import a file", "Recent jobs"],
+                 ["Задачи", "Запустить анализ", "Загрузить файл", "Последние задачи"]),
+    "/ui/audit": (["When", "Who", "Details"], ["Журнал аудита", "Когда", "Кто", "Подробности"]),
+    "/ui/customers/999": (["Something is wrong", "Back to the dashboard"],
+                          ["Что-то не так", "Вернуться к сводке"]),
+}  # fmt: skip
+
+
+def test_every_page_speaks_russian_to_an_admin(engine: Engine, site: sessionmaker[Session]) -> None:
+    with site() as session:
+        LoyaltyService(session).enrol(EnrolIn(customer_id=1, card_number="2000000000008"),
+                                      actor="test")  # fmt: skip
+        LoyaltyService(session).adjust("2000000000008", AdjustIn(points=100, reason="goodwill"),
+                                       key="op-ru-1", actor="test")  # fmt: skip
+        SegmentService(session).build(SegmentService(session).find("subscribers"))
+        session.commit()
+    with _client(engine) as client:
+        _log_in(client, "admin")
+        page = client.get("/ui/").text
+        client.post("/ui/language", data={"lang": "ru", "csrf": _csrf(page), "back": "/ui/"})
+        seen = {url: _visible(client.get(url).text) for url in RUSSIAN_PAGES}
+        merge = client.post("/ui/customers/5/merge",
+                            data={"csrf": _csrf(page), "other": "8", "reason": "один человек"})  # fmt: skip
+        client.post("/ui/customers/5/merge", data={"csrf": _csrf(page), "other": "8",
+                                                   "reason": "один человек", "confirm": "yes"})  # fmt: skip
+        found = re.search(r'/ui/customers/5/unmerge/(\d+)"', client.get("/ui/customers/5").text)
+        assert found is not None
+        unmerge = client.post(f"/ui/customers/5/unmerge/{found.group(1)}",
+                              data={"csrf": _csrf(page)})  # fmt: skip
+        client.post("/ui/logout", data={"csrf": _csrf(page)})
+        login = client.get("/ui/login").text
+    seen["merge"] = _visible(merge.text)
+    seen["unmerge"] = _visible(unmerge.text)
+    seen["login"] = _visible(login)
+    expected = RUSSIAN_PAGES | {
+        "merge": (["Confirm the merge", "Kept", "Merged in", "Cancel"],
+                  ["Объединить №8 с №5?", "Подтвердите объединение", "Отменить"]),
+        "unmerge": (["Confirm the unmerge", "Undo merge"],
+                    [f"Отменить объединение {found.group(1)}?", "Подтвердите разъединение"]),
+        "login": (["Log in", "Username", "Password"], ["Войти", "Имя пользователя", "Пароль"]),
+    }  # fmt: skip
+    for name, (english, russian) in expected.items():
+        text = seen[name]
+        assert [e for e in english if e in text] == [], name
+        assert [r for r in russian if r not in text] == [], name

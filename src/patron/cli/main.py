@@ -251,17 +251,21 @@ def apikey_create(
     console.print(f"API key {key.name} ({key.role.value}): {secret}")
 
 
+NewPassword = Annotated[
+    str,
+    typer.Option(
+        prompt=True, hide_input=True, confirmation_prompt=True,
+        envvar="PATRON_NEW_PASSWORD", help="At least 10 characters; asked for if not given",
+    ),
+]  # fmt: skip
+"""A password for a web account: asked for twice, hidden, unless the variable gives it."""
+
+
 @user_app.command("add")
 def user_add(
     username: str,
     role: Annotated[str, typer.Option(help="admin, marketer or analyst")] = "marketer",
-    password: Annotated[
-        str,
-        typer.Option(
-            prompt=True, hide_input=True, confirmation_prompt=True,
-            envvar="PATRON_NEW_PASSWORD", help="At least 10 characters; asked for if not given",
-        ),
-    ] = "",
+    password: NewPassword = "",
 ) -> None:  # fmt: skip
     """Create a web interface account; only a scrypt hash of the password is kept."""
     from patron.models import Role
@@ -274,6 +278,29 @@ def user_add(
     with unit_of_work(open_store()) as session:
         WebService(session).create_user(username, password, role=chosen, actor="cli")
     console.print(f"user {username} ({chosen.value}) created: log in at /ui/login")
+
+
+@user_app.command("password")
+def user_password(
+    username: str,
+    password: NewPassword = "",
+) -> None:  # fmt: skip
+    """Set a new password for a web interface account; its open sessions end."""
+    from patron.web.service import WebService
+
+    with unit_of_work(open_store()) as session:
+        WebService(session).set_password(username, password, actor="cli")
+    console.print(f"user {username}: password changed, every session ended")
+
+
+@user_app.command("disable")
+def user_disable(username: str) -> None:
+    """Stop a web interface account from logging in; its open sessions end."""
+    from patron.web.service import WebService
+
+    with unit_of_work(open_store()) as session:
+        WebService(session).disable(username, actor="cli")
+    console.print(f"user {username}: disabled, every session ended")
 
 
 @app.command()

@@ -16,6 +16,7 @@ from patron.models.customer import Customer
 from patron.models.event import Event
 from patron.models.identity import Identity, IdentityKind
 from patron.models.import_run import ImportRun
+from patron.models.job import Job, JobStatus
 from patron.models.journey import EntryStatus, JourneyEntry, JourneyStep, TriggerCursor
 from patron.models.loyalty import (
     AccountStatus,
@@ -75,6 +76,8 @@ __all__ = [
     "Identity",
     "IdentityKind",
     "ImportRun",
+    "Job",
+    "JobStatus",
     "JourneyEntry",
     "JourneyStep",
     "LedgerEntry",

@@ -25,6 +25,9 @@ class User(Base):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    # kept in the session at login and compared on every request: raising it (at logout,
+    # a new password, disabling) ends every session of the user, copied cookies included
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class AuditRecord(Base):

@@ -1,5 +1,5 @@
 """The jobs page: run an analysis or import a file from the browser, and watch each job's
-progress until it finishes."""
+progress until it finishes, whichever server process runs it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from patron.ingest.mapping import Mapping, preset
 from patron.ingest.tasks import import_file
 from patron.kit.clock import utcnow
 from patron.kit.errors import InvalidInput, NotFound
-from patron.web.jobs import JOBS, Report
+from patron.web.jobs import Jobs, Report
 from patron.web.service import WebService, Who
 from patron.web.views import Reader, SessionDep, _check_csrf, _page, needs, router
 
@@ -27,19 +27,24 @@ Importer = Annotated[Who, Depends(needs(Permission.WRITE_CUSTOMERS))]
 _ANALYSIS_STEPS = ("read", *STEPS, "write")
 
 
+def _jobs(request: Request) -> Jobs:
+    jobs: Jobs = request.app.state.jobs
+    return jobs
+
+
 @router.get("/jobs", response_class=HTMLResponse)
-def jobs(*, request: Request, who: Reader) -> HTMLResponse:
+def jobs(*, request: Request, session: SessionDep, who: Reader) -> HTMLResponse:
     allowed = ROLE_PERMISSIONS[who.role]
-    return _page(request, "jobs.html", who, jobs=JOBS.recent(),
+    return _page(request, "jobs.html", who, jobs=_jobs(request).recent(session),
                  can_analyze=Permission.RUN_ANALYTICS in allowed,
                  can_import=Permission.WRITE_CUSTOMERS in allowed)  # fmt: skip
 
 
 @router.get("/jobs/{job_id}", response_model=None)
-def job(*, job_id: str, who: Reader) -> Response:
-    found = JOBS.get(job_id)
+def job(*, request: Request, session: SessionDep, job_id: str, who: Reader) -> Response:
+    found = _jobs(request).get(session, job_id)
     if found is None:
-        raise NotFound(f"job {job_id} is not known to this server process")
+        raise NotFound(f"job {job_id} does not exist")
     return JSONResponse({"status": found.status, "done": found.done, "step": found.step,
                          "result": found.result})  # fmt: skip
 
@@ -60,7 +65,7 @@ def analyze(
         run = run_analysis(factory, as_of=as_of, progress=step)
         return f"analysis run {run.id}: {run.customers:,} customers scored"
 
-    JOBS.start("analysis", f"analysis as of {as_of:%Y-%m-%d %H:%M}", who.username, work)
+    _jobs(request).start("analysis", f"analysis as of {as_of:%Y-%m-%d %H:%M}", who.username, work)
     WebService(session).record(who.username, "analysis.start", as_of=as_of.isoformat())
     session.commit()
     return RedirectResponse("/ui/jobs", status_code=303)
@@ -94,7 +99,7 @@ def start_import(
         return (f"{done.read:,} rows read: {done.imported:,} imported, {done.merged:,} merged, "
                 f"{done.rejected:,} rejected{rejects}")  # fmt: skip
 
-    JOBS.start("import", f"import of {path.name} ({kind})", who.username, work)
+    _jobs(request).start("import", f"import of {path.name} ({kind})", who.username, work)
     WebService(session).record(who.username, "import.start", target=path.name, kind=kind)
     session.commit()
     return RedirectResponse("/ui/jobs", status_code=303)

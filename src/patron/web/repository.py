@@ -1,4 +1,5 @@
-"""SQL of the web interface: accounts, the audit log, and the dashboard's figures."""
+"""SQL of the web interface: accounts, the audit log, background jobs, and the dashboard's
+figures."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from patron.models import (
@@ -15,6 +16,7 @@ from patron.models import (
     CampaignStatus,
     Customer,
     Event,
+    Job,
     Message,
     Order,
     OrderKind,
@@ -32,6 +34,18 @@ class WebRepository:
     def add(self, row: Any) -> None:
         self.session.add(row)
         self.session.flush()
+
+    def job(self, job_id: str) -> Job | None:
+        return self.session.get(Job, job_id)
+
+    def recent_jobs(self, *, limit: int) -> Sequence[Job]:
+        return self.session.scalars(
+            select(Job).order_by(Job.started_at.desc(), Job.id).limit(limit)
+        ).all()
+
+    def update_job(self, job_id: str, **values: Any) -> None:
+        """Write some of a job's columns without loading it: progress, heartbeat, outcome."""
+        self.session.execute(update(Job).where(Job.id == job_id).values(**values))
 
     def audit(self, *, limit: int) -> Sequence[AuditRecord]:
         return self.session.scalars(

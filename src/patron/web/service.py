@@ -25,10 +25,12 @@ UI_ROLES = (Role.ADMIN, Role.MARKETER, Role.ANALYST)
 
 @dataclass(frozen=True)
 class Who:
-    """The logged-in user, as the session cookie names them."""
+    """The logged-in user, as the session cookie names them, and the session generation
+    their sessions must carry."""
 
     username: str
     role: Role
+    generation: int
 
 
 class WebService:
@@ -41,13 +43,33 @@ class WebService:
     def create_user(self, username: str, password: str, *, role: Role, actor: str) -> User:
         if role not in UI_ROLES:
             raise InvalidInput(f"role {role.value!r} cannot log in; use admin, marketer or analyst")
-        if len(password) < 10:
-            raise InvalidInput("password: at least 10 characters")
+        _check_password(password)
         if self.repo.user(username) is not None:
             raise Conflict(f"user {username!r} exists already")
         user = User(username=username, password_hash=hash_password(password), role=role)
         self.repo.add(user)
         self.record(actor, "user.create", target=f"user:{username}", role=role.value)
+        return user
+
+    def set_password(self, username: str, password: str, *, actor: str) -> None:
+        """A new password; every session of the user ends."""
+        _check_password(password)
+        user = self._user(username)
+        user.password_hash = hash_password(password)
+        user.session_generation += 1
+        self.record(actor, "user.password", target=f"user:{username}")
+
+    def disable(self, username: str, *, actor: str) -> None:
+        """The user can no longer log in, and every session of theirs ends."""
+        user = self._user(username)
+        user.active = False
+        user.session_generation += 1
+        self.record(actor, "user.disable", target=f"user:{username}")
+
+    def _user(self, username: str) -> User:
+        user = self.repo.user(username)
+        if user is None:
+            raise NotFound(f"user {username!r} does not exist")
         return user
 
     def log_in(self, username: str, password: str, *, now: datetime | None = None) -> Who:
@@ -61,11 +83,22 @@ class WebService:
             raise InvalidInput("wrong username or password")
         user.last_login_at = now or utcnow()
         self.record(username, "login", target=f"user:{username}")
-        return Who(user.username, user.role)
+        return Who(user.username, user.role, user.session_generation)
 
-    def current(self, username: str) -> Who | None:
+    def log_out(self, username: str) -> None:
+        """End every session of the user, on every browser: a cookie copied before the
+        logout names a generation that no longer matches."""
+        user = self._user(username)
+        user.session_generation += 1
+        self.record(username, "logout", target=f"user:{username}")
+
+    def current(self, username: str, generation: int) -> Who | None:
+        """The user whose session this is, or None when they are disabled or the session
+        belongs to an earlier generation (ended by a logout or a new password)."""
         user = self.repo.user(username)
-        return Who(user.username, user.role) if user is not None and user.active else None
+        if user is None or not user.active or user.session_generation != generation:
+            return None
+        return Who(user.username, user.role, user.session_generation)
 
     def audit(self, *, limit: int) -> Sequence[AuditRecord]:
         """The newest audit records first."""
@@ -125,6 +158,11 @@ class WebService:
             "score": scores[0] if scores else None,
             "merges": customers.merges(customer_id),
         }
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 10:
+        raise InvalidInput("password: at least 10 characters")
 
 
 @cache

@@ -1,7 +1,9 @@
 """The pages: log in and out, the dashboard, customer search and the customer 360.
 
 Every page but the login needs a logged-in user; the session is a signed cookie (HttpOnly,
-SameSite=Strict, Secure when the public URL is https). Each form carries the session's
+SameSite=Strict, Secure when the public URL is https) that carries the user's session
+generation: a logout, a new password or disabling the account raises the generation, and
+every cookie holding an older one is refused, copies included. Each form carries the session's
 CSRF token and a POST without it is refused. A domain error shows its message on an error
 page with its status, never a stack trace.
 """
@@ -28,6 +30,7 @@ from patron.kit.errors import Forbidden, InvalidInput, PatronError, Unauthorized
 from patron.kit.settings import DEFAULT_SECRET_KEY
 from patron.models import Role
 from patron.web import i18n
+from patron.web.jobs import Jobs
 from patron.web.service import WebService, Who
 
 HERE = Path(__file__).parent
@@ -40,7 +43,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 templates.env.filters |= {
     "money": i18n.money, "number": i18n.number, "pct": i18n.percent, "day": i18n.day,
-    "moment": i18n.moment,
+    "moment": i18n.moment, "term": i18n.term,
 }  # fmt: skip
 templates.env.globals["t"] = i18n.text
 templates.env.globals["charts"] = (VENDOR / "chart.js" / "dist" / "chart.umd.js").exists()
@@ -80,8 +83,10 @@ def needs(permission: Permission) -> Callable[[Request, Session], Who]:
     """A logged-in user whose role allows ``permission``."""
 
     def check(request: Request, session: SessionDep) -> Who:
-        username = request.session.get("user")
-        who = WebService(session).current(str(username)) if username else None
+        username, generation = request.session.get("user"), request.session.get("generation")
+        who = None
+        if username and isinstance(generation, int):
+            who = WebService(session).current(str(username), generation)
         if who is None:
             raise Unauthorized("log in first")
         if permission not in ROLE_PERMISSIONS[who.role]:
@@ -97,6 +102,9 @@ Reader = Annotated[Who, Depends(needs(Permission.READ_CUSTOMERS))]
 def error_page(request: Request, exc: PatronError) -> Response:
     """A domain error on a page: the login page when not logged in, else its message."""
     if isinstance(exc, Unauthorized):
+        # an ended session is dropped from the cookie too; the chosen language stays
+        request.session.pop("user", None)
+        request.session.pop("generation", None)
         return RedirectResponse("/ui/login", status_code=303)
     return _page(request, "error.html", None, status=exc.status, message=exc.message)
 
@@ -126,6 +134,7 @@ def log_in(
     lang = request.session.get("lang")
     request.session.clear()  # a new session on login: a fixed session id cannot be planted
     request.session["user"] = who.username
+    request.session["generation"] = who.generation
     if lang:
         request.session["lang"] = lang
     csrf_token(request)
@@ -148,9 +157,17 @@ def language(
 
 
 @router.post("/logout", response_model=None)
-def log_out(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+def log_out(
+    request: Request, session: SessionDep, who: Reader, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    """End every session of the user, this browser's and any other's."""
     _check_csrf(request, csrf)
+    WebService(session).log_out(who.username)
+    session.commit()
+    lang = request.session.get("lang")
     request.session.clear()
+    if lang:
+        request.session["lang"] = lang
     return RedirectResponse("/ui/login", status_code=303)
 
 
@@ -198,6 +215,7 @@ def install(app: FastAPI, *, secret_key: str, public_url: str) -> None:
         SessionMiddleware, secret_key=secret_key, session_cookie="patron_session",
         same_site="strict", https_only=public_url.startswith("https://"), max_age=8 * 3600,
     )  # fmt: skip
+    app.state.jobs = Jobs(app.state.sessionmaker)
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
     if VENDOR.is_dir():
         app.mount("/ui/vendor", StaticFiles(directory=VENDOR), name="ui-vendor")

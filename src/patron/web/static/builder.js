@@ -5,9 +5,13 @@
   const root = document.getElementById("builder");
   if (!root) return;
   const fields = JSON.parse(root.dataset.fields);
+  // the page passes the labels in its language; a label it lacks shows in English
+  const texts = document.getElementById("builder-texts");
+  const T = texts ? JSON.parse(texts.textContent) : {};
+  const tr = (english) => T[english] || english;
   const ruleBox = document.getElementById("rule");
   const form = document.getElementById("segment-form");
-  const OPS = [["eq", "="], ["ne", "≠"], ["gt", ">"], ["ge", "≥"], ["lt", "<"], ["le", "≤"], ["contains", "contains"]];
+  const OPS = [["eq", "="], ["ne", "≠"], ["gt", ">"], ["ge", "≥"], ["lt", "<"], ["le", "≤"], ["contains", tr("contains")]];
   const CHANNELS = ["email", "sms", "phone", "telegram", "whatsapp", "push"];
   let serial = 0;
 
@@ -56,10 +60,10 @@
       const field = select(names, data.field || data.measure);
       const op = select(OPS, data.op || "eq");
       const value = input(data.value);
-      const parts = [labelled(kind === "orders" ? "Orders: measure" : kind === "score" ? "Score" : "Profile field", field),
-        labelled("is", op), labelled("value", value)];
+      const parts = [labelled(tr(kind === "orders" ? "Orders: measure" : kind === "score" ? "Score" : "Profile field"), field),
+        labelled(tr("is"), op), labelled(tr("value"), value)];
       let days = null;
-      if (kind === "orders") { days = input(data.days, "number"); parts.push(labelled("in the last days", days)); }
+      if (kind === "orders") { days = input(data.days, "number"); parts.push(labelled(tr("in the last days"), days)); }
       row.append(...parts);
       read = () => {
         const out = {kind: kind, op: op.value, value: typed(value.value)};
@@ -70,18 +74,18 @@
       };
     } else if (kind === "consent") {
       const channel = select(CHANNELS.map((c) => [c, c]), data.channel || "email");
-      const status = select([["granted", "granted"], ["withdrawn", "withdrawn"], ["none", "never asked"]], data.status || "granted");
-      row.append(labelled("Consent on", channel), labelled("is", status));
+      const status = select([["granted", tr("granted")], ["withdrawn", tr("withdrawn")], ["none", tr("never asked")]], data.status || "granted");
+      row.append(labelled(tr("Consent on"), channel), labelled(tr("status"), status));
       read = () => ({kind: "consent", channel: channel.value, status: status.value});
     } else if (kind === "event") {
       const type = input(data.type || "");
       const days = input(data.days, "number");
-      row.append(labelled("Had an event of type", type), labelled("in the last days", days));
+      row.append(labelled(tr("Had an event of type"), type), labelled(tr("in the last days"), days));
       read = () => { const o = {kind: "event", type: type.value}; if (days.value) o.days = Number(days.value); return o; };
     } else if (kind === "category") {
       const cats = input((data.categories || []).join(", "));
       const days = input(data.days, "number");
-      row.append(labelled("Bought in categories", cats), labelled("in the last days", days));
+      row.append(labelled(tr("Bought in categories"), cats), labelled(tr("in the last days"), days));
       read = () => { const o = {kind: "category", categories: cats.value.split(",").map((c) => c.trim()).filter(Boolean)}; if (days.value) o.days = Number(days.value); return o; };
     }
     return {el: row, read: read};
@@ -92,8 +96,8 @@
     const box = document.createElement("fieldset");
     box.className = "group";
     const legend = document.createElement("legend");
-    const join = select([["all", "All of these (AND)"], ["any", "Any of these (OR)"]], data.kind || "all");
-    legend.append(labelled("Match", join));
+    const join = select([["all", tr("All of these (AND)")], ["any", tr("Any of these (OR)")]], data.kind || "all");
+    legend.append(labelled(tr("Match"), join));
     box.append(legend);
     const list = document.createElement("div");
     box.append(list);
@@ -101,18 +105,17 @@
     function add(child) {
       const holder = document.createElement("div");
       holder.className = "child";
-      holder.append(child.el, button("Remove", () => { holder.remove(); children.splice(children.indexOf(child), 1); changed(); }));
+      holder.append(child.el, button(tr("Remove"), () => { holder.remove(); children.splice(children.indexOf(child), 1); changed(); }));
       list.append(holder);
       children.push(child);
     }
     const picker = document.createElement("select");
-    const kinds = [["", "Add a condition…"]];
     const groups = {"Profile": [["profile", "Profile field"]], "Purchases": [["orders", "Orders measure"], ["category", "Bought in categories"]],
       "Analytics": [["score", "Score"]], "Contact": [["consent", "Consent"]], "Behaviour": [["event", "Event"]], "Logic": [["group", "Nested group (AND/OR)"]]};
-    const blank = document.createElement("option"); blank.value = ""; blank.textContent = "Add a condition…"; picker.append(blank);
+    const blank = document.createElement("option"); blank.value = ""; blank.textContent = tr("Add a condition…"); picker.append(blank);
     for (const [name, items] of Object.entries(groups)) {
-      const og = document.createElement("optgroup"); og.label = name;
-      for (const [v, t] of items) { const o = document.createElement("option"); o.value = v; o.textContent = t; og.append(o); }
+      const og = document.createElement("optgroup"); og.label = tr(name);
+      for (const [v, t] of items) { const o = document.createElement("option"); o.value = v; o.textContent = tr(t); og.append(o); }
       picker.append(og);
     }
     picker.onchange = () => {
@@ -120,7 +123,7 @@
       add(picker.value === "group" ? group({kind: "any", conditions: []}, true) : condition(picker.value, {}));
       picker.value = ""; changed();
     };
-    box.append(labelled("Condition", picker));
+    box.append(labelled(tr("Condition"), picker));
     for (const c of data.conditions || []) {
       add(c.kind === "all" || c.kind === "any" ? group(c, true) : condition(c.kind, c));
     }
@@ -146,7 +149,7 @@
   async function count(rule) {
     const out = document.getElementById("count");
     const note = document.getElementById("count-note");
-    if (!rule.conditions.length) { out.textContent = "—"; note.textContent = "add a condition"; return; }
+    if (!rule.conditions.length) { out.textContent = "—"; note.textContent = tr("add a condition"); return; }
     const body = new FormData();
     body.append("rule", JSON.stringify(rule));
     body.append("csrf", form.querySelector("[name=csrf]").value);

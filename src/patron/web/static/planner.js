@@ -31,7 +31,8 @@
     const data = await answer.json();
     out.replaceChildren();
     if (!answer.ok) { const p = document.createElement("p"); p.className = "error"; p.textContent = data.error; out.append(p); return; }
-    const subject = document.createElement("p"); subject.innerHTML = "<strong>Subject:</strong> "; subject.append(data.subject);
+    const subject = document.createElement("p"); const label = document.createElement("strong");
+    label.textContent = out.dataset.subject + ":"; subject.append(label, " ", data.subject);
     const text = document.createElement("pre"); text.textContent = data.text;
     out.append(subject, text);
   };
