@@ -256,6 +256,7 @@ def test_openapi_describes_every_endpoint_behind_the_key_header(api: TestClient)
         "POST /customers/{customer_id}/identities",
         "POST /customers/{customer_id}/merge",
         "POST /events",
+        "POST /events/batch",
         "POST /loyalty/accounts",
         "POST /loyalty/accounts/{card}/adjust",
         "POST /loyalty/coupon-pools",
