@@ -66,6 +66,7 @@ from patron.kit.db import (
     make_sessionmaker,
     migrate,
     recreate_postgres_database,
+    refresh_statistics,
     table_of,
 )
 from patron.models import (
@@ -120,6 +121,8 @@ def prepare(url: str, *, customers: int, history: int) -> tuple[str, int, dateti
             "occurred_at": at, "properties": [{"sku": f"S{i % 500}"} for i in range(history)],
             "source": ["history"] * history, "external_id": [None] * history, "created_at": at,
         })  # fmt: skip
+        # as an import does: the planner sees the grown tables at once, not a minute later
+        refresh_statistics(session, [table_of(m) for m in (Customer, Identity, Consent, Event)])
         SegmentService(session).create(
             SegmentIn(name="subscribers", rule=parse_rule({"kind": "consent", "channel": "email"})),
             actor="bench",
@@ -251,27 +254,19 @@ def _event(number: int, scheduled: float, customers: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def _connection(port: int, key: str, queue: asyncio.Queue[tuple[int, float] | None],
-                      load: Load, *, customers: int, batch: int) -> None:  # fmt: skip
-    """One kept-alive connection. With ``batch`` 0 it posts one event a request; otherwise
-    it posts what has come due since its last request, up to ``batch`` events, to
-    ``/events/batch``, as a shop's event collector does."""
+Due = list[tuple[int, float]]
+"""Events to send in one request: ``(number, scheduled time)`` each."""
+
+
+async def _connection(port: int, key: str, queue: asyncio.Queue[Due | None], load: Load, *,
+                      customers: int, batch: bool) -> None:  # fmt: skip
+    """One kept-alive connection: posts each item of ``queue``, one event to ``/events``
+    or, with ``batch``, a list to ``/events/batch``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     path = "/api/v1/events/batch" if batch else "/api/v1/events"
     head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
             "Content-Type: application/json\r\n")  # fmt: skip
-    done = False
-    while not done:
-        item = await queue.get()
-        if item is None:
-            break
-        items = [item]
-        while batch and len(items) < batch and not queue.empty():
-            following = queue.get_nowait()
-            if following is None:
-                done = True
-                break
-            items.append(following)
+    while (items := await queue.get()) is not None:
         events = [_event(number, scheduled, customers) for number, scheduled in items]
         body = json.dumps({"events": events} if batch else events[0]).encode()
         now = time.time()
@@ -296,13 +291,38 @@ async def _connection(port: int, key: str, queue: asyncio.Queue[tuple[int, float
     writer.close()
 
 
+async def _collect(events: asyncio.Queue[tuple[int, float] | None],
+                   requests: asyncio.Queue[Due | None], *, every: float, most: int,
+                   connections: int) -> None:  # fmt: skip
+    """A shop's event collector: every ``every`` seconds, what has come due goes out in
+    batches of at most ``most``, whether or not the last request was answered."""
+    finished = False
+    while not finished:
+        await asyncio.sleep(every)
+        due: Due = []
+        while not events.empty():
+            item = events.get_nowait()
+            if item is None:
+                finished = True
+                break
+            due.append(item)
+        for first in range(0, len(due), most):
+            requests.put_nowait(due[first : first + most])
+    for _ in range(connections):
+        requests.put_nowait(None)
+
+
 async def _drive(port: int, key: str, *, rate: float, total: int, connections: int,
-                 customers: int, batch: int) -> Load:  # fmt: skip
+                 customers: int, batch: int, flush: float) -> Load:  # fmt: skip
     load = Load(total)
-    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
-    tasks = [asyncio.create_task(_connection(port, key, queue, load, customers=customers,
-                                             batch=batch))
+    events: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+    requests: asyncio.Queue[Due | None] = asyncio.Queue()
+    tasks = [asyncio.create_task(_connection(port, key, requests, load, customers=customers,
+                                             batch=batch > 0))
              for _ in range(connections)]  # fmt: skip
+    if batch:
+        collector = _collect(events, requests, every=flush, most=batch, connections=connections)
+        tasks.append(asyncio.create_task(collector))
     start = time.time() + 0.2
     for number in range(total):
         scheduled = start + number / rate
@@ -310,9 +330,15 @@ async def _drive(port: int, key: str, *, rate: float, total: int, connections: i
         if ahead > 0:
             await asyncio.sleep(ahead)
         load.scheduled[number] = scheduled
-        queue.put_nowait((number, scheduled))
-    for _ in tasks:
-        queue.put_nowait(None)
+        if batch:
+            events.put_nowait((number, scheduled))
+        else:
+            requests.put_nowait([(number, scheduled)])
+    if batch:
+        events.put_nowait(None)
+    else:
+        for _ in range(connections):
+            requests.put_nowait(None)
     await asyncio.gather(*tasks)
     return load
 
@@ -349,20 +375,27 @@ def measure(route: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
     stop = context.Event()
     target: Callable[..., None] = patron_runner if route == "patron" else rescan_runner
     extra = () if route == "patron" else (campaign_id, launched)
-    ready = context.Event()
-    runner = context.Process(target=target, args=(url, args.poll, stop, ready, *extra), daemon=True)
-    runner.start()
-    # the load starts once the evaluator runs: its process start-up is not a trigger's delay
-    if not ready.wait(timeout=120):
-        raise RuntimeError(f"the {route} evaluator did not start")
+    # the rescan baseline is one process; Patron's runners share the work on PostgreSQL
+    count = args.runners if route == "patron" else 1
+    runners = []
+    for _ in range(count):
+        ready = context.Event()
+        runner = context.Process(target=target, args=(url, args.poll, stop, ready, *extra),
+                                 daemon=True)  # fmt: skip
+        runner.start()
+        # the load starts once the evaluator runs: its start-up is not a trigger's delay
+        if not ready.wait(timeout=120):
+            raise RuntimeError(f"the {route} evaluator did not start")
+        runners.append(runner)
     observer = Observer(url)
     observer.start()
     total = int(args.rate * args.seconds)
     load_before = os.getloadavg()[0]
-    cpu_before = _cpu(runner.pid), _tree_cpu(server.pid)
+    cpu_before = sum(_cpu(r.pid) for r in runners), _tree_cpu(server.pid)
     try:
         drive = _drive(port, key, rate=args.rate, total=total, connections=args.connections,
-                       customers=args.customers, batch=args.batch)  # fmt: skip
+                       customers=args.customers, batch=args.batch,
+                       flush=args.flush_ms / 1000)  # fmt: skip
         load = asyncio.run(drive)
         last_answer = max(load.answered)
         accepted = total - len(load.failures)
@@ -371,13 +404,14 @@ def measure(route: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
             time.sleep(0.05)
         drained = len(observer.seen)
         load_after = os.getloadavg()[0]
-        runner_cpu = _cpu(runner.pid) - cpu_before[0]
+        runner_cpu = sum(_cpu(r.pid) for r in runners) - cpu_before[0]
         server_cpu = _tree_cpu(server.pid) - cpu_before[1]
     finally:
         stop.set()
-        runner.join(timeout=60)
-        if runner.is_alive():
-            runner.terminate()
+        for runner in runners:
+            runner.join(timeout=60)
+            if runner.is_alive():
+                runner.terminate()
         observer.stop.set()
         observer.join(timeout=5)
         os.killpg(server.pid, signal.SIGTERM)
@@ -492,6 +526,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0,
                         help="post up to N due events a request to /events/batch (0: one "
                         "event a POST /events)")  # fmt: skip
+    parser.add_argument("--runners", type=int, default=1,
+                        help="Patron trigger runners (processes sharing the work)")  # fmt: skip
+    parser.add_argument("--flush-ms", type=float, default=100.0,
+                        help="with --batch: send what came due this often")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="4 s of load, a smaller store")
     args = parser.parse_args()
     if args.quick:
@@ -499,9 +537,11 @@ def main() -> None:
     store = "SQLite" if args.sqlite else "PostgreSQL"
     print(f"Trigger benchmark: {args.rate:,.0f} events/s offered for {args.seconds:.0f} s; "
           f"{args.customers:,} customers, {args.history:,} older events; store {store}; "
-          f"{args.workers} uvicorn workers, 1 trigger runner (poll {args.poll} s), "
+          f"{args.workers} uvicorn workers, {args.runners} trigger runner(s) "
+          f"(poll {args.poll} s), "
           f"{args.connections} client connections, "
-          + (f"batches of up to {args.batch}" if args.batch else "one event a POST"))  # fmt: skip
+          + (f"batches of up to {args.batch} every {args.flush_ms:.0f} ms" if args.batch
+             else "one event a POST"))  # fmt: skip
     print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d}", flush=True)
     results: dict[str, dict[str, Any]] = {}
     for route in args.routes:

@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patron.journeys.service import JourneyService, PassTally
 from patron.kit.clock import utcnow
-from patron.kit.db import unit_of_work
+from patron.kit.db import refresh_statistics, table_of, unit_of_work
+from patron.models import CampaignRecipient, JourneyEntry, JourneyStep, Message
 
 log = logging.getLogger(__name__)
 _FACTS = 2000  # events and orders read per transaction
+_FLOWING = 0.02  # seconds between passes while facts keep coming
 
 
 def run_pass(
@@ -56,20 +58,55 @@ def run_pass(
     return total
 
 
+class Growth:
+    """Keeps PostgreSQL's planner abreast of the tables the runner fills.
+
+    They start empty in a new install, and autovacuum looks at them about once a minute: a
+    burst of entries meanwhile is planned as if the tables were still empty, and each
+    look-up by an array of ids or source refs scans the table whole, growing slower with
+    every entry. After each fifth more rows, the runner has them analysed itself, as the
+    importer does after a load.
+    """
+
+    def __init__(self, *, least: int = 1000, share: float = 0.2) -> None:
+        self.least, self.share = least, share
+        self.written = 0  # rows written since the last refresh
+        self.known = 0  # rows written up to the last refresh
+
+    def note(self, factory: sessionmaker[Session], tally: PassTally) -> None:
+        self.written += tally.entered + tally.held_out + tally.steps + tally.messages
+        if self.written < max(self.least, self.share * self.known):
+            return
+        with unit_of_work(factory) as session:
+            refresh_statistics(session, [table_of(m) for m in GROWING])
+        self.known += self.written
+        self.written = 0
+
+
+GROWING = (JourneyEntry, JourneyStep, Message, CampaignRecipient)
+"""The tables a burst of trigger entries grows."""
+
+
 def run_journeys(
     factory: sessionmaker[Session], *, stop: threading.Event, poll_seconds: float = 0.2
 ) -> None:
     """Run passes until ``stop`` is set; an error is logged and the loop goes on."""
+    growth = Growth()
     while not stop.is_set():
         tally = PassTally()
         try:
             tally = run_pass(factory)
             if tally.entered or tally.messages:
                 log.info("journeys: %s entered, %s messages", tally.entered, tally.messages)
+            growth.note(factory, tally)
         except Exception:  # the loop must outlive a bad journey or a lost connection
             log.exception("journey pass failed")
-        # behind: the next pass starts at once; else wait for new facts
-        stop.wait(0 if tally.backlog else poll_seconds)
+        # behind: the next pass starts at once. While facts flow, the next pass comes soon:
+        # a pass takes what arrived during the last one, so under load the wait between
+        # passes, not the work, would set the delay (a pass's length grows with the wait).
+        # Idle, a pass every poll_seconds reads only the cursors.
+        flowing = tally.read or tally.steps
+        stop.wait(0 if tally.backlog else min(poll_seconds, _FLOWING) if flowing else poll_seconds)
 
 
 def _add(total: PassTally, part: PassTally) -> None:
