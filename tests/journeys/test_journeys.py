@@ -4,6 +4,7 @@ birthdays, segment entry, score crossings, cascades, branches, splits and update
 
 from __future__ import annotations
 
+import time
 import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.campaigns.groups import control_mask, unit_hash
@@ -22,8 +23,8 @@ from patron.customers.service import CustomerService
 from patron.dispatch.tasks import run_worker
 from patron.events.schemas import EventIn, OrderIn
 from patron.events.service import EventService, OrderService
-from patron.journeys.service import JourneyService
-from patron.journeys.tasks import run_pass
+from patron.journeys.service import JourneyService, PassTally
+from patron.journeys.tasks import Growth, run_pass
 from patron.kit.errors import InvalidInput
 from patron.kit.settings import Settings
 from patron.measure.service import MeasureService
@@ -657,3 +658,30 @@ def test_a_triggered_campaign_is_measured_from_each_entry(
     assert report.window_end == T0 + timedelta(days=7, minutes=1)
     assert report.window_closed is False  # the campaign still admits customers
     assert report.cost.messages == 0  # nothing was sent yet: the outbox waits for a worker
+
+
+def test_the_runner_has_its_growing_tables_analysed_as_they_grow(
+    session_factory: sessionmaker[Session],
+) -> None:
+    def analysed() -> int:
+        with session_factory() as session:
+            if session.get_bind().dialect.name != "postgresql":
+                return 0
+            return int(session.execute(text(
+                "SELECT analyze_count FROM pg_stat_user_tables "
+                "WHERE relname = 'journey_entries'")).scalar_one())  # fmt: skip
+
+    growth = Growth(least=3, share=0.5)
+    before = analysed()
+    growth.note(session_factory, PassTally(entered=2))
+    assert (growth.written, growth.known) == (2, 0)
+    growth.note(session_factory, PassTally(entered=1, messages=1))  # 4 rows: past the least
+    assert (growth.written, growth.known) == (0, 4)
+    growth.note(session_factory, PassTally(entered=2))  # 2 < max(3, 0.5 x 4)
+    assert (growth.written, growth.known) == (2, 4)
+    if session_factory.kw["bind"].dialect.name == "postgresql":
+        # the statistics collector reports asynchronously: wait for it
+        deadline = time.monotonic() + 10
+        while analysed() == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert analysed() == before + 1
