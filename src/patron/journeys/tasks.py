@@ -22,7 +22,7 @@ from patron.models import CampaignRecipient, JourneyEntry, JourneyStep, Message
 
 log = logging.getLogger(__name__)
 _FACTS = 2000  # events and orders read per transaction
-_FLOWING = 0.02  # seconds between passes while facts keep coming
+_FLOWING = 0.05  # seconds between passes while facts keep coming
 
 
 def run_pass(
