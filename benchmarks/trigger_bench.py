@@ -5,18 +5,19 @@ and a granted consent, ``--history`` older events (so the events table is not em
 shop that has run for a while) and a running triggered campaign: ``cart_abandoned`` fires a
 single email, re-entry every time.
 
-Timed: ``uvicorn`` serves the API with ``--workers`` processes and no background sender; ONE
-trigger runner runs in a process of its own. An open-loop client sends ``POST
-/api/v1/events`` at ``--rate`` events a second for ``--seconds``, paced to a schedule (a
-slow answer does not hold the next event back), over ``--connections`` kept-alive
-connections. Each event carries its number and its scheduled send time in ``properties``;
-the entry keeps them in ``journey_entries.context``. An observer in the client process
-polls the outbox every 10 ms and stamps each message when it first sees it, i.e. when a
-sender could claim it. Latency per event = that stamp minus the scheduled send time (the
-send time itself while the client keeps to the schedule; its lag is printed). It is split
-into the API part (the event's ``created_at`` minus the send) and the trigger part (the
-rest). Events without a message ``--drain`` seconds after the last one count as slower than
-anything measured.
+Timed: ``uvicorn`` serves the API with ``--workers`` processes and no background sender;
+``--runners`` trigger runners (1) run in processes of their own. An open-loop client makes
+events come due at ``--rate`` a second for ``--seconds``, paced to a schedule (a slow answer
+does not hold the next event back). Without ``--batch`` each event is a ``POST
+/api/v1/events`` over one of ``--connections`` kept-alive connections; with ``--batch N``
+the client is a shop's event collector: every ``--flush-ms`` it posts what came due, N
+events at most a request, to ``POST /api/v1/events/batch``. Each event carries its number
+and its due time in ``properties``; the entry keeps them in ``journey_entries.context``. An
+observer in the client process polls the outbox every 10 ms and stamps each message when it
+first sees it, i.e. when a sender could claim it. Latency per event = that stamp minus the
+due time (the collector's wait included). It is split into the API part (the event's
+``created_at`` minus the due time) and the trigger part (the rest). Events without a
+message ``--drain`` seconds after the last one count as slower than anything measured.
 
 **Baseline**, in the same run, on a fresh store, with the same events at the same rate: a
 full-rescan evaluator, as tools without cursors work. Each poll it reads every event of the
@@ -25,8 +26,8 @@ trigger's type since the launch and every entry the campaign has made, and queue
 entered.
 
 Usage: ``python benchmarks/trigger_bench.py [--sqlite] [--postgres URL] [--rate 1000]
-[--seconds 6] [--workers 2] [--quick]``. PostgreSQL gets databases of its own,
-``patron_bench_trigger``, dropped at the end.
+[--seconds 6] [--workers 2] [--batch 500 --connections 4] [--runners 1] [--quick]``.
+PostgreSQL gets databases of its own, ``patron_bench_trigger``, dropped at the end.
 """
 
 from __future__ import annotations
