@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from patron.events.repository import EventRepository
 from patron.models import Event, Order, OrderLine, Role
 from tests.fixtures.api import Headers, api_client, auth_headers, count_rows  # noqa: F401
 
@@ -404,3 +405,37 @@ def test_a_bad_batch_is_refused_whole_naming_the_event(
     assert api.post("/events/batch", json=too_many, headers=headers).status_code == 422
     assert api.post("/events/batch", json={"events": []}, headers=headers).status_code == 422
     assert count_rows(engine, Event) == 0
+
+
+def test_a_rejected_event_does_not_make_its_twin_a_duplicate(
+    api: TestClient, marketer: Headers, engine: Engine
+) -> None:
+    api.post("/customers", json={}, headers=marketer)
+    at = "2025-04-01T09:30:00Z"
+    batch = {"events": [
+        {"type": "visit", "occurred_at": at, "customer_id": 99, "external_id": "x"},
+        {"type": "visit", "occurred_at": at, "customer_id": 1, "external_id": "x"},
+    ]}  # fmt: skip
+    body = api.post("/events/batch", json=batch, headers={**marketer, "Idempotency-Key": "t"})
+    assert [r["status"] for r in body.json()["results"]] == ["rejected", "created"]
+    assert count_rows(engine, Event) == 1
+
+
+def test_a_twin_stored_by_a_concurrent_request_refuses_the_batch_whole(
+    api: TestClient, marketer: Headers, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The twin committed after this batch's check: the unique index refuses the insert (from
+    the driver, on either store), the batch is refused with 409 and nothing of it is kept;
+    sent again, the twin is reported as a duplicate."""
+    event = {"type": "visit", "occurred_at": "2025-04-01T09:30:00Z", "external_id": "late"}
+    api.post("/events", json=event, headers={**marketer, "Idempotency-Key": "first"})
+    batch = {"events": [event | {"external_id": "fresh"}, event]}
+    # the concurrent request's commit lands between the check and the insert
+    monkeypatch.setattr(EventRepository, "existing_external", lambda *_: set())
+    refused = api.post("/events/batch", json=batch, headers={**marketer, "Idempotency-Key": "b"})
+    assert refused.status_code == 409
+    assert refused.json()["error"].startswith("an event of this batch (same source and ")
+    assert count_rows(engine, Event) == 1
+    monkeypatch.undo()
+    again = api.post("/events/batch", json=batch, headers={**marketer, "Idempotency-Key": "b"})
+    assert [r["status"] for r in again.json()["results"]] == ["created", "duplicate"]

@@ -685,3 +685,23 @@ def test_the_runner_has_its_growing_tables_analysed_as_they_grow(
         while analysed() == before and time.monotonic() < deadline:
             time.sleep(0.1)
         assert analysed() == before + 1
+
+
+def test_service_messages_neither_obey_nor_use_up_the_frequency_cap(
+    session_factory: sessionmaker[Session],
+) -> None:
+    service = {"frequency_cap": False, "steps": [{"id": "receipt", "type": "send"}]}
+    _campaign(session_factory, journey=service, name="receipts", trigger={
+        "on": {"kind": "event", "event_type": "points_statement"},
+        "reentry": {"mode": "every_time"}})  # fmt: skip
+    _campaign(session_factory, journey={"steps": [{"id": "remind", "type": "send"}]},
+              trigger={"on": {"kind": "event", "event_type": "cart_abandoned"}})  # fmt: skip
+    for minute in range(4):
+        _event(session_factory, 1, "points_statement", T0 + timedelta(minutes=minute))
+    _event(session_factory, 1, "cart_abandoned", T0 + timedelta(minutes=5))
+    run_pass(session_factory, now=T0 + timedelta(minutes=6))
+    with session_factory() as session:
+        rows = session.execute(select(Message.step_key, Message.capped).order_by(Message.id))
+        made = [(key.split(":")[1], capped) for key, capped in rows]
+    # four statements over the cap of three, and the cart reminder still goes
+    assert made == [("receipt", False)] * 4 + [("remind", True)]

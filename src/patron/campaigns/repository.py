@@ -23,7 +23,8 @@ from patron.models import (
     Channel,
     Customer,
     Identity,
-    RecipientGroup,
+    Message,
+    MessageStatus,
     Suppression,
 )
 from patron.segments.repository import ACTIVE
@@ -161,15 +162,17 @@ class CampaignRepository:
                 Suppression.channel == channel, Suppression.lifted_at.is_(None)
             )
         )
+        # the cap counts marketing messages made (on their way or sent), as a journey's
+        # send step does: one campaign can send a customer several (a journey's steps)
+        counted = (
+            Message.created_at >= cap_since,
+            Message.capped.is_(True),
+            Message.status.not_in([MessageStatus.SKIPPED, MessageStatus.FAILED]),
+        )
         recent = (
-            select(CampaignRecipient.customer_id)
-            .join(Campaign, Campaign.id == CampaignRecipient.campaign_id)
-            .where(
-                CampaignRecipient.group == RecipientGroup.TREATMENT,
-                CampaignRecipient.frozen_at >= cap_since,
-                Campaign.channel == channel,
-            )
-            .group_by(CampaignRecipient.customer_id)
+            select(Message.customer_id)
+            .where(*counted, Message.channel == channel)
+            .group_by(Message.customer_id)
             .having(func.count() >= cap_messages)
         )
         capped: ColumnElement[bool] = Customer.id.in_(recent)
@@ -177,12 +180,9 @@ class CampaignRepository:
             # the customer's whole inbox counts too: three emails and three SMS in a week
             # are six messages, whatever each channel's own cap says
             everywhere = (
-                select(CampaignRecipient.customer_id)
-                .where(
-                    CampaignRecipient.group == RecipientGroup.TREATMENT,
-                    CampaignRecipient.frozen_at >= cap_since,
-                )
-                .group_by(CampaignRecipient.customer_id)
+                select(Message.customer_id)
+                .where(*counted)
+                .group_by(Message.customer_id)
                 .having(func.count() >= cap_all_channels)
             )
             capped = or_(capped, Customer.id.in_(everywhere))

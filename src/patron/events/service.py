@@ -18,6 +18,7 @@ from patron.customers.service import normalise_identities
 from patron.events.repository import EventRepository, OrderRepository
 from patron.events.schemas import EventBatchItem, EventBatchOut, EventIn, OrderIn, OrderLineIn
 from patron.kit.clock import to_utc
+from patron.kit.db import DUPLICATE_KEY_ERRORS
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.money import round_money
 from patron.models import Event, IdentityKind, Order, OrderKind, OrderLine
@@ -222,14 +223,13 @@ class EventService:
         for index, event in enumerate(events):
             if results[index] is not None:
                 continue
-            if event.external_id is not None:
-                seen = stored.setdefault(event.source, set())
-                if event.external_id in seen:
-                    results[index] = EventBatchItem(
-                        index=index, status="duplicate", id=None, error=None
-                    )
-                    continue
-                seen.add(event.external_id)
+            if event.external_id is not None and event.external_id in stored.get(
+                event.source, set()
+            ):
+                results[index] = EventBatchItem(
+                    index=index, status="duplicate", id=None, error=None
+                )
+                continue
             customer_id: int | None = None
             if event.customer_id is not None:
                 customer_id = survivors.get(event.customer_id)
@@ -240,6 +240,9 @@ class EventService:
                     continue
             elif index in keys:
                 customer_id = owners.get(keys[index])
+            if event.external_id is not None:
+                # only a stored twin makes a later one a duplicate, not a rejected one
+                stored.setdefault(event.source, set()).add(event.external_id)
             rows.append({
                 "customer_id": customer_id,
                 "type": event.type,
@@ -249,7 +252,17 @@ class EventService:
                 "external_id": event.external_id,
             })  # fmt: skip
             placed.append(index)
-        for index, event_id in zip(placed, self.repo.insert_returning_ids(rows), strict=True):
+        try:
+            ids = self.repo.insert_returning_ids(rows)
+        except DUPLICATE_KEY_ERRORS:
+            # a concurrent request stored one of these since they were checked: the
+            # transaction is spoilt, and the batch sent again reports them as duplicates
+            raise Conflict(
+                "an event of this batch (same source and external_id) was stored by a "
+                "concurrent request; send the batch again: those events will be reported "
+                "as duplicates"
+            ) from None
+        for index, event_id in zip(placed, ids, strict=True):
             results[index] = EventBatchItem(index=index, status="created", id=event_id, error=None)
         final = [r for r in results if r is not None]
         return EventBatchOut(

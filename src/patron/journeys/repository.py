@@ -268,14 +268,15 @@ class JourneyRepository:
     def recent_messages(
         self, customers: Sequence[int], *, since: datetime
     ) -> dict[int, dict[str, int]]:
-        """Per customer and channel, the messages made for them since ``since`` that are
-        on their way or sent (a skipped or failed one reached no one): what the frequency
-        cap counts."""
+        """Per customer and channel, the marketing messages made for them since ``since``
+        that are on their way or sent (a skipped or failed one reached no one, a service
+        message is not marketing): what the frequency cap counts."""
         rows = self.session.execute(
             select(Message.customer_id, Message.channel, func.count())
             .where(
                 one_of(Message.customer_id, customers, self._dialect),
                 Message.created_at >= since,
+                Message.capped.is_(True),
                 Message.status.not_in([MessageStatus.SKIPPED, MessageStatus.FAILED]),
             )
             .group_by(Message.customer_id, Message.channel)

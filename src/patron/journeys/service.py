@@ -545,11 +545,13 @@ class JourneyService:
             if address is None:
                 reasons.append(f"{channel.value}: {why}")
                 continue
-            sent = self._recent.setdefault(entry.customer_id, {})
-            sent[channel.value] = sent.get(channel.value, 0) + 1
+            if journey.frequency_cap:
+                sent = self._recent.setdefault(entry.customer_id, {})
+                sent[channel.value] = sent.get(channel.value, 0) + 1
             message = self._message(campaign, step, entry, channel, address,
                                     key=f"{entry.id}:{step.id}" + (f"#{index}" if step.channels
-                                                                   else ""), now=now)  # fmt: skip
+                                                                   else ""), now=now,
+                                    capped=journey.frequency_cap)  # fmt: skip
             tally.messages += 1
             if not step.channels:
                 self._log(entry, step.id, f"queued: {channel.value}", now=now, done=done,
@@ -606,7 +608,7 @@ class JourneyService:
 
     def _message(
         self, campaign: Campaign, step: SendStep, entry: JourneyEntry, channel: Channel,
-        address: str, *, key: str, now: datetime,
+        address: str, *, key: str, now: datetime, capped: bool,
     ) -> Message:  # fmt: skip
         offer = step.offer or Offer.model_validate(campaign.offer)
         coupon = None
@@ -620,6 +622,7 @@ class JourneyService:
             campaign_id=campaign.id, customer_id=entry.customer_id, channel=channel, wave=1,
             address=address, coupon=coupon, status=MessageStatus.QUEUED, attempts=0,
             next_attempt_at=now, created_at=now, step_key=key, entry_id=entry.id,
+            capped=capped,
         )  # fmt: skip
         return message  # written with its step log row in _save_logs
 
@@ -750,7 +753,9 @@ class JourneyService:
 GAP_SECONDS = 600
 """How long an id missing below a cursor is looked for: longer than any transaction that
 writes events or orders should take."""
-_MAX_GAPS = 5000
+_MAX_GAPS = 20_000
+"""Gaps kept at most: several API processes each writing a batch of up to 1,000 events
+(ids drawn at once, committed in any order) leave thousands of ids missing for a moment."""
 
 
 def _read(

@@ -13,6 +13,7 @@ import logging
 import threading
 from datetime import datetime
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.journeys.service import JourneyService, PassTally
@@ -77,8 +78,12 @@ class Growth:
         self.written += tally.entered + tally.held_out + tally.steps + tally.messages
         if self.written < max(self.least, self.share * self.known):
             return
-        with unit_of_work(factory) as session:
-            refresh_statistics(session, [table_of(m) for m in GROWING])
+        try:
+            with unit_of_work(factory) as session:
+                refresh_statistics(session, [table_of(m) for m in GROWING])
+        except SQLAlchemyError as exc:  # the pass itself went well; the next one retries
+            log.warning("journeys: statistics not refreshed: %s", exc)
+            return
         self.known += self.written
         self.written = 0
 

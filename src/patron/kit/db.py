@@ -7,6 +7,7 @@ opened the unit of work commits it (see ``unit_of_work``).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -30,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine, create_engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -218,6 +221,15 @@ def bulk_insert(
     assert driver is not None
     last = driver.execute("SELECT last_insert_rowid()").fetchone()[0]
     return list(range(last - len(rows) + 1, last + 1))
+
+
+DUPLICATE_KEY_ERRORS: tuple[type[Exception], ...] = (
+    IntegrityError,
+    sqlite3.IntegrityError,
+    psycopg.errors.UniqueViolation,
+)
+"""What a unique index refusing a row raises: through SQLAlchemy, or straight from the
+driver when :func:`bulk_insert` wrote the rows."""
 
 
 def insert_objects(session: Session, objects: Sequence[Base], *, with_ids: bool = False) -> None:

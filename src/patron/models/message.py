@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from patron.kit.clock import utcnow
@@ -58,6 +58,9 @@ class Message(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     subject: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    capped: Mapped[bool] = mapped_column(default=True, server_default=true())
+    """Counts toward the frequency cap: a marketing message; false for a journey's service
+    messages (``frequency_cap: false``), which neither obey nor use up the cap."""
     sent_at: Mapped[datetime | None]
     opened_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]
