@@ -90,6 +90,7 @@ def test_the_customer_360_shows_identities_consents_and_the_message_received(
     assert "email: anna@example.ru" in page
     assert "<td>Spring sale</td><td>email</td><td>sent</td><td>Anna, 15% off for you</td>" in page
     assert "<td>email</td><td>marketing</td><td>granted</td>" in page
+    assert "<dt>RFM</dt><dd>Champions</dd>" in page  # no "(NoneNoneNone)" without R, F, M
     assert missing.status_code == 404
     assert "customer 999 does not exist" in missing.text
     assert "Traceback" not in missing.text
@@ -319,7 +320,7 @@ def test_russian_texts_and_formats_follow_the_browser_or_the_choice_made(
         assert '<html lang="ru">' in russian
         assert '<span class="label">Выручка</span>' in russian
         assert 'data-testid="revenue">2\xa0649,00</span>' in russian
-        assert "Анализ на 1 нояб. 2026\u202fг." in russian
+        assert "Анализ на 1 нояб. 2026\u202fг.</p>" in russian  # no second full stop
         chosen = client.post("/ui/language", data={"lang": "en", "csrf": _csrf(russian),
                                                    "back": "https://evil.example/"})  # fmt: skip
         assert chosen.headers["location"] == "/ui/"  # never off the site
