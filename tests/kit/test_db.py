@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -9,10 +10,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from patron.kit.db import Base
+from patron.kit.db import Base, is_duplicate_key
 from patron.models import Order
 
 
@@ -55,3 +56,13 @@ def test_naive_times_are_refused(session: Session) -> None:
     )
     with pytest.raises(StatementError, match="naive datetime"):
         session.flush()
+
+
+def test_only_a_unique_index_refusing_a_row_counts_as_a_duplicate_key() -> None:
+    unique = sqlite3.IntegrityError("UNIQUE constraint failed: events.source, events.external_id")
+    foreign = sqlite3.IntegrityError("FOREIGN KEY constraint failed")
+    assert is_duplicate_key(unique) is True
+    assert is_duplicate_key(IntegrityError("INSERT", {}, unique)) is True
+    assert is_duplicate_key(foreign) is False
+    assert is_duplicate_key(IntegrityError("INSERT", {}, foreign)) is False
+    assert is_duplicate_key(ValueError("UNIQUE")) is False

@@ -18,7 +18,7 @@ from patron.customers.service import normalise_identities
 from patron.events.repository import EventRepository, OrderRepository
 from patron.events.schemas import EventBatchItem, EventBatchOut, EventIn, OrderIn, OrderLineIn
 from patron.kit.clock import to_utc
-from patron.kit.db import DUPLICATE_KEY_ERRORS
+from patron.kit.db import is_duplicate_key
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.money import round_money
 from patron.models import Event, IdentityKind, Order, OrderKind, OrderLine
@@ -254,7 +254,9 @@ class EventService:
             placed.append(index)
         try:
             ids = self.repo.insert_returning_ids(rows)
-        except DUPLICATE_KEY_ERRORS:
+        except Exception as exc:
+            if not is_duplicate_key(exc):
+                raise
             # a concurrent request stored one of these since they were checked: the
             # transaction is spoilt, and the batch sent again reports them as duplicates
             raise Conflict(

@@ -16,7 +16,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
-import psycopg
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -223,13 +222,15 @@ def bulk_insert(
     return list(range(last - len(rows) + 1, last + 1))
 
 
-DUPLICATE_KEY_ERRORS: tuple[type[Exception], ...] = (
-    IntegrityError,
-    sqlite3.IntegrityError,
-    psycopg.errors.UniqueViolation,
-)
-"""What a unique index refusing a row raises: through SQLAlchemy, or straight from the
-driver when :func:`bulk_insert` wrote the rows."""
+def is_duplicate_key(error: BaseException) -> bool:
+    """Whether a unique index refused a row: through SQLAlchemy, or straight from the driver
+    when :func:`bulk_insert` wrote the rows. Told by the SQLSTATE (PostgreSQL) or SQLite's
+    message, so that a store on SQLite never pays for importing the PostgreSQL driver."""
+    if isinstance(error, IntegrityError) and error.orig is not None:
+        error = error.orig
+    if getattr(error, "sqlstate", None) == "23505":  # unique_violation
+        return True
+    return isinstance(error, sqlite3.IntegrityError) and str(error).startswith("UNIQUE")
 
 
 def insert_objects(session: Session, objects: Sequence[Base], *, with_ids: bool = False) -> None:

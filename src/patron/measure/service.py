@@ -124,6 +124,7 @@ class MeasureService:
         end = start + days if start else None
         closed = bool(end and moment >= end)
         window_basis = f"from the launch, {campaign.attribution_days} days"
+        starts: list[tuple[int, datetime]] = []
         if campaign.trigger:
             # customers enter one by one: each entry opens its own window, the control
             # group's entries as well, so both groups are measured over the same spells
@@ -133,7 +134,7 @@ class MeasureService:
             window_basis = f"from each entry, {campaign.attribution_days} days"
         rows = self.repo.outcomes(campaign.id, start=start, end=end,
                                   orders=not campaign.trigger) if start and end else []  # fmt: skip
-        if campaign.trigger and starts:
+        if starts:
             first = min(at for _, at in starts)
             placed = self.repo.orders_of([c for c, _ in starts], start=first, end=end or first)
             rows = _windowed(rows, starts, placed, days)
