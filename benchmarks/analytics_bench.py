@@ -3,8 +3,9 @@
 Both routes analyse the same synthetic base, in the same run, each in a process of its
 own so that its peak memory is its own:
 
-* **Patron**: the Parquet inputs loaded into in-memory DuckDB tables (as the service hands
-  the store's Arrow tables to DuckDB), then ``patron.analytics.pipeline.analyze``: RFM,
+* **Patron**: the Parquet inputs, cast to the Arrow types ``AnalyticsRepository`` reads
+  from the store, loaded into in-memory DuckDB tables (as the service hands the store's
+  Arrow tables to DuckDB), then ``patron.analytics.pipeline.analyze``: RFM,
   spend groups, lifecycle stages, BG/NBD and Gamma-Gamma CLV with profit CLTV, churn risk,
   next best offers and the assembled scores. The score write-back is timed on its own:
   ``service.score_columns`` and ``AnalyticsRepository.insert_scores``
@@ -54,12 +55,13 @@ from typing import Any, TypeVar
 import duckdb
 import ibis
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from _analytics_routes import Timings, baseline_route, lifetimes_bgnbd, peak_mb
 from patron.analytics import clv
 from patron.analytics.pipeline import analyze, summary_table
-from patron.analytics.repository import AnalyticsRepository
+from patron.analytics.repository import LINES, TRANSACTIONS, AnalyticsRepository
 from patron.analytics.service import score_columns
 from patron.ingest.synthetic import generate
 from patron.kit.db import bulk_insert, make_engine, make_sessionmaker, migrate, table_of
@@ -69,6 +71,8 @@ YEARS = 6.0  # 1M persons give about 9.9M orders of known customers (returns inc
 END = date(2026, 11, 1)  # the generator's history ends at the midnight (Moscow) starting it
 AS_OF = datetime(2026, 11, 1, tzinfo=UTC)  # after the last order: every order counts
 TABLES = ("transactions", "order_lines", "customers")
+# the Arrow types AnalyticsRepository hands the engine (order times naive UTC)
+SCHEMAS = {"transactions": TRANSACTIONS, "order_lines": LINES}
 _T = TypeVar("_T")
 
 
@@ -184,7 +188,8 @@ def patron_route(folder: Path) -> tuple[Timings, Timings, dict[str, Any]]:
     engine = ibis.duckdb.connect()
     engine.raw_sql("SET enable_progress_bar = false")
     tx, lines, customers = (
-        engine.create_table(name, pq.read_table(folder / f"{name}.parquet")) for name in TABLES
+        engine.create_table(name, _as_stored(name, pq.read_table(folder / f"{name}.parquet")))
+        for name in TABLES
     )
     clock.lap("read Parquet")
     fits = _time_fits()
@@ -230,6 +235,11 @@ def patron_route(folder: Path) -> tuple[Timings, Timings, dict[str, Any]]:
             found["stored"] = AnalyticsRepository(session).count_scores(1)
         store.dispose()
     return clock, write, found
+
+
+def _as_stored(name: str, table: pa.Table) -> pa.Table:
+    """``table`` with the types the service reads from the store."""
+    return table.cast(SCHEMAS[name]) if name in SCHEMAS else table
 
 
 def _time_fits() -> dict[str, float]:

@@ -335,7 +335,14 @@ def _customer_value(summary: Any, settings: CLVSettings) -> tuple[Any, dict[str,
     if triples.empty:
         raise InvalidData("no customer has a purchase before the as-of date: nothing to analyse")
     bg = clv.BetaGeo().fit(triples, weights="customers")
-    repeaters = summary.filter(summary["x"] > 0).select("x", "monetary").to_pyarrow().to_pandas()
+    # ordered for the same reason as the triples: the Gamma-Gamma likelihood is a sum too
+    repeaters = (
+        summary.filter(summary["x"] > 0)
+        .select("x", "monetary")
+        .order_by(["x", "monetary"])
+        .to_pyarrow()
+        .to_pandas()
+    )
     models: dict[str, Any] = {
         "bg_nbd": {
             **{k: round(v, 6) for k, v in bg.params.items()},

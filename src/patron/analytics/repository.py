@@ -25,17 +25,22 @@ from patron.models import AnalysisRun, CustomerScore, RunStatus
 _BATCH = 200_000
 _HUNDRED = pa.scalar(Decimal(100), pa.decimal128(3, 0))
 
+# Order times are handed to the engine as naive UTC: day numbers are differences of epoch
+# seconds, and on DuckDB Ibis takes those of a zoned column through a time-zone conversion
+# of every row (a quarter of the cost of aggregating ten million orders by day). The
+# analytics read naive times as UTC.
+_UTC_NAIVE = pa.timestamp("us")
 TRANSACTIONS = pa.schema(
     [
         ("customer_id", pa.int64()),
-        ("ts", pa.timestamp("us", tz="UTC")),
+        ("ts", _UTC_NAIVE),
         ("amount", pa.decimal128(18, 2)),
     ]
 )
 LINES = pa.schema(
     [
         ("customer_id", pa.int64()),
-        ("ts", pa.timestamp("us", tz="UTC")),
+        ("ts", _UTC_NAIVE),
         ("sku", pa.string()),
         ("category", pa.string()),
         ("quantity", pa.decimal128(18, 3)),
