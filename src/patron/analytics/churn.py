@@ -191,7 +191,7 @@ def _daily(rows: Any, *, as_of: Moment, customer: str, ts: str, amount: str) -> 
     ``as_of``), ``_net`` amount, ``_gross`` (positive rows) and ``_returned`` (negative rows,
     negated)."""
     # customer_days sums money exactly, so every engine (and summing order) gives the same
-    # features and the classifier the same splits
+    # features and the classifier the same splits; its one wide type keeps unions aligned
     days = customer_days(rows, as_of=as_of, customer=customer, ts=ts, amount=amount)
     return _renamed(days, customer=customer)
 
@@ -625,15 +625,8 @@ def churn_scores(
     with _customer_days(tx, end, days, columns) as daily:
         early = _between(tx, cutoff_day, cutoff, ts=ts)
         late = _between(tx, cutoff, cutoff_day + timedelta(days=1), ts=ts)
-        # the cached days carry the engine's own decimal widths (Spark sums to 28 digits
-        # where Ibis expects 38), which the part-days must match to be unioned with them
-        kinds = daily.schema()
-        history = daily.filter(daily["_day"] < -horizon).union(
-            _daily(early, as_of=end, **columns).cast(kinds)
-        )
-        window = daily.filter(daily["_day"] > -horizon).union(
-            _daily(late, as_of=end, **columns).cast(kinds)
-        )
+        history = daily.filter(daily["_day"] < -horizon).union(_daily(early, as_of=end, **columns))
+        window = daily.filter(daily["_day"] > -horizon).union(_daily(late, as_of=end, **columns))
         train = _with_labels(
             _per_customer(
                 history.mutate(_day=history["_day"] + horizon),

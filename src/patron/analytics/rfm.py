@@ -100,9 +100,9 @@ def customer_days(
         \text{returned} = \sum_{a_j < 0} -a_j,
 
     ``first_ts`` and ``last_ts`` the first and last timestamps of the positive rows. A
-    *purchase day* is a day with ``net > 0``. Decimal amounts are summed exactly into a wide
-    decimal of their scale (38 digits; Spark's own sum keeps 28), so every engine and
-    summing order gives the same totals; other amounts as float64. Aggregating the
+    *purchase day* is a day with ``net > 0``. Decimal amounts are summed exactly, and a
+    day's sums kept in a decimal of the amounts' scale and width (at least 18 digits), so
+    every engine and summing order gives the same totals; other amounts as float64. Aggregating the
     transactions is the costly part of each of those analyses, so
     :func:`patron.analytics.pipeline.analyze` computes this table once, caches it and hands
     it to each as ``days=``.
@@ -120,10 +120,15 @@ def customer_days(
     rows = rows.mutate(_day=(rows[ts].epoch_seconds() - midnight.epoch_seconds()) // _DAY_SECONDS)
     value = rows[amount]
     kind = value.type()
-    # Decimal sums are widened after summing, not before: the engine sums a narrow
-    # decimal exactly into a wide one anyway, and widening every row first costs a third
-    # of the aggregation (128-bit values in and out of the hash table)
-    wide = dt.Decimal(38, kind.scale or 0) if kind.is_decimal() else dt.float64
+    # A day's sums are kept in 64 bits: every analysis sums this table again by customer,
+    # and 128-bit decimals, in and out of the engine's hash tables, cost a quarter more
+    # there and a third more here. The engines sum them exactly into wide decimals, and
+    # refuse (DuckDB, Spark's ANSI mode) rather than round a day beyond 18 digits.
+    wide = (
+        dt.Decimal(max(18, kind.precision or 18), kind.scale or 0)
+        if kind.is_decimal()
+        else dt.float64
+    )
     if not kind.is_decimal():
         value = value.cast("float64")
     positive = value > 0
