@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
+import duckdb
 import ibis
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from patron.analytics.rfm import (
+    customer_days,
     quantile_cut_points,
     rfm_scores,
     rfm_table,
@@ -318,3 +322,31 @@ def test_same_rfm_expression_on_duckdb_and_sqlite() -> None:
     # then the results agree to the value (scores need quantiles, which SQLite lacks)
     pd.testing.assert_frame_equal(on_duckdb, on_sqlite, check_dtype=False)
     assert on_sqlite["frequency"].to_dict() == {c: v[1] for c, v in RFM_EXPECTED.items()}
+
+
+def test_day_sums_are_exact_and_a_day_beyond_18_digits_is_refused() -> None:
+    # given two orders of 9 * 10^15 each, the largest a decimal(18, 2) day keeps
+    big = Decimal("9000000000000000.00")
+
+    def orders(*days: int) -> Any:
+        return ibis.memtable(
+            pa.table(
+                {
+                    "customer_id": pa.array([1] * len(days), pa.int64()),
+                    "ts": pa.array(
+                        [utc(f"2024-01-0{day} 10:00") for day in days],
+                        pa.timestamp("us", tz="UTC"),
+                    ),
+                    "amount": pa.array([big] * len(days), pa.decimal128(18, 2)),
+                }
+            )
+        )
+
+    # when they fall on two days, each day fits and the customer's total is exact
+    two_days = orders(1, 2)
+    frame = rfm_table(two_days, as_of=RFM_AS_OF, days=customer_days(two_days, as_of=RFM_AS_OF))
+    assert frame.to_pandas()["monetary_total"].tolist() == [Decimal("18000000000000000.00")]
+
+    # when they fall on one day, the engine refuses the day rather than round it
+    with pytest.raises(duckdb.ConversionException, match="out of range"):
+        customer_days(orders(1, 1), as_of=RFM_AS_OF).to_pandas()
