@@ -102,8 +102,8 @@ def customer_days(
     ``first_ts`` and ``last_ts`` the first and last timestamps of the positive rows. A
     *purchase day* is a day with ``net > 0``. Decimal amounts are summed exactly, and a
     day's sums kept in a decimal of the amounts' scale and width (at least 18 digits), so
-    every engine and summing order gives the same totals; other amounts as float64. Aggregating the
-    transactions is the costly part of each of those analyses, so
+    every engine and summing order gives the same totals; other amounts as float64.
+    Aggregating the transactions is the costly part of each of those analyses, so
     :func:`patron.analytics.pipeline.analyze` computes this table once, caches it and hands
     it to each as ``days=``.
 
@@ -124,7 +124,7 @@ def customer_days(
     # and 128-bit decimals, in and out of the engine's hash tables, cost a quarter more
     # there and a third more here. The engines sum them exactly into wide decimals, and
     # refuse (DuckDB, Spark's ANSI mode) rather than round a day beyond 18 digits.
-    wide = (
+    kept = (
         dt.Decimal(max(18, kind.precision or 18), kind.scale or 0)
         if kind.is_decimal()
         else dt.float64
@@ -137,9 +137,9 @@ def customer_days(
     return (
         rows.group_by([customer, "_day"])
         .aggregate(
-            net=value.sum().cast(wide),
-            gross=value.sum(where=positive).cast(wide),
-            returned=(-value).sum(where=value < 0).cast(wide),
+            net=value.sum().cast(kept),
+            gross=value.sum(where=positive).cast(kept),
+            returned=(-value).sum(where=value < 0).cast(kept),
             first_ts=stamp.min(where=positive),
             last_ts=stamp.max(where=positive),
         )
