@@ -15,7 +15,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
-from patron.api.keys import authenticate
+from patron.api.keys import KeyCache
 from patron.kit.db import unit_of_work
 from patron.kit.errors import Forbidden, Unauthorized
 from patron.kit.settings import get_settings
@@ -88,12 +88,15 @@ _api_key_header = APIKeyHeader(
 
 
 def current_key(
-    session: SessionDep, raw_key: Annotated[str | None, Depends(_api_key_header)]
+    request: Request,
+    session: SessionDep,
+    raw_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> ApiKey:
     """The API key of the request, or 401."""
     if not raw_key:
         raise Unauthorized("missing API key: send it in the X-API-Key header")
-    return authenticate(session, raw_key)
+    keys: KeyCache = request.app.state.api_keys
+    return keys.authenticate(session, raw_key)
 
 
 def require(permission: Permission) -> Callable[[ApiKey], ApiKey]:
