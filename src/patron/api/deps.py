@@ -6,7 +6,7 @@ rolls back when it raises. Services below it only flush.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from enum import StrEnum
 from typing import Annotated, Generic, TypeVar
 
@@ -99,10 +99,12 @@ def current_key(
     return keys.authenticate(session, raw_key)
 
 
-def require(permission: Permission) -> Callable[[ApiKey], ApiKey]:
+def require(permission: Permission) -> Callable[[ApiKey], Awaitable[ApiKey]]:
     """A dependency that lets through only keys whose role holds ``permission`` (else 403)."""
 
-    def check(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
+    # async because it never waits: FastAPI runs it on the event loop instead of sending
+    # it to the thread pool and back
+    async def check(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
         if permission not in ROLE_PERMISSIONS[key.role]:
             raise Forbidden(f"role {key.role.value} may not {permission.value}")
         return key
