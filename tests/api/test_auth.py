@@ -76,16 +76,19 @@ def test_a_server_keeps_a_live_key_for_its_seconds_then_sees_the_revocation(
     session.commit()
     now = [100.0]
     keys = KeyCache(seconds=2.0, clock=lambda: now[0])
-    assert keys.authenticate(session, raw_key).id == key.id
+    assert keys.cached(raw_key) is None
+    assert keys.look_up(session, raw_key).id == key.id
 
     revoke_api_key(session, prefix=key.prefix)
     session.commit()
 
     now[0] += 1.9
-    assert keys.authenticate(session, raw_key).id == key.id
+    kept = keys.cached(raw_key)
+    assert kept is not None and kept.id == key.id
     now[0] += 0.1
+    assert keys.cached(raw_key) is None
     with pytest.raises(Unauthorized, match="API key revoked"):
-        keys.authenticate(session, raw_key)
+        keys.look_up(session, raw_key)
 
 
 def test_revoked_key_gets_401(api: TestClient, engine: Engine) -> None:

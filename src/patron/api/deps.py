@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
@@ -87,7 +88,7 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def current_key(
+async def current_key(
     request: Request,
     session: SessionDep,
     raw_key: Annotated[str | None, Depends(_api_key_header)],
@@ -96,7 +97,10 @@ def current_key(
     if not raw_key:
         raise Unauthorized("missing API key: send it in the X-API-Key header")
     keys: KeyCache = request.app.state.api_keys
-    return keys.authenticate(session, raw_key)
+    # a key this process saw live lately is answered on the event loop; only a lookup in
+    # the database goes to the thread pool
+    found = keys.cached(raw_key)
+    return found if found is not None else await run_in_threadpool(keys.look_up, session, raw_key)
 
 
 def require(permission: Permission) -> Callable[[ApiKey], Awaitable[ApiKey]]:

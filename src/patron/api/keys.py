@@ -112,17 +112,20 @@ class KeyCache:
         self.clock = clock
         self._live: dict[str, tuple[float, ApiKey]] = {}
 
-    def authenticate(self, session: Session, raw_key: str) -> ApiKey:
-        """:func:`authenticate`, answered from the cache while the key's entry is fresh."""
-        digest = _digest(raw_key.strip())
-        now = self.clock()
-        found = self._live.get(digest)
-        if found is not None and now - found[0] < self.seconds:
+    def cached(self, raw_key: str) -> ApiKey | None:
+        """The key, if this cache found it live less than ``seconds`` ago; no I/O."""
+        found = self._live.get(_digest(raw_key.strip()))
+        if found is not None and self.clock() - found[0] < self.seconds:
             return found[1]
+        return None
+
+    def look_up(self, session: Session, raw_key: str) -> ApiKey:
+        """:func:`authenticate` in the database, keeping the key when it is live."""
+        now = self.clock()
         key = authenticate(session, raw_key)
         # a request that expires its session's objects must not reload a shared key
         session.expunge(key)
         if len(self._live) >= _CACHE_LIMIT:
             self._live.clear()
-        self._live[digest] = (now, key)
+        self._live[_digest(raw_key.strip())] = (now, key)
         return key
