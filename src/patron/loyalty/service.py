@@ -369,13 +369,10 @@ class LoyaltyService:
                 confirmed_at=moment,
             )
         )  # fmt: skip
-        transaction = None
-        if data.coupon is not None or context.pending_referral:
-            # a coupon use and a referral are tied to the transaction as a loaded row
-            transaction = self.repo.transaction_by_id(transaction_id)
-            assert transaction is not None
-        if data.coupon is not None:
-            assert transaction is not None
+        # a coupon use and a referral are tied to the transaction as a loaded row
+        loaded = data.coupon is not None or context.pending_referral
+        transaction = self.repo.transaction_by_id(transaction_id) if loaded else None
+        if data.coupon is not None and transaction is not None:
             # taken under the coupon's own lock, checked again: a shared code's last use
             # may have gone to another till since the quote
             self.coupons.redeem(
@@ -401,8 +398,7 @@ class LoyaltyService:
                 {"points": quote.points_to_earn, "receipt": data.receipt,
                  "available_at": available_at.isoformat()}, fresh=True,
             )  # fmt: skip
-        if context.pending_referral:
-            assert transaction is not None
+        if context.pending_referral and transaction is not None:
             self._complete_referral(
                 account, transaction, value=quote.subtotal - quote.discount, now=moment,
                 actor=actor,
@@ -415,11 +411,12 @@ class LoyaltyService:
         else:
             # nothing but this purchase moved the lots read for the quote: the burn left
             # available lots, and the earn lot is available unless the return window holds it
-            balance = Balance(quote.available_points - quote.redeem_points, quote.pending_points)
-            if available_at > moment:
-                balance = Balance(balance.available, balance.pending + quote.points_to_earn)
-            else:
-                balance = Balance(balance.available + quote.points_to_earn, balance.pending)
+            pending = quote.points_to_earn if available_at > moment else 0
+            balance = Balance(
+                available=quote.available_points - quote.redeem_points
+                + quote.points_to_earn - pending,
+                pending=quote.pending_points + pending,
+            )  # fmt: skip
         return ConfirmOut(
             transaction_id=transaction_id, receipt=data.receipt,
             status=TransactionStatus.CONFIRMED,
