@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from patron.api.deps import ROLE_PERMISSIONS, Permission
-from patron.api.keys import authenticate, create_api_key, revoke_api_key
+from patron.api.keys import KeyCache, authenticate, create_api_key, revoke_api_key
 from patron.kit.errors import Unauthorized
 from patron.models import ApiKey, Customer, Order, Role
 from tests.fixtures.api import Headers, api_client, auth_headers, count_rows, new_key  # noqa: F401
@@ -67,6 +67,28 @@ def test_key_is_checked_before_the_body_so_a_stranger_learns_nothing(api: TestCl
 def test_request_with_a_wrong_key_gets_401(api: TestClient, raw_key: str) -> None:
     response = api.get("/customers/1", headers={"X-API-Key": raw_key})
     assert (response.status_code, response.json()) == (401, {"error": "invalid API key"})
+
+
+def test_a_server_keeps_a_live_key_for_its_seconds_then_sees_the_revocation(
+    session: Session,
+) -> None:
+    key, raw_key = create_api_key(session, name="till 4", role=Role.POS)
+    session.commit()
+    now = [100.0]
+    keys = KeyCache(seconds=2.0, clock=lambda: now[0])
+    assert keys.cached(raw_key) is None
+    assert keys.look_up(session, raw_key).id == key.id
+
+    revoke_api_key(session, prefix=key.prefix)
+    session.commit()
+
+    now[0] += 1.9
+    kept = keys.cached(raw_key)
+    assert kept is not None and kept.id == key.id
+    now[0] += 0.1
+    assert keys.cached(raw_key) is None
+    with pytest.raises(Unauthorized, match="API key revoked"):
+        keys.look_up(session, raw_key)
 
 
 def test_revoked_key_gets_401(api: TestClient, engine: Engine) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 import patron
 from patron.analytics.endpoints import router as analytics_router
 from patron.api.errors import ErrorOut, ValidationErrorOut, install_error_handlers
+from patron.api.keys import KeyCache
 from patron.campaigns.endpoints import router as campaigns_router
 from patron.customers.endpoints import router as customers_router
 from patron.dispatch.endpoints import hooks as hooks_router
@@ -65,6 +66,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     )
     app.state.engine = bound
     app.state.sessionmaker = make_sessionmaker(bound)
+    app.state.api_keys = KeyCache()
     install_error_handlers(app)
     app.include_router(customers_router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(events_router, prefix=API_PREFIX, responses=_ERRORS)

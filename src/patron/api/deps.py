@@ -6,16 +6,17 @@ rolls back when it raises. Services below it only flush.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from enum import StrEnum
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
-from patron.api.keys import authenticate
+from patron.api.keys import KeyCache
 from patron.kit.db import unit_of_work
 from patron.kit.errors import Forbidden, Unauthorized
 from patron.kit.settings import get_settings
@@ -87,19 +88,27 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def current_key(
-    session: SessionDep, raw_key: Annotated[str | None, Depends(_api_key_header)]
+async def current_key(
+    request: Request,
+    session: SessionDep,
+    raw_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> ApiKey:
     """The API key of the request, or 401."""
     if not raw_key:
         raise Unauthorized("missing API key: send it in the X-API-Key header")
-    return authenticate(session, raw_key)
+    keys: KeyCache = request.app.state.api_keys
+    # a key this process saw live lately is answered on the event loop; only a lookup in
+    # the database goes to the thread pool
+    found = keys.cached(raw_key)
+    return found if found is not None else await run_in_threadpool(keys.look_up, session, raw_key)
 
 
-def require(permission: Permission) -> Callable[[ApiKey], ApiKey]:
+def require(permission: Permission) -> Callable[[ApiKey], Awaitable[ApiKey]]:
     """A dependency that lets through only keys whose role holds ``permission`` (else 403)."""
 
-    def check(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
+    # async because it never waits: FastAPI runs it on the event loop instead of sending
+    # it to the thread pool and back
+    async def check(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
         if permission not in ROLE_PERMISSIONS[key.role]:
             raise Forbidden(f"role {key.role.value} may not {permission.value}")
         return key

@@ -3,6 +3,10 @@
 A key reads ``ptr_<prefix>_<secret>``. The 8-character prefix is stored in clear so that a
 key can be found (and named in logs) without its secret; only the hash of the whole key is
 kept, so a copy of the database does not let anyone call the API.
+
+A server process remembers a key it found live for ``KEY_CACHE_SECONDS`` (``KeyCache``), so
+a till's calls do not each look it up: a revoked key is refused by every server process at
+most that long after the revocation is committed.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,6 +27,9 @@ from patron.models import ApiKey, Role
 KEY_MARK = "ptr"
 PREFIX_LENGTH = 8
 _PREFIX_ATTEMPTS = 5
+KEY_CACHE_SECONDS = 2.0
+"""How long a server process keeps using a key it found live without looking again."""
+_CACHE_LIMIT = 1024
 
 
 def _digest(raw_key: str) -> str:
@@ -86,3 +95,37 @@ def revoke_api_key(session: Session, *, prefix: str) -> ApiKey:
         key.revoked_at = utcnow()
         session.flush()
     return key
+
+
+class KeyCache:
+    """Live keys one server process checked lately, by the SHA-256 of the whole key.
+
+    Only keys found live are kept, each for ``seconds``, so a wrong or revoked key is
+    always looked up, and a revocation reaches every process within ``seconds``. The keys
+    handed out are detached from any session: they are shared by concurrent requests.
+    """
+
+    def __init__(
+        self, *, seconds: float = KEY_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._live: dict[str, tuple[float, ApiKey]] = {}
+
+    def cached(self, raw_key: str) -> ApiKey | None:
+        """The key, if this cache found it live less than ``seconds`` ago; no I/O."""
+        found = self._live.get(_digest(raw_key.strip()))
+        if found is not None and self.clock() - found[0] < self.seconds:
+            return found[1]
+        return None
+
+    def look_up(self, session: Session, raw_key: str) -> ApiKey:
+        """:func:`authenticate` in the database, keeping the key when it is live."""
+        now = self.clock()
+        key = authenticate(session, raw_key)
+        # a request that expires its session's objects must not reload a shared key
+        session.expunge(key)
+        if len(self._live) >= _CACHE_LIMIT:
+            self._live.clear()
+        self._live[_digest(raw_key.strip())] = (now, key)
+        return key

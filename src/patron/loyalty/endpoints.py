@@ -47,8 +47,9 @@ Reader = Annotated[ApiKey, Depends(require(Permission.READ_LOYALTY))]
 Operator = Annotated[ApiKey, Depends(require(Permission.WRITE_LOYALTY))]
 
 
-def loyalty_service(session: SessionDep) -> LoyaltyService:
-    """The loyalty service on the request's session."""
+async def loyalty_service(session: SessionDep) -> LoyaltyService:
+    """The loyalty service on the request's session (async: it only builds an object, so it
+    need not go through the thread pool)."""
     return LoyaltyService(session)
 
 

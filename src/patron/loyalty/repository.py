@@ -17,10 +17,14 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     ColumnElement,
     and_,
+    bindparam,
     case,
     delete,
+    exists,
     extract,
     func,
+    insert,
+    inspect,
     literal,
     or_,
     select,
@@ -29,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from patron.kit.clock import utcnow
-from patron.kit.db import bulk_insert_columns, table_of
+from patron.kit.db import Base, bulk_insert_columns, table_of
 from patron.models import (
     Coupon,
     CouponPool,
@@ -74,6 +78,87 @@ def _lot(row: Any) -> Lot:
     return Lot(int(lot_id), int(account_id), int(remaining), effective_at, expires_at)
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """An operation done already: the hash of its request and its answer."""
+
+    request_hash: str
+    answer: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TillContext:
+    """What a confirm reads under the account's lock before it writes anything."""
+
+    recorded: Recorded | None
+    receipt_transaction: int | None
+    """The transaction that confirmed the receipt already, if any."""
+    rules: dict[str, Any] | None
+    """The newest rules version as saved, or ``None`` when none is."""
+    pending_referral: bool
+    in_mini_program: bool
+    """Whether the account is a member of a mini-program running at the time."""
+
+
+# The till's statements are built once: composing them anew for every call cost more CPU
+# than running them. Values are bound at execution.
+_INSERTS: dict[type[Base], tuple[Any, list[tuple[str, str]]]] = {}
+"""One INSERT ... RETURNING per table, for :meth:`LoyaltyRepository.insert`."""
+_OPEN_LOTS = (
+    select(
+        OpenLot.lot_id, OpenLot.account_id, OpenLot.remaining, OpenLot.effective_at,
+        OpenLot.expires_at,
+    )
+    .where(OpenLot.remaining > 0, OpenLot.account_id == bindparam("account_id"))
+    .order_by(case((OpenLot.expires_at.is_(None), 1), else_=0), OpenLot.expires_at, OpenLot.lot_id)
+)  # fmt: skip
+_ACCOUNTS = table_of(LoyaltyAccount)
+# on the table, not the entity: the ORM's bulk UPDATE path costs more than the statement
+_ADD_POINTS = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
+    .values(points=_ACCOUNTS.c.points + bindparam("points"))
+)
+
+
+def _locking(where: ColumnElement[bool]) -> Any:
+    # the row comes back through RETURNING as the ORM entity, so nothing is read twice
+    bump = _ACCOUNTS.c.lock_version + 1
+    returning = update(_ACCOUNTS).where(where).values(lock_version=bump).returning(*_ACCOUNTS.c)
+    return select(LoyaltyAccount).from_statement(returning)
+
+
+_LOCK_BY_ID = _locking(_ACCOUNTS.c.id == bindparam("account_id"))
+_LOCK_BY_CARD = _locking(_ACCOUNTS.c.card_number == bindparam("card"))
+_SPEND = select(
+    func.sum(PosTransaction.subtotal - PosTransaction.discount - PosTransaction.refunded)
+).where(
+    PosTransaction.account_id == bindparam("account_id"),
+    PosTransaction.status != TransactionStatus.CANCELLED,
+    PosTransaction.confirmed_at > bindparam("since"),
+    PosTransaction.confirmed_at <= bindparam("until"),
+)
+_RECORDED = select(LoyaltyOperation.request_hash, LoyaltyOperation.answer).where(
+    LoyaltyOperation.key == bindparam("key")
+)
+_TILL_CONTEXT = select(
+    _RECORDED.with_only_columns(LoyaltyOperation.request_hash).scalar_subquery(),
+    select(PosTransaction.id).where(PosTransaction.receipt == bindparam("receipt"))
+    .scalar_subquery(),
+    select(LoyaltyProgram.rules).order_by(LoyaltyProgram.version.desc()).limit(1)
+    .scalar_subquery(),
+    exists().where(
+        Referral.friend_id == bindparam("account_id"), Referral.status == ReferralStatus.PENDING
+    ),
+    exists().where(
+        MiniProgramMember.account_id == bindparam("account_id"),
+        MiniProgramMember.program_id == MiniProgram.id,
+        MiniProgram.starts_at <= bindparam("at"),
+        MiniProgram.ends_at > bindparam("at"),
+    ),
+)  # fmt: skip
+
+
 def _canonical(kind: IdentityKind, value: str) -> str:
     if kind is not IdentityKind.EMAIL or "@" not in value:
         return value
@@ -107,6 +192,29 @@ class LoyaltyRepository:
         self.session.flush()
         return row
 
+    def insert(self, row: Base) -> int:
+        """Insert ``row`` with one Core statement and return its primary key; the row
+        object stays out of the session.
+
+        For rows nothing reads back in the same call (ledger entries, events, operations):
+        the ORM's flush costs more CPU than the INSERT. Pending ORM changes are flushed
+        first, so rows still reach the database in the order they were made."""
+        self.session.flush()
+        model = type(row)
+        known = _INSERTS.get(model)
+        if known is None:
+            table = table_of(model)
+            names = [
+                (attribute.key, column.key)
+                for attribute in inspect(model).column_attrs
+                for column in attribute.columns
+            ]
+            known = _INSERTS[model] = (insert(table).returning(*table.primary_key.columns), names)
+        statement, names = known
+        state = row.__dict__
+        values = {column: state[attribute] for attribute, column in names if attribute in state}
+        return int(self.session.execute(statement, values).scalar_one())
+
     # -- accounts --------------------------------------------------------------------------
 
     def account(self, account_id: int) -> LoyaltyAccount | None:
@@ -127,30 +235,41 @@ class LoyaltyRepository:
         An UPDATE is the one lock every backend has: PostgreSQL holds the row until the
         commit, and SQLite takes its write lock here, before anything is read, so a
         balance read after this point cannot be stale."""
-        return self._lock(LoyaltyAccount.id == account_id)
+        return self._lock(_LOCK_BY_ID, {"account_id": account_id})
 
     def lock_card(self, card: str) -> LoyaltyAccount | None:
         """:meth:`lock` by card number: the till's one round trip to find and lock."""
-        return self._lock(LoyaltyAccount.card_number == card)
+        return self._lock(_LOCK_BY_CARD, {"card": card})
 
-    def _lock(self, where: Any) -> LoyaltyAccount | None:
+    def _lock(self, statement: Any, values: dict[str, Any]) -> LoyaltyAccount | None:
         self.session.expire_all()
-        # RETURNING hands back the row as locked, so nothing is read twice
         return self.session.scalars(
-            update(LoyaltyAccount)
-            .where(where)
-            .values(lock_version=LoyaltyAccount.lock_version + 1)
-            .returning(LoyaltyAccount),
-            execution_options={"synchronize_session": False, "populate_existing": True},
+            statement, values, execution_options={"populate_existing": True}
         ).one_or_none()
 
     def add_points(self, account_id: int, points: int) -> None:
         """Move the cached total with its entries, in the same transaction."""
-        self.session.execute(
-            update(LoyaltyAccount)
-            .where(LoyaltyAccount.id == account_id)
-            .values(points=LoyaltyAccount.points + points)
-            .execution_options(synchronize_session=False)
+        self.session.execute(_ADD_POINTS, {"account_id": account_id, "points": points})
+
+    def till_context(self, account_id: int, *, key: str, receipt: str, at: datetime) -> TillContext:
+        """A confirm's reads in one round trip: the operation recorded under ``key``, the
+        transaction of ``receipt``, the rules in force, and whether a referral or a
+        mini-program may move with the purchase.
+
+        Call it after :meth:`lock`, never fold it into the lock's statement: PostgreSQL
+        evaluates a statement's subqueries on the snapshot taken before it waited for the
+        lock, so they would miss what the previous holder just committed."""
+        values = {"key": key, "receipt": receipt, "account_id": account_id, "at": at}
+        recorded_hash, transaction, rules, referral, mini = self.session.execute(
+            _TILL_CONTEXT, values
+        ).one()
+        return TillContext(
+            # the answer is read only for a replay, the rare case
+            recorded=self.recorded(key) if recorded_hash is not None else None,
+            receipt_transaction=None if transaction is None else int(transaction),
+            rules=rules,
+            pending_referral=bool(referral),
+            in_mini_program=bool(mini),
         )
 
     def accounts(self, *, limit: int, offset: int) -> Sequence[LoyaltyAccount]:
@@ -236,14 +355,16 @@ class LoyaltyRepository:
         )
         return self.session.scalars(query).all()
 
-    def open_lot(self, entry: LedgerEntry) -> None:
-        """A new lot is open with all its points."""
-        self.session.add(
+    def add_lot(self, entry: LedgerEntry) -> int:
+        """Write a positive entry and open its lot with all its points; returns its id."""
+        lot_id = self.insert(entry)
+        self.insert(
             OpenLot(
-                lot_id=entry.id, account_id=entry.account_id, remaining=entry.points,
+                lot_id=lot_id, account_id=entry.account_id, remaining=entry.points,
                 effective_at=entry.effective_at, expires_at=entry.expires_at,
             )
         )  # fmt: skip
+        return lot_id
 
     def use_lots(self, entry_id: int, uses: Sequence[tuple[int, int]]) -> None:
         """Record what a negative entry took from each lot, and what each has left (a lot
@@ -281,14 +402,7 @@ class LoyaltyRepository:
     def lots(self, account_id: int) -> list[Lot]:
         """The account's lots with points left: the soonest to expire first, then the
         oldest (a lot that never expires goes last)."""
-        query = (
-            self._open()
-            .where(OpenLot.account_id == account_id)
-            .order_by(
-                case((OpenLot.expires_at.is_(None), 1), else_=0), OpenLot.expires_at, OpenLot.lot_id
-            )
-        )
-        return [_lot(row) for row in self.session.execute(query)]
+        return [_lot(row) for row in self.session.execute(_OPEN_LOTS, {"account_id": account_id})]
 
     def lots_expiring(self, *, until: datetime, after: datetime | None = None) -> list[Lot]:
         """Lots with points left whose expiry is at or before ``until`` (and after
@@ -350,6 +464,9 @@ class LoyaltyRepository:
 
     # -- till transactions -----------------------------------------------------------------
 
+    def transaction_by_id(self, transaction_id: int) -> PosTransaction | None:
+        return self.session.get(PosTransaction, transaction_id)
+
     def transaction(self, receipt: str) -> PosTransaction | None:
         return self.session.scalar(select(PosTransaction).where(PosTransaction.receipt == receipt))
 
@@ -372,16 +489,8 @@ class LoyaltyRepository:
 
     def spend_in_window(self, account_id: int, *, since: datetime, until: datetime) -> Decimal:
         """Goods bought and kept (net of refunds) in the window: the spend measure."""
-        kept = PosTransaction.subtotal - PosTransaction.discount - PosTransaction.refunded
-        total = self.session.scalar(
-            select(func.sum(kept)).where(
-                PosTransaction.account_id == account_id,
-                PosTransaction.status != TransactionStatus.CANCELLED,
-                PosTransaction.confirmed_at > since,
-                PosTransaction.confirmed_at <= until,
-            )
-        )
-        return Decimal(total or 0)
+        values = {"account_id": account_id, "since": since, "until": until}
+        return Decimal(self.session.scalar(_SPEND, values) or 0)
 
     def earned_in_window(self, account_id: int, *, since: datetime, until: datetime) -> Decimal:
         """Points earned (less those reversed) in the window: the points measure."""
@@ -406,6 +515,11 @@ class LoyaltyRepository:
 
     def operation(self, key: str) -> LoyaltyOperation | None:
         return self.session.scalar(select(LoyaltyOperation).where(LoyaltyOperation.key == key))
+
+    def recorded(self, key: str) -> Recorded | None:
+        """The request hash and answer of the operation recorded under ``key``, if any."""
+        row = self.session.execute(_RECORDED, {"key": key}).one_or_none()
+        return None if row is None else Recorded(row[0], row[1])
 
     def tier_history(self, account_id: int) -> Sequence[TierChange]:
         return self.session.scalars(

@@ -28,7 +28,7 @@ from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.money import round_money
 from patron.loyalty.coupons import ALPHABET, CouponService
 from patron.loyalty.mini import MiniProgramService
-from patron.loyalty.repository import Lot, LoyaltyRepository
+from patron.loyalty.repository import Lot, LoyaltyRepository, Recorded, TillContext
 from patron.loyalty.schemas import (
     AccountOut,
     AdjustIn,
@@ -72,6 +72,24 @@ class AccountBlocked(Conflict):
     """The card is blocked: it may not earn or spend."""
 
 
+class _ParsedRules:
+    """The rules of a saved version (``None``: the defaults), validated once per process
+    while that version is in force: a till call would otherwise spend more CPU validating
+    them than pricing the basket. Keyed by the saved document itself, so a new version, or
+    another database, is never answered from the cache."""
+
+    last: tuple[dict[str, Any] | None, ProgramRules] | None = None
+
+    @classmethod
+    def of(cls, saved: dict[str, Any] | None) -> ProgramRules:
+        last = cls.last
+        if last is not None and last[0] == saved:
+            return last[1]
+        rules = ProgramRules.model_validate(saved) if saved is not None else ProgramRules()
+        cls.last = (saved, rules)
+        return rules
+
+
 @dataclass(frozen=True)
 class Balance:
     available: int
@@ -107,7 +125,7 @@ class LoyaltyService:
         """The rules in force: the newest saved version, or the defaults."""
         if self._rules is None:
             latest = self.repo.latest_program()
-            self._rules = ProgramRules.model_validate(latest.rules) if latest else ProgramRules()
+            self._rules = _ParsedRules.of(latest.rules if latest else None)
         return self._rules
 
     def configure(self, rules: ProgramRules, *, actor: str, note: str = "") -> LoyaltyProgram:
@@ -256,8 +274,13 @@ class LoyaltyService:
         self.session.flush()
         return account
 
-    def balance(self, account: LoyaltyAccount, *, now: datetime) -> Balance:
-        lots = self.repo.lots(account.id)
+    def balance(
+        self, account: LoyaltyAccount, *, now: datetime, lots: Sequence[Lot] | None = None
+    ) -> Balance:
+        """Points available and pending at ``now``, from ``lots`` when the caller read them
+        under the account's lock already."""
+        if lots is None:
+            lots = self.repo.lots(account.id)
         return Balance(
             available=sum(lot.remaining for lot in lots if _usable(lot, now)),
             pending=sum(lot.remaining for lot in lots if lot.effective_at > now),
@@ -303,20 +326,27 @@ class LoyaltyService:
     def confirm(self, data: ConfirmIn, *, key: str, actor: str) -> ConfirmOut:
         """Burn and earn for a purchase, at once; the same key again replays the answer."""
         account = self._may_use(self.repo.lock_card(data.card.strip()), data.card)
+        moment = data.at or utcnow()
+        context = self.repo.till_context(account.id, key=key, receipt=data.receipt, at=moment)
+        self._rules = _ParsedRules.of(context.rules)
         return self._once(
-            key, "confirm", data, ConfirmOut, lambda: self._confirm(account, data, key, actor)
-        )
+            key, "confirm", data, ConfirmOut,
+            lambda: self._confirm(account, data, key, actor, context=context, moment=moment),
+            recorded=context.recorded,
+        )  # fmt: skip
 
     def _confirm(
-        self, account: LoyaltyAccount, data: ConfirmIn, key: str, actor: str
-    ) -> ConfirmOut:
-        moment = data.at or utcnow()
-        existing = self.repo.transaction(data.receipt)
-        if existing is not None:
+        self, account: LoyaltyAccount, data: ConfirmIn, key: str, actor: str, *,
+        context: TillContext, moment: datetime,
+    ) -> ConfirmOut:  # fmt: skip
+        if context.receipt_transaction is not None:
             raise Conflict(
-                f"receipt {data.receipt!r} is confirmed already (transaction {existing.id})"
+                f"receipt {data.receipt!r} is confirmed already "
+                f"(transaction {context.receipt_transaction})"
             )
-        quote = self._price(account, data.lines, data.redeem_points, moment, data.coupon)
+        # read once: under the lock only this call moves the account's lots
+        lots = self.repo.lots(account.id)
+        quote = self._price(account, data.lines, data.redeem_points, moment, data.coupon, lots=lots)
         if data.redeem_points > quote.available_points:
             raise InvalidInput(
                 f"redeem_points: {data.redeem_points} is more than the "
@@ -328,7 +358,7 @@ class LoyaltyService:
                 f"({self.rules.max_burn_share:.0%} of it)"
             )
         rules = self.rules
-        transaction = self.repo.add(
+        transaction_id = self.repo.insert(
             PosTransaction(
                 account_id=account.id, receipt=data.receipt, status=TransactionStatus.CONFIRMED,
                 currency=rules.currency, subtotal=quote.subtotal, discount=quote.discount,
@@ -339,7 +369,10 @@ class LoyaltyService:
                 confirmed_at=moment,
             )
         )  # fmt: skip
-        if data.coupon is not None:
+        # a coupon use and a referral are tied to the transaction as a loaded row
+        loaded = data.coupon is not None or context.pending_referral
+        transaction = self.repo.transaction_by_id(transaction_id) if loaded else None
+        if data.coupon is not None and transaction is not None:
             # taken under the coupon's own lock, checked again: a shared code's last use
             # may have gone to another till since the quote
             self.coupons.redeem(
@@ -351,28 +384,42 @@ class LoyaltyService:
                 account, quote.redeem_points, kind=EntryKind.BURN,
                 reason=f"paid {quote.points_value} of receipt {data.receipt}", source="order",
                 ref=data.receipt, key=f"{key}:burn", at=moment, actor=actor,
-                transaction_id=transaction.id, pending_too=False,
+                transaction_id=transaction_id, pending_too=False, lots=lots,
             )  # fmt: skip
         available_at = moment + timedelta(days=rules.pending_days)
         if quote.points_to_earn:
             self._lot(
                 account, quote.points_to_earn, kind=EntryKind.EARN,
                 reason=f"purchase {data.receipt}", source="order", ref=data.receipt,
-                key=f"{key}:earn", at=available_at, actor=actor, transaction_id=transaction.id,
+                key=f"{key}:earn", at=available_at, actor=actor, transaction_id=transaction_id,
             )  # fmt: skip
             self._publish(
-                account, "loyalty.points_earned", moment, f"earned:{transaction.id}",
+                account, "loyalty.points_earned", moment, f"earned:{transaction_id}",
                 {"points": quote.points_to_earn, "receipt": data.receipt,
                  "available_at": available_at.isoformat()}, fresh=True,
             )  # fmt: skip
-        self._complete_referral(
-            account, transaction, value=quote.subtotal - quote.discount, now=moment, actor=actor
-        )
-        self._mini_progress(account, now=moment, actor=actor)
+        if context.pending_referral and transaction is not None:
+            self._complete_referral(
+                account, transaction, value=quote.subtotal - quote.discount, now=moment,
+                actor=actor,
+            )  # fmt: skip
+        if context.in_mini_program:
+            self._mini_progress(account, now=moment, actor=actor)
         changed = self._upgrade(account, now=moment)
-        balance = self.balance(account, now=moment)
+        if context.pending_referral or context.in_mini_program:
+            balance = self.balance(account, now=moment)  # a reward may have opened lots
+        else:
+            # nothing but this purchase moved the lots read for the quote: the burn left
+            # available lots, and the earn lot is available unless the return window holds it
+            pending = quote.points_to_earn if available_at > moment else 0
+            balance = Balance(
+                available=quote.available_points - quote.redeem_points
+                + quote.points_to_earn - pending,
+                pending=quote.pending_points + pending,
+            )  # fmt: skip
         return ConfirmOut(
-            transaction_id=transaction.id, receipt=data.receipt, status=transaction.status,
+            transaction_id=transaction_id, receipt=data.receipt,
+            status=TransactionStatus.CONFIRMED,
             subtotal=quote.subtotal, discount=quote.discount, points_burned=quote.redeem_points,
             points_value=quote.points_value, paid=quote.to_pay,
             points_earned=quote.points_to_earn, earn_available_at=available_at,
@@ -394,6 +441,7 @@ class LoyaltyService:
                 account, transaction, None, key=key, actor=actor, now=now or utcnow(),
                 cancelling=True,
             ),
+            recorded=self.repo.recorded(key),
         )  # fmt: skip
 
     def refund(
@@ -409,6 +457,7 @@ class LoyaltyService:
                 account, transaction, data.amount, key=key, actor=actor, now=now or utcnow(),
                 cancelling=False,
             ),
+            recorded=self.repo.recorded(key),
         )  # fmt: skip
 
     def _refund(
@@ -512,13 +561,13 @@ class LoyaltyService:
                 )  # fmt: skip
             return self.describe(account, now=moment)
 
-        return self._once(key, "adjust", data, AccountOut, act)
+        return self._once(key, "adjust", data, AccountOut, act, recorded=self.repo.recorded(key))
 
     # -- pricing ---------------------------------------------------------------------------
 
     def _price(
         self, account: LoyaltyAccount, lines: Sequence[BasketLine], redeem: int, now: datetime,
-        coupon: str | None = None,
+        coupon: str | None = None, *, lots: Sequence[Lot] | None = None,
     ) -> QuoteOut:  # fmt: skip
         """The quote: the tier discount per line, then a coupon's, the points cap, and the
         points the money paid earns (each line at its multiplier; rounded down once, on the
@@ -541,7 +590,7 @@ class LoyaltyService:
             bonus, coupon_discount = found.bonus_points, found.discount
         discount = sum(discounts, Decimal("0.00"))
         value = subtotal - discount
-        balance = self.balance(account, now=now)
+        balance = self.balance(account, now=now, lots=lots)
         cap = _floor(value * rules.max_burn_share / rules.point_value)
         max_redeemable = min(balance.available, cap)
         applied = min(redeem, max_redeemable)
@@ -774,10 +823,10 @@ class LoyaltyService:
         self, account: LoyaltyAccount, points: int, *, kind: EntryKind, reason: str,
         source: str, ref: str | None, key: str, at: datetime, actor: str,
         transaction_id: int | None = None,
-    ) -> LedgerEntry:  # fmt: skip
-        """Open a lot: usable from ``at``, expiring ``expiry_days`` after."""
+    ) -> int:  # fmt: skip
+        """Open a lot: usable from ``at``, expiring ``expiry_days`` after; returns its id."""
         days = self.rules.expiry_days
-        entry = self.repo.add(
+        lot_id = self.repo.add_lot(
             LedgerEntry(
                 account_id=account.id, kind=kind, points=points, reason=reason, source=source,
                 source_ref=ref, idempotency_key=key, effective_at=at,
@@ -785,21 +834,21 @@ class LoyaltyService:
                 transaction_id=transaction_id, created_by=actor,
             )
         )  # fmt: skip
-        self.repo.open_lot(entry)
         self.repo.add_points(account.id, points)
-        return entry
+        return lot_id
 
     def _take(
         self, account: LoyaltyAccount, points: int, *, kind: EntryKind, reason: str,
         source: str, ref: str | None, key: str, at: datetime, actor: str,
         transaction_id: int | None = None, pending_too: bool, partial: bool = False,
-        first: int | None = None,
+        first: int | None = None, lots: Sequence[Lot] | None = None,
     ) -> int:  # fmt: skip
         """Take points from lots, soonest-expiring first (``first`` before all, e.g. the
         purchase's own earn lot on a refund). Returns the points taken; with ``partial``
-        fewer than asked may be there, otherwise the caller checked the balance."""
+        fewer than asked may be there, otherwise the caller checked the balance. ``lots``
+        are the account's open lots when the caller read them under the lock already."""
         lots = [
-            lot for lot in self.repo.lots(account.id)
+            lot for lot in (self.repo.lots(account.id) if lots is None else lots)
             if _usable(lot, at) or (pending_too and lot.effective_at > at)
         ]  # fmt: skip
         lots.sort(key=lambda lot: lot.id != first)
@@ -816,14 +865,14 @@ class LoyaltyService:
             raise InvalidInput(f"card {account.card_number} has {taken} points, not {points}")
         if taken == 0:
             return 0
-        entry = self.repo.add(
+        entry_id = self.repo.insert(
             LedgerEntry(
                 account_id=account.id, kind=kind, points=-taken, reason=reason, source=source,
                 source_ref=ref, idempotency_key=key, effective_at=at, expires_at=None,
                 transaction_id=transaction_id, created_by=actor,
             )
         )  # fmt: skip
-        self.repo.use_lots(entry.id, uses)
+        self.repo.use_lots(entry_id, uses)
         self.repo.add_points(account.id, -taken)
         return taken
 
@@ -847,18 +896,18 @@ class LoyaltyService:
 
     def _once(
         self, key: str, kind: str, request: BaseModel, answer: type[Answer],
-        act: Callable[[], Answer],
+        act: Callable[[], Answer], *, recorded: Recorded | None,
     ) -> Answer:  # fmt: skip
         """Run ``act`` once per key (under the account lock the caller holds): a retry
-        with the same request gets the first answer; another request with it is refused."""
+        with the same request gets the first answer; another request with it is refused.
+        ``recorded`` is what is stored under the key, read under that lock."""
         digest = hashlib.sha256(f"{kind}\n{request.model_dump_json()}".encode()).hexdigest()
-        done = self.repo.operation(key)
-        if done is not None:
-            if done.request_hash != digest:
+        if recorded is not None:
+            if recorded.request_hash != digest:
                 raise Conflict(f"idempotency key {key!r} was used for a different request")
-            return answer.model_validate(done.answer)
+            return answer.model_validate(recorded.answer)
         result = act()
-        self.repo.add(
+        self.repo.insert(
             LoyaltyOperation(
                 key=key, kind=kind, request_hash=digest, answer=result.model_dump(mode="json")
             )
@@ -879,7 +928,7 @@ class LoyaltyService:
         ``fresh`` says the ref names a row made in this transaction, so it cannot be there."""
         if not fresh and self.repo.event_exists(ref):
             return False
-        self.repo.add(
+        self.repo.insert(
             Event(
                 customer_id=account.customer_id, type=kind, occurred_at=at,
                 properties={"card": account.card_number, **data}, source=EVENT_SOURCE,
