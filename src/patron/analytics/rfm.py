@@ -124,13 +124,10 @@ def customer_days(
     # and 128-bit decimals, in and out of the engine's hash tables, cost a quarter more
     # there and a third more here. The engines sum them exactly into wide decimals, and
     # refuse (DuckDB, Spark's ANSI mode) rather than round a day beyond 18 digits.
-    kept = (
-        dt.Decimal(max(18, kind.precision or 18), kind.scale or 0)
-        if kind.is_decimal()
-        else dt.float64
-    )
-    if not kind.is_decimal():
-        value = value.cast("float64")
+    if kind.is_decimal():
+        kept: dt.DataType = dt.Decimal(max(18, kind.precision or 18), kind.scale or 0)
+    else:
+        value, kept = value.cast("float64"), dt.float64
     positive = value > 0
     # a day of returns only has no first purchase: nullable, whatever the input column is
     stamp = rows[ts].cast(rows[ts].type().copy(nullable=True))
