@@ -221,7 +221,7 @@ def test_a_message_claimed_as_the_pause_comes_waits_with_the_rest(
     ]  # fmt: skip
     with stored() as session:
         dispatch = DispatchService(session, settings=SETTINGS)
-        rendered = dispatch.render(dispatch.repo.messages(claimed), now=now)
+        rendered = dispatch.render(dispatch.repo.messages(claimed.ids), now=now, lease=claimed)
         session.commit()
     assert (rendered.envelopes, rendered.skipped) == ([], {})
     with stored() as session:

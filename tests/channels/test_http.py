@@ -135,6 +135,27 @@ def test_messages_ready_together_share_one_handover(closing: Closer, provider: S
     handed_before_received(server, message_of)
 
 
+def test_a_message_the_handover_refuses_is_never_requested(
+    closing: Closer, provider: Start
+) -> None:
+    """Given the handover refuses messages 2 and 5 (a later claim took them over), then
+    the provider never sees them, their outcome is withdrawn, and the rest go."""
+    server = provider(accept)
+
+    def handing_over(envelopes: Any) -> set[int]:
+        server.handing_over(envelopes)
+        return {e.message_id for e in envelopes} & {2, 5}
+
+    sms = closing(gateway(server.url, concurrency=3))
+    outcomes = sms.deliver(batch(6), handing_over=handing_over)
+
+    assert [o.result for o in outcomes] == [
+        "sent", "withdrawn", "sent", "sent", "withdrawn", "sent"
+    ]  # fmt: skip
+    assert sorted(message_of(seen) for seen in server.seen) == [1, 3, 4, 6]
+    handed_before_received(server, message_of)
+
+
 def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

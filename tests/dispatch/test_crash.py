@@ -1,5 +1,6 @@
-"""Kill the worker (SIGKILL) in the middle of a campaign, start it again: every message
-reaches the real SMTP server exactly once, and the campaign completes."""
+"""Kill the worker (SIGKILL) in the middle of a campaign, start it again: no message
+reaches the real SMTP server twice, every one reaches it once but for the one gap the
+protocol leaves (:mod:`patron.channels.base`), and the campaign completes."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def _worker(engine: Engine, port: int, *extra: str) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def test_sigkill_mid_campaign_then_restart_sends_each_message_exactly_once(
+def test_sigkill_mid_campaign_then_restart_sends_no_message_twice_and_loses_no_other(
     session_factory: sessionmaker[Session], engine: Engine, smtp_server: tuple[Inbox, int]
 ) -> None:
     inbox, port = smtp_server
@@ -112,17 +113,23 @@ def test_sigkill_mid_campaign_then_restart_sends_each_message_exactly_once(
     assert second.returncode == 0, output.decode()
 
     ids = inbox.message_ids()
-    assert len(ids) == treated
     assert [k for k, n in Counter(ids).items() if n > 1] == []
     with session_factory() as session:
         statuses = dict(
             session.execute(select(Message.status, func.count()).group_by(Message.status)).all()
         )
         assert statuses == {MessageStatus.SENT: treated}
-        keys = {
-            f"<patron.c{campaign.id}.m{m}@patron.local>"
-            for m in session.scalars(select(Message.id))
+        rows = {
+            f"<patron.c{campaign.id}.m{m.id}@patron.local>": m
+            for m in session.scalars(select(Message))
         }
-        assert set(ids) == keys
+        assert set(ids) <= set(rows)
+        # The gap: a group committed as sent whose final dots the kill stopped. Usually
+        # nothing is lost; when the kill lands in that instant, the loss is one handover
+        # of the killed worker, at most one message per SMTP session (two here).
+        lost = [rows[key] for key in set(rows) - set(ids)]
+        assert len(lost) <= 2
+        assert len({m.sent_at for m in lost}) <= 1
+        assert {(m.worker or "").split(":")[1] for m in lost} <= {str(first.pid)}
         assert CampaignService(session).get(campaign.id).status is CampaignStatus.COMPLETED
     assert f"campaign {campaign.id} completed" in output.decode()

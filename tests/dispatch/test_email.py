@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import threading
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -15,9 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
 from patron.campaigns.service import CampaignService
+from patron.channels.base import Envelope, MemoryTransport
 from patron.channels.email import SmtpSettings, SmtpTransport
 from patron.customers.service import CustomerService
-from patron.dispatch.tasks import run_worker
+from patron.dispatch import tasks
+from patron.dispatch.tasks import WorkerStats, claim_and_render, deliver_and_settle, run_worker
 from patron.kit.settings import Settings
 from patron.models import (
     CampaignStatus,
@@ -256,3 +259,98 @@ def test_a_cancelled_campaign_sends_nothing_more(
     run_worker(launched, transport(port), settings=SETTINGS, until_idle=True)
     assert {m.reason for m in messages(launched).values()} == {"campaign cancelled"}
     assert inbox.received == []
+
+
+def _taken_over(
+    factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> tuple[tasks.Claim, tasks.Claim, Settings]:
+    """A slow worker's claim, and the claim that takes its messages over once its lease
+    has run out (the clock moved 61 s on a 60 s lease)."""
+    settings = SETTINGS.model_copy(update={"worker_lease_seconds": 60})
+    clock = [datetime.now(UTC)]
+    monkeypatch.setattr(tasks, "utcnow", lambda: clock[0])
+    slow = claim_and_render(factory, settings=settings, name="h:1:slow", stats=WorkerStats())
+    clock[0] += timedelta(seconds=61)
+    fresh = claim_and_render(factory, settings=settings, name="h:2:fresh", stats=WorkerStats())
+    assert slow is not None and fresh is not None
+    return slow, fresh, settings
+
+
+def test_a_claim_whose_lease_ran_out_in_flight_sends_nothing_the_next_claim_sends_once(
+    launched: sessionmaker[Session], smtp_server: tuple[Inbox, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    inbox, port = smtp_server
+    slow, fresh, settings = _taken_over(launched, monkeypatch)
+    # Zhanna's malformed address was settled by the slow claim before its lease ran out
+    assert len(slow.lease.ids) == 3
+    assert list(fresh.lease.ids) == [e.message_id for e in slow.rendered.envelopes]
+    assert [e.to for e in fresh.rendered.envelopes] == ["anna@example.ru", "dina@example.ru"]
+
+    # the slow worker gets to its handover only now: the marks are refused, and both SMTP
+    # sessions end before the final dot, so the server keeps nothing
+    late = WorkerStats()
+    deliver_and_settle(launched, transport(port), slow, settings=settings, stats=late)
+    assert (late.sent, late.retried, late.failed, late.withdrawn) == (0, 0, 0, 2)
+    assert inbox.received == []
+    held = messages(launched)
+    assert {(held[c].status, held[c].worker, held[c].attempts) for c in (1, 5)} == {
+        (MessageStatus.SENDING, "h:2:fresh", 2)
+    }
+
+    done = WorkerStats()
+    deliver_and_settle(launched, transport(port), fresh, settings=settings, stats=done)
+    assert (done.sent, done.withdrawn) == (2, 0)
+    assert sorted(r.recipients[0] for r in inbox.received) == [
+        "anna@example.ru", "dina@example.ru"
+    ]  # fmt: skip
+    sent = messages(launched)
+    assert {sent[c].status for c in (1, 5)} == {MessageStatus.SENT}
+    assert sent[8].status is MessageStatus.SKIPPED
+
+
+def test_a_late_outcome_of_a_claim_taken_over_changes_nothing(
+    launched: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow, fresh, settings = _taken_over(launched, monkeypatch)
+    # the slow claim's provider refused Anna for now: a retry that must not requeue a
+    # message the fresh claim holds (and may have sent by then)
+    refusing = MemoryTransport(fail={"anna@example.ru": ("retry", "421 busy", False)})
+    late = WorkerStats()
+    deliver_and_settle(launched, refusing, slow, settings=settings, stats=late)
+    assert (refusing.delivered, late.retried, late.withdrawn) == ([], 0, 1)
+    anna = messages(launched)[1]
+    assert (anna.status, anna.worker, anna.reason) == (MessageStatus.SENDING, "h:2:fresh", None)
+
+    clean = MemoryTransport()
+    deliver_and_settle(launched, clean, fresh, settings=settings, stats=WorkerStats())
+    assert sorted(e.to for e in clean.delivered) == ["anna@example.ru", "dina@example.ru"]
+    assert {messages(launched)[c].status for c in (1, 5)} == {MessageStatus.SENT}
+
+
+def test_smtp_ends_a_refused_message_before_its_dot_and_sends_the_rest(
+    smtp_server: tuple[Inbox, int],
+) -> None:
+    inbox, port = smtp_server
+    envelopes = [
+        Envelope(message_id=i, key=f"<m{i}@shop.example.com>", to=f"p{i}@example.ru",
+                 sender="news@shop.example.com", subject=f"Hello {i}", text="Hi")
+        for i in (1, 2, 3)
+    ]  # fmt: skip
+    handed: list[int] = []
+
+    def handing_over(group: Sequence[Envelope]) -> set[int]:
+        handed.extend(e.message_id for e in group)
+        return {2} & {e.message_id for e in group}
+
+    smtp = SmtpTransport(SmtpSettings(host="127.0.0.1", port=port, connections=1, timeout=10))
+    try:
+        outcomes = smtp.deliver(envelopes, handing_over=handing_over)
+    finally:
+        smtp.close()
+    assert [(o.message_id, o.result) for o in outcomes] == [
+        (1, "sent"), (2, "withdrawn"), (3, "sent")
+    ]  # fmt: skip
+    assert handed == [1, 2, 3]
+    # the one session was closed mid-DATA for message 2, and a new one took message 3
+    assert [r.recipients for r in inbox.received] == [["p1@example.ru"], ["p3@example.ru"]]

@@ -111,8 +111,8 @@ def test_quiet_hours_in_the_customers_own_zone(
         session.commit()
     with session_factory() as session:
         service = DispatchService(session, settings=SETTINGS)
-        ids = service.repo.claim(worker="w", limit=10, now=now, lease=timedelta(seconds=120))
-        rendered = service.render(service.repo.messages(ids), now=now)
+        lease = service.repo.claim(worker="w", limit=10, now=now, lease=timedelta(seconds=120))
+        rendered = service.render(service.repo.messages(lease.ids), now=now, lease=lease)
         session.commit()
     message = _messages(session_factory)[3]
     if waits_until is None:

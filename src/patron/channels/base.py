@@ -8,16 +8,23 @@ exactly-once is decided. The SMTP transport sends a message's whole content, the
 before the callback has committed leaves the server holding an unfinished message, which
 it discards, and the outbox row claimable again after its lease: it is sent once, later.
 A crash after the ``.`` is written leaves a message marked sent that the server accepts.
-The only gap is between the commit returning and the ``.`` reaching the socket, a few
-microseconds (the SMTP transport hands over a group of sessions' messages in one call and
-then writes their dots one after another), in which a crash would lose a message while it
-is marked sent; the opposite order (commit after the server's reply) would instead send a
+The only gap is between the commit returning and the ``.`` reaching the socket
+(microseconds; milliseconds when the process waits for a core or the GIL), in which a crash
+loses the messages of that one call while they are marked sent (the SMTP transport hands
+over a group of sessions' messages in one call and then writes their dots one after
+another); the opposite order (commit after the server's reply) would instead send a
 duplicate for a crash anywhere in the server's round trip.
+
+``handing_over`` may also refuse some of its messages: their claim's lease ran out while
+they were on the way and a later claim took them over, to send them itself. It returns
+their ids, and the transport ends them without letting them go (SMTP closes the session
+before the ``.``, so the server discards the message; an HTTP provider never gets the
+request). Their outcome is ``withdrawn``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -50,11 +57,12 @@ class Outcome:
 
     ``sent``: the provider accepted it. ``retry``: a temporary failure (try again later).
     ``failed``: a permanent one; ``hard_bounce`` says the address itself is bad, so the
-    customer is suppressed on the channel at once.
+    customer is suppressed on the channel at once. ``withdrawn``: not sent, because
+    ``handing_over`` refused it (another claim has it now).
     """
 
     message_id: int
-    result: Literal["sent", "retry", "failed"]
+    result: Literal["sent", "retry", "failed", "withdrawn"]
     reason: str | None = None
     hard_bounce: bool = False
     provider_ref: str | None = None
@@ -64,7 +72,15 @@ class Outcome:
     """Seconds the provider asked us to wait (HTTP 429 ``Retry-After``), for a retry."""
 
 
-HandingOver = Callable[[Sequence[Envelope]], None]
+HandingOver = Callable[[Sequence[Envelope]], Collection[int] | None]
+"""Makes the envelopes' sent state durable; returns the ids of those it refused, which
+must not be let go (``None`` or empty: none refused)."""
+
+
+def withdrawn(envelope: Envelope) -> Outcome:
+    """The outcome of an envelope ``handing_over`` refused."""
+    reason = "not sent: another claim took the message over after this claim's lease ran out"
+    return Outcome(envelope.message_id, "withdrawn", reason)
 
 
 class Delivery(Protocol):
@@ -101,11 +117,13 @@ class MemoryTransport:
     def deliver(self, envelopes: Sequence[Envelope], *, handing_over: HandingOver) -> list[Outcome]:
         outcomes: list[Outcome] = []
         ready = [e for e in envelopes if e.to not in self.fail]
-        handing_over(ready)
+        refused = set(handing_over(ready) or ())
         for envelope in envelopes:
             if envelope.to in self.fail:
                 result, reason, hard = self.fail[envelope.to]
                 outcomes.append(Outcome(envelope.message_id, result, reason, hard))
+            elif envelope.message_id in refused:
+                outcomes.append(withdrawn(envelope))
             else:
                 self.delivered.append(envelope)
                 outcomes.append(Outcome(envelope.message_id, "sent"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from patron.channels.base import Envelope, HandingOver, Outcome
+from patron.channels.base import Envelope, HandingOver, Outcome, withdrawn
 from patron.channels.http import BadInput, e164
 from patron.models.consent import Channel
 
@@ -35,10 +35,12 @@ class CallList:
                 refused[envelope.message_id] = str(exc)
                 continue
             ready.append(envelope)
-        handing_over(ready)
+        taken = set(handing_over(ready) or ())
         return [
             Outcome(e.message_id, "failed", refused[e.message_id])
             if e.message_id in refused
+            else withdrawn(e)
+            if e.message_id in taken
             else Outcome(e.message_id, "sent")
             for e in envelopes
         ]

@@ -35,7 +35,7 @@ from secrets import token_hex
 import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
 
-from patron.channels.base import Envelope, HandingOver, Outcome
+from patron.channels.base import Envelope, HandingOver, Outcome, withdrawn
 from patron.channels.handover import GroupHandover
 from patron.models.consent import Channel
 
@@ -260,10 +260,16 @@ class SmtpTransport:
         assert session is not None and session.protocol is not None
         handover.dots[envelope.message_id] = session.protocol
         try:
-            await handover.wait(envelope)
+            released = await handover.wait(envelope)
         except BaseException:
             self._drop(slot)
             raise
+        if not released:
+            # another claim sends it: ending the session before the dot makes the server
+            # discard what it holds; the next message opens a new one
+            handover.dots.pop(envelope.message_id, None)
+            self._drop(slot)
+            return withdrawn(envelope)
         return await self._finish(slot, envelope)
 
     async def _stage(self, slot: int, envelope: Envelope) -> Outcome | None:

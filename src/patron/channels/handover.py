@@ -19,12 +19,13 @@ class GroupHandover(ABC):
     """Envelopes waiting for their handover, released together once it has committed.
 
     If ``handing_over`` fails, its waiters, and every envelope that comes after, get the
-    error and are never released.
+    error and are never released. An envelope it refuses is not released either: its
+    waiter learns so from :meth:`wait`.
     """
 
     def __init__(self, handing_over: HandingOver) -> None:
         self._handing_over = handing_over
-        self._waiting: list[tuple[Envelope, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[Envelope, asyncio.Future[bool]]] = []
         self._failure: BaseException | None = None
 
     @property
@@ -32,14 +33,15 @@ class GroupHandover(ABC):
         """How many envelopes wait for the next call."""
         return len(self._waiting)
 
-    async def wait(self, envelope: Envelope) -> None:
-        """Return once the envelope is handed over (its sent state committed)."""
+    async def wait(self, envelope: Envelope) -> bool:
+        """Return once the envelope is handed over (its sent state committed): ``True``
+        when it is released, ``False`` when ``handing_over`` refused it."""
         if self._failure is not None:
             raise self._failure
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((envelope, future))
         self.arrived()
-        await future
+        return await future
 
     @abstractmethod
     def arrived(self) -> None:
@@ -57,13 +59,14 @@ class GroupHandover(ABC):
             return
         group, self._waiting = self._waiting, []
         try:
-            self._handing_over([envelope for envelope, _ in group])
+            refused = set(self._handing_over([envelope for envelope, _ in group]) or ())
         except Exception as exc:
             self._failure = exc
             for _, future in group:
                 future.set_exception(exc)
             return
         for envelope, _ in group:
-            self.released(envelope)
-        for _, future in group:
-            future.set_result(None)
+            if envelope.message_id not in refused:
+                self.released(envelope)
+        for envelope, future in group:
+            future.set_result(envelope.message_id not in refused)

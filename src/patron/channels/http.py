@@ -44,7 +44,7 @@ import httpx
 from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ConfigDict, Field
 
-from patron.channels.base import Envelope, HandingOver, Outcome
+from patron.channels.base import Envelope, HandingOver, Outcome, withdrawn
 from patron.channels.handover import GroupHandover
 from patron.customers.normalize import InvalidIdentity, normalize_phone
 from patron.kit.clock import utcnow
@@ -245,7 +245,8 @@ class HttpTransport(ABC):
         held = self._held(envelope, host)
         if held is not None:
             return held
-        await handover.wait(envelope)
+        if not await handover.wait(envelope):
+            return withdrawn(envelope)
         try:
             response = await client.send(request)
         except _UNSENDABLE as exc:

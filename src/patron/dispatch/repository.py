@@ -5,6 +5,10 @@ LOCKED`` so that workers on several hosts never take the same row and never wait
 other. SQLite has one writer at a time, so a plain ``UPDATE ... WHERE id IN (SELECT ...
 LIMIT n)`` is atomic there; workers on one host can share a SQLite store, taking turns at
 its write lock.
+
+A claim is a :class:`~patron.dispatch.schemas.Lease`. Every write that follows it on a
+claimed message (sent, retry, failed, deferred, held, skipped) is a compare-and-set on
+that lease, so a claim that a later one took over after its lease ran out changes nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from patron.customers.repository import chunks
+from patron.dispatch.schemas import Lease
 from patron.kit.db import bulk_insert_columns, table_of
 from patron.models import (
     AnalysisRun,
@@ -81,19 +86,20 @@ class DispatchRepository:
 
     # -- claiming ------------------------------------------------------------------------
 
-    def claim(self, *, worker: str, limit: int, now: datetime, lease: timedelta) -> list[int]:
+    def claim(self, *, worker: str, limit: int, now: datetime, lease: timedelta) -> Lease:
         """Take up to ``limit`` due messages: queued and due, or sending with a lease that
-        ran out (their worker died). Returns their ids, oldest first."""
+        ran out (their worker died, or is slow). Returns the claim, its ids oldest first."""
         due = or_(
             and_(Message.status == MessageStatus.QUEUED, Message.next_attempt_at <= now),
             and_(Message.status == MessageStatus.SENDING, Message.lease_until < now),
         )
+        until = now + lease
         candidates = select(Message.id).where(due).order_by(Message.id).limit(limit)
         if self.session.get_bind().dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
             ids = list(self.session.scalars(candidates))
             if not ids:
-                return []
+                return Lease(worker=worker, until=until, ids=())
             chosen: Any = Message.id.in_(ids)
         else:
             chosen = Message.id.in_(candidates.scalar_subquery())
@@ -102,14 +108,24 @@ class DispatchRepository:
             .where(chosen)
             .values(
                 status=MessageStatus.SENDING,
-                lease_until=now + lease,
+                lease_until=until,
                 worker=worker,
                 attempts=Message.attempts + 1,
             )
             .returning(Message.id)
             .execution_options(synchronize_session=False)
         )
-        return sorted(int(i) for i in claimed.scalars())
+        ids = sorted(int(i) for i in claimed.scalars())
+        return Lease(worker=worker, until=until, ids=tuple(ids))
+
+    @staticmethod
+    def _held(lease: Lease) -> ColumnElement[bool]:
+        """The rows that are still this claim's."""
+        return and_(
+            Message.status == MessageStatus.SENDING,
+            Message.worker == lease.worker,
+            Message.lease_until == lease.until,
+        )
 
     def move_status(
         self, campaign_id: int, old: MessageStatus, new: MessageStatus, **values: Any
@@ -123,32 +139,56 @@ class DispatchRepository:
         )
         return int(moved.rowcount)  # type: ignore[attr-defined]
 
-    def messages(self, ids: Sequence[int]) -> list[Message]:
-        return list(
-            self.session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))
+    def messages(self, ids: Sequence[int], *, lease: Lease | None = None) -> list[Message]:
+        """Messages by id; with ``lease``, only those still under that claim."""
+        query = select(Message).where(Message.id.in_(ids))
+        if lease is not None:
+            query = query.where(self._held(lease))
+        return list(self.session.scalars(query.order_by(Message.id)))
+
+    def mark(
+        self,
+        ids: Sequence[int],
+        *,
+        lease: Lease | None = None,
+        was: MessageStatus | None = None,
+        **values: Any,
+    ) -> int:
+        """Set the same values on several messages; with ``lease``, only on those still
+        under that claim, and with ``was``, only on those in that state. Returns how many
+        changed."""
+        if not ids:
+            return 0
+        query = update(Message).where(Message.id.in_(ids))
+        if lease is not None:
+            query = query.where(self._held(lease))
+        if was is not None:
+            query = query.where(Message.status == was)
+        changed = self.session.execute(
+            query.values(**values).execution_options(synchronize_session=False)
         )
+        return int(changed.rowcount)  # type: ignore[attr-defined]
 
-    def mark(self, ids: Sequence[int], **values: Any) -> None:
-        """Set the same values on several messages."""
-        if ids:
-            self.session.execute(
-                update(Message)
-                .where(Message.id.in_(ids))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-
-    def mark_sent(self, subjects: dict[int, str], *, at: datetime) -> None:
-        """Messages sent, each with its subject (keyed by id): one ``executemany``."""
-        if subjects:
+    def mark_sent(self, subjects: dict[int, str], *, lease: Lease, at: datetime) -> set[int]:
+        """Messages sent, each with its subject (keyed by id), if still under ``lease``.
+        Returns the ids marked: the rest were claimed again after the lease ran out."""
+        if not subjects:
+            return set()
+        marked = self.session.execute(
+            update(Message)
+            .where(Message.id.in_(list(subjects)), self._held(lease))
+            .values(status=MessageStatus.SENT, sent_at=at, lease_until=None, reason=None)
+            .returning(Message.id)
+            .execution_options(synchronize_session=False)
+        )
+        done = {int(i) for i in marked.scalars()}
+        if done:
+            # the subject differs per message: one ``executemany`` keyed by id
             self.session.execute(
                 update(Message),
-                [
-                    {"id": message_id, "status": MessageStatus.SENT, "sent_at": at,
-                     "lease_until": None, "reason": None, "subject": subject}
-                    for message_id, subject in subjects.items()
-                ],
-            )  # fmt: skip
+                [{"id": message_id, "subject": subjects[message_id]} for message_id in done],
+            )
+        return done
 
     def set_provider_refs(self, refs: dict[int, str]) -> None:
         """The providers' ids of sent messages, for their delivery callbacks."""

@@ -1,7 +1,9 @@
-"""Shapes of the call list: an operator's task, the outcome they record, and the tally."""
+"""Shapes of dispatch: a worker's claim on messages, and the call list (an operator's
+task, the outcome they record, and the tally)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Self
@@ -9,6 +11,23 @@ from typing import Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from patron.models.message import CallOutcome
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on messages, until ``until``.
+
+    A message stays this claim's while it is ``sending`` with this worker and this lease
+    time. Once the lease has run out another claim may take it (the worker may have
+    died), and that claim writes its own lease time; the same worker's next claim does
+    too, since it starts later. Every write of the first claim is then refused, so a
+    worker that was only slow can no longer mark the message sent and let it go.
+    """
+
+    worker: str
+    until: datetime
+    ids: tuple[int, ...]
+    """The claimed messages, oldest first."""
 
 
 class CallIn(BaseModel):

@@ -5,7 +5,7 @@ the worker loop (:mod:`patron.dispatch.tasks`) and the HTTP boundary commit."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +26,7 @@ from patron.customers.schemas import PROFILE_FIELDS, ConsentIn
 from patron.customers.service import CustomerService
 from patron.dispatch import links
 from patron.dispatch.repository import DispatchRepository
-from patron.dispatch.schemas import CallIn, CallList, CallTask
+from patron.dispatch.schemas import CallIn, CallList, CallTask, Lease
 from patron.journeys.schemas import SendStep
 from patron.journeys.service import plan_of
 from patron.kit.clock import utcnow
@@ -121,10 +121,10 @@ class DispatchService:
         """Park a paused campaign's queued messages; those already with the transport go."""
         return self.repo.move_status(campaign.id, MessageStatus.QUEUED, MessageStatus.HELD)
 
-    def hold_claimed(self, ids: Sequence[int]) -> None:
+    def hold_claimed(self, ids: Sequence[int], *, lease: Lease | None = None) -> None:
         """Give back claimed messages of a paused campaign, without counting the attempt."""
         self.repo.mark(
-            ids, status=MessageStatus.HELD, lease_until=None, worker=None,
+            ids, lease=lease, status=MessageStatus.HELD, lease_until=None, worker=None,
             attempts=Message.attempts - 1,
         )  # fmt: skip
 
@@ -143,10 +143,13 @@ class DispatchService:
 
     # -- sending -------------------------------------------------------------------------
 
-    def render(self, messages: Sequence[Message], *, now: datetime) -> Rendered:
+    def render(
+        self, messages: Sequence[Message], *, now: datetime, lease: Lease | None = None
+    ) -> Rendered:
         """Envelopes for claimed messages. A message that cannot go (no or malformed
         address, a template failing on this customer's data) is skipped with the reason;
-        it never stops the others."""
+        it never stops the others. Messages deferred or held are given back only while
+        still under ``lease``, when one is given."""
         campaigns = self.repo.campaigns(sorted({m.campaign_id for m in messages}))
         people = [m.customer_id for m in messages]
         customers = self.repo.customers(people)
@@ -248,8 +251,8 @@ class DispatchService:
                     ),
                 )
             )
-        self.defer(deferred)
-        self.hold_claimed(held)
+        self.defer(deferred, lease=lease)
+        self.hold_claimed(held, lease=lease)
         return Rendered(envelopes=envelopes, skipped=skipped)
 
     def _context(
@@ -309,59 +312,90 @@ class DispatchService:
             wake += timedelta(days=1)
         return wake.astimezone(now.tzinfo), name
 
-    def defer(self, deferred: dict[int, tuple[datetime, str]]) -> None:
+    def defer(
+        self, deferred: dict[int, tuple[datetime, str]], *, lease: Lease | None = None
+    ) -> None:
         """Give back claimed messages that must wait (quiet hours), due again at the given
         time, without counting the attempt; the reason says until when and in which zone."""
         for message_id, (until, zone) in deferred.items():
             local = until.astimezone(ZoneInfo(zone))
             self.repo.mark(
-                [message_id], status=MessageStatus.QUEUED, lease_until=None, worker=None,
-                attempts=Message.attempts - 1, next_attempt_at=until,
+                [message_id], lease=lease, status=MessageStatus.QUEUED, lease_until=None,
+                worker=None, attempts=Message.attempts - 1, next_attempt_at=until,
                 reason=f"quiet hours: waits until {local:%Y-%m-%d %H:%M} {zone}",
             )  # fmt: skip
 
-    def handed_over(self, envelopes: Sequence[Envelope], *, now: datetime) -> None:
-        """Mark messages sent before the transport releases them (see channels.base)."""
-        self.repo.mark_sent({e.message_id: e.subject[:500] for e in envelopes}, at=now)
+    def handed_over(
+        self, envelopes: Sequence[Envelope], *, lease: Lease, now: datetime
+    ) -> set[int]:
+        """Mark messages sent before the transport releases them (see channels.base).
+        Returns the ids the transport must not release after all: a later claim took them
+        when this one's lease ran out, and sends them itself."""
+        marked = self.repo.mark_sent(
+            {e.message_id: e.subject[:500] for e in envelopes}, lease=lease, at=now
+        )
+        return {e.message_id for e in envelopes} - marked
 
     def settle(
-        self, outcomes: Sequence[Outcome], skipped: dict[int, str], *, now: datetime
+        self,
+        outcomes: Sequence[Outcome],
+        skipped: dict[int, str],
+        *,
+        lease: Lease,
+        handed: Collection[int] = (),
+        now: datetime,
     ) -> dict[str, int]:
         """Record what the transport said: temporary failures wait (60 s, 120 s, 240 s...
         by default) until the attempts run out; permanent ones are parked with the reason;
-        a hard bounce suppresses the customer on the channel at once. Returns how many
-        messages ended sent, queued for a retry, failed and skipped."""
-        self.repo.mark(list(skipped), status=MessageStatus.SKIPPED, lease_until=None)
+        a hard bounce suppresses the customer on the channel at once.
+
+        A message is this claim's to settle while it is under ``lease``, or once this
+        claim has marked it sent (``handed``: the provider may still refuse it, with a
+        429 or at SMTP's final dot); one a later claim has taken over is left to that
+        claim. Returns how many messages ended sent, queued for a retry, failed, skipped
+        and withdrawn (not sent: taken over)."""
+        tally = {"sent": 0, "retry": 0, "failed": 0, "skipped": 0, "withdrawn": 0}
         for message_id, reason in skipped.items():
-            self.repo.mark([message_id], reason=reason)
-        tally = {"sent": 0, "retry": 0, "failed": 0, "skipped": len(skipped)}
+            tally["skipped"] += self.repo.mark(
+                [message_id], lease=lease, status=MessageStatus.SKIPPED, lease_until=None,
+                reason=reason,
+            )  # fmt: skip
         tally["sent"] = sum(1 for o in outcomes if o.result == "sent")
+        tally["withdrawn"] = sum(1 for o in outcomes if o.result == "withdrawn")
         self.repo.set_provider_refs(
             {o.message_id: o.provider_ref for o in outcomes if o.provider_ref is not None}
         )
-        troubled = {o.message_id: o for o in outcomes if o.result != "sent" or o.reason}
+        for o in outcomes:
+            if o.result == "sent" and o.reason:
+                # marked sent at the handover; the reason says what was odd (a lost reply)
+                self.repo.mark([o.message_id], reason=o.reason)
+        troubled = {o.message_id: o for o in outcomes if o.result in ("retry", "failed")}
+        handed = set(handed)
         campaigns = CampaignRepository(self.session)
         for message in self.repo.messages(list(troubled)) if troubled else []:
             outcome = troubled[message.id]
-            message.reason = outcome.reason
-            if outcome.result == "sent":
-                continue
-            message.lease_until = None
+            # each write is conditional, so that a claim taking over since the read wins
+            ours: dict[str, Any] = (
+                {"was": MessageStatus.SENT} if message.id in handed else {"lease": lease}
+            )
+            values: dict[str, Any] = {"lease_until": None, "reason": outcome.reason}
             if outcome.result == "retry" and message.attempts < self.settings.max_attempts:
                 wait = self.settings.retry_base_seconds * 2 ** (message.attempts - 1)
                 # a provider that asked for a longer pause (HTTP 429) gets it
                 wait = max(wait, outcome.retry_after or 0)
-                message.status = MessageStatus.QUEUED
-                message.next_attempt_at = now + timedelta(seconds=wait)
-                tally["retry"] += 1
+                values |= {"status": MessageStatus.QUEUED,
+                           "next_attempt_at": now + timedelta(seconds=wait)}  # fmt: skip
+                tally["retry"] += self.repo.mark([message.id], **ours, **values)
+                continue
+            values |= {"status": MessageStatus.FAILED, "sent_at": None}
+            if outcome.result == "retry":
+                values["reason"] = f"gave up after {message.attempts} attempts: {outcome.reason}"
+            if outcome.hard_bounce:
+                values["bounced_at"] = now
+            if not self.repo.mark([message.id], **ours, **values):
                 continue
             tally["failed"] += 1
-            message.status = MessageStatus.FAILED
-            message.sent_at = None
-            if outcome.result == "retry":
-                message.reason = f"gave up after {message.attempts} attempts: {outcome.reason}"
             if outcome.hard_bounce:
-                message.bounced_at = now
                 campaigns.suppress(message.customer_id, message.channel, reason="hard_bounce")
         return tally
 

@@ -3,8 +3,10 @@
 Each step commits on its own, so that a crash at any point leaves the outbox in a state
 the next worker can carry on from: a claim holds a lease that runs out; messages become
 "sent" in the transaction the transport's ``handing_over`` runs, before they are
-released; outcomes and housekeeping commit after. ``patron worker`` runs this loop, and
-``patron serve`` runs it in a thread beside the API.
+released; outcomes and housekeeping commit after. Every write after the claim is a
+compare-and-set on its lease: a worker so slow that its lease ran out and another claim
+took its messages over marks none of them sent, and its transport lets none of them go.
+``patron worker`` runs this loop, and ``patron serve`` runs it in a thread beside the API.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from patron.channels.calls import CallList
 from patron.channels.config import load_channels
 from patron.channels.email import SmtpSettings, SmtpTransport
 from patron.channels.router import Router
+from patron.dispatch.schemas import Lease
 from patron.dispatch.service import DispatchService, Rendered
 from patron.kit.clock import utcnow
 from patron.kit.db import unit_of_work
@@ -40,6 +43,8 @@ class WorkerStats:
     retried: int = 0
     failed: int = 0
     skipped: int = 0
+    withdrawn: int = 0
+    """Claimed, then taken over by a later claim before they were handed over: not sent."""
     completed: list[int] = field(default_factory=list)
 
 
@@ -81,6 +86,7 @@ class Claim:
 
     claimed: int
     rendered: Rendered
+    lease: Lease
 
 
 def claim_and_render(
@@ -91,24 +97,26 @@ def claim_and_render(
     now = utcnow()
     with unit_of_work(factory) as session:
         service = DispatchService(session, settings=settings)
-        ids = service.repo.claim(
+        lease = service.repo.claim(
             worker=name,
             limit=settings.worker_batch,
             now=now,
             lease=timedelta(seconds=settings.worker_lease_seconds),
         )
-    if not ids:
+    if not lease.ids:
         return None
     with unit_of_work(factory) as session:
         service = DispatchService(session, settings=settings)
-        rendered = service.render(service.repo.messages(ids), now=now)
+        messages = service.repo.messages(lease.ids, lease=lease)
+        rendered = service.render(messages, now=now, lease=lease)
     if rendered.skipped:
         # skipped rows are final at once: a bad address must not wait for the batch
         with unit_of_work(factory) as session:
-            DispatchService(session, settings=settings).settle([], rendered.skipped, now=now)
-    stats.claimed += len(ids)
+            service = DispatchService(session, settings=settings)
+            service.settle([], rendered.skipped, lease=lease, now=now)
+    stats.claimed += len(lease.ids)
     stats.skipped += len(rendered.skipped)
-    return Claim(claimed=len(ids), rendered=rendered)
+    return Claim(claimed=len(lease.ids), rendered=rendered, lease=lease)
 
 
 def deliver_and_settle(
@@ -122,16 +130,23 @@ def deliver_and_settle(
     """Hand a rendered batch to the transport, committing each group's sent state in
     ``handing_over``, then record the outcomes."""
 
-    def handing_over(envelopes: Sequence[Envelope]) -> None:
+    handed: set[int] = set()
+
+    def handing_over(envelopes: Sequence[Envelope]) -> set[int]:
         with unit_of_work(factory) as session:
-            DispatchService(session, settings=settings).handed_over(envelopes, now=utcnow())
+            service = DispatchService(session, settings=settings)
+            refused = service.handed_over(envelopes, lease=claim.lease, now=utcnow())
+        handed.update(e.message_id for e in envelopes if e.message_id not in refused)
+        return refused
 
     outcomes = transport.deliver(claim.rendered.envelopes, handing_over=handing_over)
     with unit_of_work(factory) as session:
-        tally = DispatchService(session, settings=settings).settle(outcomes, {}, now=utcnow())
+        service = DispatchService(session, settings=settings)
+        tally = service.settle(outcomes, {}, lease=claim.lease, handed=handed, now=utcnow())
     stats.sent += tally["sent"]
     stats.retried += tally["retry"]
     stats.failed += tally["failed"]
+    stats.withdrawn += tally["withdrawn"]
 
 
 def run_once(
