@@ -20,6 +20,7 @@ from patron.channels.base import Envelope, MemoryTransport
 from patron.channels.email import SmtpSettings, SmtpTransport
 from patron.customers.service import CustomerService
 from patron.dispatch import tasks
+from patron.dispatch.repository import DispatchRepository
 from patron.dispatch.tasks import WorkerStats, claim_and_render, deliver_and_settle, run_worker
 from patron.kit.settings import Settings
 from patron.models import (
@@ -354,3 +355,24 @@ def test_smtp_ends_a_refused_message_before_its_dot_and_sends_the_rest(
     assert handed == [1, 2, 3]
     # the one session was closed mid-DATA for message 2, and a new one took message 3
     assert [r.recipients for r in inbox.received] == [["p1@example.ru"], ["p3@example.ru"]]
+
+
+def test_the_sent_mark_takes_effect_only_on_the_messages_still_under_the_claim(
+    launched: sessionmaker[Session],
+) -> None:
+    now = datetime.now(UTC)
+    with launched() as session:
+        repo = DispatchRepository(session)
+        lease = repo.claim(worker="h:1:a", limit=10, now=now, lease=timedelta(seconds=60))
+        first, second, third = lease.ids
+        # the first was taken over by a later claim, the third already sent by it
+        repo.mark([first], worker="h:2:b", lease_until=now + timedelta(seconds=90))
+        repo.mark([third], status=MessageStatus.SENT, worker="h:2:b", lease_until=None)
+        at = now + timedelta(seconds=1)
+        marked = repo.mark_sent({i: f"S{i}" for i in lease.ids}, lease=lease, at=at)
+        assert marked == {second}
+        rows = {m.id: m for m in repo.messages(lease.ids)}
+        assert (rows[first].status, rows[first].subject) == (MessageStatus.SENDING, None)
+        assert (rows[second].status, rows[second].subject) == (MessageStatus.SENT, f"S{second}")
+        assert (rows[second].sent_at, rows[second].lease_until) == (at, None)
+        assert (rows[third].status, rows[third].subject) == (MessageStatus.SENT, None)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from patron.customers.repository import chunks
@@ -45,6 +45,24 @@ from patron.models import (
     Suppression,
 )
 from patron.models.message import FINAL
+
+_MESSAGES = table_of(Message)
+
+# The sent mark, a compare-and-set on the claim, one ``executemany`` per handover: each row
+# has its own subject, and the total row count says whether every mark took effect.
+_MARK_SENT = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id == bindparam("b_id"),
+        _MESSAGES.c.status == bindparam("b_status"),
+        _MESSAGES.c.worker == bindparam("b_worker"),
+        _MESSAGES.c.lease_until == bindparam("b_until"),
+    )
+    .values(
+        status=MessageStatus.SENT, sent_at=bindparam("b_at"), lease_until=None, reason=None,
+        subject=bindparam("b_subject"),
+    )
+)  # fmt: skip
 
 
 class DispatchRepository:
@@ -174,21 +192,21 @@ class DispatchRepository:
         Returns the ids marked: the rest were claimed again after the lease ran out."""
         if not subjects:
             return set()
+        common = {"b_status": MessageStatus.SENDING, "b_worker": lease.worker,
+                  "b_until": lease.until, "b_at": at}  # fmt: skip
         marked = self.session.execute(
-            update(Message)
-            .where(Message.id.in_(list(subjects)), self._held(lease))
-            .values(status=MessageStatus.SENT, sent_at=at, lease_until=None, reason=None)
-            .returning(Message.id)
-            .execution_options(synchronize_session=False)
+            _MARK_SENT, [{"b_id": i, "b_subject": s, **common} for i, s in subjects.items()]
         )
-        done = {int(i) for i in marked.scalars()}
-        if done:
-            # the subject differs per message: one ``executemany`` keyed by id
-            self.session.execute(
-                update(Message),
-                [{"id": message_id, "subject": subjects[message_id]} for message_id in done],
-            )
-        return done
+        if int(marked.rowcount) == len(subjects):  # type: ignore[attr-defined]
+            return set(subjects)
+        # some were taken over: ours are the ones now sent at this very instant by us
+        ours = select(Message.id).where(
+            Message.id.in_(list(subjects)),
+            Message.status == MessageStatus.SENT,
+            Message.worker == lease.worker,
+            Message.sent_at == at,
+        )
+        return {int(i) for i in self.session.scalars(ours)}
 
     def set_provider_refs(self, refs: dict[int, str]) -> None:
         """The providers' ids of sent messages, for their delivery callbacks."""
