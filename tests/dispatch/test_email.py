@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patron.api.app import create_app
 from patron.campaigns.service import CampaignService
-from patron.channels.base import Envelope, MemoryTransport
+from patron.channels.base import Envelope, HandingOver, MemoryTransport, Outcome
 from patron.channels.email import SmtpSettings, SmtpTransport
 from patron.customers.service import CustomerService
 from patron.dispatch import tasks
@@ -376,3 +377,59 @@ def test_the_sent_mark_takes_effect_only_on_the_messages_still_under_the_claim(
         assert (rows[second].status, rows[second].subject) == (MessageStatus.SENT, f"S{second}")
         assert (rows[second].sent_at, rows[second].lease_until) == (at, None)
         assert (rows[third].status, rows[third].subject) == (MessageStatus.SENT, None)
+
+
+class _Paced:
+    """Hands the envelopes over one at a time at the given moments, letting a rival
+    worker try to claim just before each."""
+
+    def __init__(self, clock: list[datetime], moments: list[datetime], rival: Any) -> None:
+        self.clock, self.moments, self.rival = clock, moments, rival
+        self.rivals: list[tasks.Claim | None] = []
+
+    def deliver(self, envelopes: Sequence[Envelope], *, handing_over: HandingOver) -> list[Outcome]:
+        outcomes = []
+        for envelope, moment in zip(envelopes, self.moments, strict=True):
+            self.clock[0] = moment
+            self.rivals.append(self.rival())
+            refused = handing_over([envelope]) or ()
+            result = "withdrawn" if envelope.message_id in refused else "sent"
+            outcomes.append(Outcome(envelope.message_id, result))  # type: ignore[arg-type]
+        return outcomes
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("start", "first", "second"),
+    [
+        # waited 50 s of a 60 s lease for the batch before it: renewed as delivery starts
+        (50, 61, 100),
+        # a slow provider: renewed at the first handover, with less than half left
+        (10, 40, 70),
+    ],
+)
+def test_a_batch_still_being_worked_on_keeps_its_lease(
+    launched: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch,
+    start: int, first: int, second: int,
+) -> None:  # fmt: skip
+    settings = SETTINGS.model_copy(update={"worker_lease_seconds": 60})
+    t0 = datetime.now(UTC)
+    clock = [t0]
+    monkeypatch.setattr(tasks, "utcnow", lambda: clock[0])
+    claim = claim_and_render(launched, settings=settings, name="h:1:a", stats=WorkerStats())
+    assert claim is not None and len(claim.rendered.envelopes) == 2
+
+    def rival() -> tasks.Claim | None:
+        return claim_and_render(launched, settings=settings, name="h:2:b", stats=WorkerStats())
+
+    paced = _Paced(clock, [t0 + timedelta(seconds=s) for s in (first, second)], rival)
+    clock[0] = t0 + timedelta(seconds=start)
+    stats = WorkerStats()
+    deliver_and_settle(launched, paced, claim, settings=settings, stats=stats)
+    # past the claim's first 60 s, and the rival still found nothing to take
+    assert paced.rivals == [None, None]
+    assert (stats.sent, stats.withdrawn) == (2, 0)
+    done = messages(launched)
+    assert {(done[c].status, done[c].worker) for c in (1, 5)} == {(MessageStatus.SENT, "h:1:a")}

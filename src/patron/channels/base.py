@@ -88,7 +88,7 @@ class Delivery(Protocol):
 
     def deliver(self, envelopes: Sequence[Envelope], *, handing_over: HandingOver) -> list[Outcome]:
         """Deliver every envelope, calling ``handing_over`` with each before it is released
-        for good; one outcome per envelope, in order."""
+        for good, and releasing none it refuses; one outcome per envelope, in order."""
         ...
 
     def close(self) -> None:

@@ -48,7 +48,8 @@ class GroupHandover(ABC):
         """An envelope has joined the waiting group: flush now, later, or not yet."""
 
     def released(self, envelope: Envelope) -> None:
-        """Called for each envelope of a group right after its handover committed, before
+        """Called for each envelope of a group that the handover did not refuse, right
+        after it committed, before
         any waiter resumes: a transport whose last step is a write puts it here, so that
         no turn of the event loop falls between the commit and the write."""
         return None

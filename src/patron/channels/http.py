@@ -11,11 +11,12 @@ handover below are then plain loop code with no locks.
 
 Each message takes, in order: a slot of the rate limit (``aiolimiter``'s leaky bucket:
 ``rate`` messages a second after a burst of ``burst``), then ``handing_over``, then its
-request. Nothing waits between the commit and the request. Messages that reach the
-handover in the same turn of the loop share one ``handing_over`` call, as SMTP sessions
-share one (group commit), but no message waits for another to be ready: requests to
-different recipients finish at different times, and holding a ready message back for a
-slow round trip would spend the rate limit's slots idle.
+request, unless the handover refused it. Nothing waits between the commit and the
+request. Messages that reach the handover in the same turn of the loop share one
+``handing_over`` call, as SMTP sessions share one (group commit), but no message waits
+for another to be ready: requests to different recipients finish at different times,
+and holding a ready message back for a slow round trip would spend the rate limit's
+slots idle.
 
 Replies map to outcomes the same way for every provider (:func:`http_outcome`), each
 provider naming its own codes: 2xx is sent; 429, 5xx, 408 and 401 (our credentials,

@@ -497,7 +497,7 @@ def worker(
     def report(stats: WorkerStats) -> None:
         console.print(
             f"sent {stats.sent:,}, retrying {stats.retried:,}, failed {stats.failed:,}, "
-            f"skipped {stats.skipped:,}"
+            f"skipped {stats.skipped:,}, taken over {stats.withdrawn:,}"
         )
 
     try:

@@ -7,8 +7,11 @@ LIMIT n)`` is atomic there; workers on one host can share a SQLite store, taking
 its write lock.
 
 A claim is a :class:`~patron.dispatch.schemas.Lease`. Every write that follows it on a
-claimed message (sent, retry, failed, deferred, held, skipped) is a compare-and-set on
-that lease, so a claim that a later one took over after its lease ran out changes nothing.
+claimed message before its handover (sent, retry, failed, deferred, held, skipped, the
+lease's renewal) is a compare-and-set on that lease, so a claim that a later one took
+over after its lease ran out changes nothing. After the handover the message is ``sent``,
+which no claim takes, and the provider's late verdict (a retry, a failure) is written
+only while it still is.
 """
 
 from __future__ import annotations
@@ -135,6 +138,19 @@ class DispatchRepository:
         )
         ids = sorted(int(i) for i in claimed.scalars())
         return Lease(worker=worker, until=until, ids=tuple(ids))
+
+    def renew(self, lease: Lease, *, until: datetime) -> Lease:
+        """Extend a claim to ``until`` on the messages still under it (the others were
+        taken over). The renewed claim is a new lease: later writes name it."""
+        # strictly later, so that the old lease can never match a renewed row
+        until = max(until, lease.until + timedelta(microseconds=1))
+        self.session.execute(
+            update(Message)
+            .where(Message.id.in_(lease.ids), self._held(lease))
+            .values(lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return Lease(worker=lease.worker, until=until, ids=lease.ids)
 
     @staticmethod
     def _held(lease: Lease) -> ColumnElement[bool]:

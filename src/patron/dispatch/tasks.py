@@ -113,9 +113,9 @@ def claim_and_render(
         # skipped rows are final at once: a bad address must not wait for the batch
         with unit_of_work(factory) as session:
             service = DispatchService(session, settings=settings)
-            service.settle([], rendered.skipped, lease=lease, now=now)
+            tally = service.settle([], rendered.skipped, lease=lease, now=now)
+        stats.skipped += tally["skipped"]
     stats.claimed += len(lease.ids)
-    stats.skipped += len(rendered.skipped)
     return Claim(claimed=len(lease.ids), rendered=rendered, lease=lease)
 
 
@@ -131,18 +131,32 @@ def deliver_and_settle(
     ``handing_over``, then record the outcomes."""
 
     handed: set[int] = set()
+    period = timedelta(seconds=settings.worker_lease_seconds)
+    # the claim's lease, renewed as the batch goes: a batch that waited for the one
+    # before it, or that a slow provider (a low rate limit) keeps longer than the lease,
+    # must not be taken over while it is still being worked on
+    current = [claim.lease]
+
+    def renewed(service: DispatchService) -> None:
+        now = utcnow()
+        if current[0].until - now < period / 2:
+            current[0] = service.repo.renew(current[0], until=now + period)
+
+    with unit_of_work(factory) as session:
+        renewed(DispatchService(session, settings=settings))
 
     def handing_over(envelopes: Sequence[Envelope]) -> set[int]:
         with unit_of_work(factory) as session:
             service = DispatchService(session, settings=settings)
-            refused = service.handed_over(envelopes, lease=claim.lease, now=utcnow())
+            refused = service.handed_over(envelopes, lease=current[0], now=utcnow())
+            renewed(service)
         handed.update(e.message_id for e in envelopes if e.message_id not in refused)
         return refused
 
     outcomes = transport.deliver(claim.rendered.envelopes, handing_over=handing_over)
     with unit_of_work(factory) as session:
         service = DispatchService(session, settings=settings)
-        tally = service.settle(outcomes, {}, lease=claim.lease, handed=handed, now=utcnow())
+        tally = service.settle(outcomes, {}, lease=current[0], handed=handed, now=utcnow())
     stats.sent += tally["sent"]
     stats.retried += tally["retry"]
     stats.failed += tally["failed"]
