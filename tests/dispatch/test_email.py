@@ -433,3 +433,23 @@ def test_a_batch_still_being_worked_on_keeps_its_lease(
     assert (stats.sent, stats.withdrawn) == (2, 0)
     done = messages(launched)
     assert {(done[c].status, done[c].worker) for c in (1, 5)} == {(MessageStatus.SENT, "h:1:a")}
+
+
+def test_a_long_host_name_still_fits_the_worker_column_and_stays_distinct(
+    launched: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = "patron-worker-deployment-7d9f8c6b5d-x2x4k.mail.eu-west-1.compute.internal"
+    names = []
+    for host in (pod, pod.replace("x2x4k", "q8v1z"), "box"):
+        monkeypatch.setattr("socket.gethostname", lambda host=host: host)
+        names.append(tasks.worker_name())
+    first, second, short = (name.split(":")[0] for name in names)
+    assert (first[:22], len(first)) == ("patron-worker-deploym~", 30)
+    assert second[:22] == first[:22] and second != first
+    assert short == "box"
+    # the claim stores it: PostgreSQL enforces the column's 64 characters
+    assert max(len(name) for name in names) <= 64
+    monkeypatch.setattr("socket.gethostname", lambda: pod)
+    stats = run_worker(launched, MemoryTransport(), settings=SETTINGS, until_idle=True)
+    assert stats.sent == 2
+    assert {m.worker for m in messages(launched).values()} == {tasks.worker_name()}

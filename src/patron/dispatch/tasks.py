@@ -11,6 +11,7 @@ took its messages over marks none of them sent, and its transport lets none of t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -77,7 +78,13 @@ def transports(settings: Settings) -> Router:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    """``host:pid:thread``, which names a claim's worker in its 64-character column."""
+    host = socket.gethostname()
+    if len(host) > 30:
+        # a long host name (a cluster's pod or an FQDN) keeps its start and a digest of
+        # the whole, so that two such hosts still differ; pid and thread take at most 29
+        host = host[:21] + "~" + hashlib.blake2b(host.encode(), digest_size=4).hexdigest()
+    return f"{host}:{os.getpid()}:{threading.get_ident()}"
 
 
 @dataclass(frozen=True)
