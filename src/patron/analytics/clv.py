@@ -1173,11 +1173,19 @@ def _lifetime_fraction(s: float, u: FloatArray) -> FloatArray:
 
 @dataclass(frozen=True)
 class _SpendStatistics:
-    """Grouped ``(x, monetary)``."""
+    """Grouped ``(x, monetary)``, with the sums the Gamma-Gamma likelihood needs that do not
+    depend on the parameters."""
 
     groups: _Groups
     total: float
     n_groups: int
+    x_levels: FloatArray  # the distinct x
+    x_weight: FloatArray  # weight per distinct x
+    x: FloatArray  # x per group
+    weighted_x: FloatArray  # w x per group
+    spend: FloatArray  # x z per group (the total spend)
+    log_spend: FloatArray  # ln(x z) per group
+    sum_log_mean: float  # sum of w ln z
 
 
 class GammaGamma(_MaximumLikelihoodModel):
@@ -1221,7 +1229,16 @@ class GammaGamma(_MaximumLikelihoodModel):
         if (monetary <= 0).any():
             raise InvalidData("column 'monetary' must be positive")
         groups = _group_rows([x, monetary], weight, group=group)
-        return _SpendStatistics(groups, float(groups.weight.sum()), groups.size)
+        x, mean, w = groups.column(0), groups.column(1), groups.weight
+        x_levels = groups.levels[0]
+        x_weight = np.asarray(
+            np.bincount(groups.codes[0], weights=w, minlength=len(x_levels)), dtype=np.float64
+        )
+        spend = x * mean
+        return _SpendStatistics(
+            groups, float(w.sum()), groups.size, x_levels, x_weight, x, w * x, spend,
+            np.log(spend), _dot(w, np.log(mean)),
+        )  # fmt: skip
 
     def _initial(self, stats: _SpendStatistics) -> FloatArray:
         groups = stats.groups
@@ -1232,28 +1249,29 @@ class GammaGamma(_MaximumLikelihoodModel):
     def _negative_log_likelihood(
         self, theta: FloatArray, stats: _SpendStatistics
     ) -> tuple[float, FloatArray]:
+        # The terms in x alone are evaluated once per distinct x (a few dozen values) and
+        # ln z once per fit; only ln(gamma + x z) and its reciprocal are computed per row at
+        # each step. Each row's terms are added up before the sum over rows, since sums of
+        # large terms that nearly cancel would leave rounding noise in the value.
         p, q, gamma = np.exp(theta)
-        groups = stats.groups
-        x, mean = groups.column(0), groups.column(1)
-        px = p * x
-        total_spend = x * mean
-        log_base = np.log(gamma + total_spend)
-        ll = (
-            gammaln(px + q)
-            - gammaln(px)
-            - gammaln(q)
-            + q * np.log(gamma)
-            + (px - 1.0) * np.log(mean)
-            + px * np.log(x)
-            - (px + q) * log_base
-        )
-        psi_pxq = digamma(px + q)
-        g_p = x * (psi_pxq - digamma(px) + np.log(total_spend) - log_base)
-        g_q = psi_pxq - digamma(q) + np.log(gamma) - log_base
-        g_gamma = q / gamma - (px + q) / (gamma + total_spend)
-        w = groups.weight
-        gradient = -np.array([_dot(w, g_p) * p, _dot(w, g_q) * q, _dot(w, g_gamma) * gamma])
-        return -_dot(w, ll) / stats.total, gradient / stats.total
+        total = stats.total
+        groups, u, weight_u = stats.groups, stats.x_levels, stats.x_weight
+        pu = p * u
+        psi_puq = digamma(pu + q)
+        base = gamma + stats.spend
+        log_base, inverse = np.log(base), 1.0 / base
+        w, wx = groups.weight, stats.weighted_x
+        # ln(x z) - ln(gamma + x z), and ln(gamma) - ln(gamma + x z)
+        by_spend = stats.log_spend - log_base
+        by_gamma = np.log(gamma) - log_base
+        per_x = gammaln(pu + q) - gammaln(pu)
+        rows = per_x[groups.codes[0]] + p * stats.x * by_spend + q * by_gamma
+        ll = _dot(w, rows) - total * gammaln(q) - stats.sum_log_mean
+        g_p = _dot(weight_u * u, psi_puq - digamma(pu)) + _dot(wx, by_spend)
+        g_q = _dot(weight_u, psi_puq) - total * digamma(q) + _dot(w, by_gamma)
+        g_gamma = total * q / gamma - p * _dot(wx, inverse) - q * _dot(w, inverse)
+        gradient = -np.array([g_p * p, g_q * q, g_gamma * gamma])
+        return -float(ll) / total, gradient / total
 
     def expected_spend(self, summary: pd.DataFrame) -> pd.Series:
         r"""Expected value of each customer's future transactions [5]_.
