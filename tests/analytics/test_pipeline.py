@@ -16,6 +16,7 @@ from patron.analytics.pipeline import (
     SCORE_COLUMNS,
     AnalysisResult,
     AnalysisSettings,
+    _best,
     analyze,
     summary_table,
 )
@@ -180,3 +181,21 @@ def test_settings_are_data_with_a_version() -> None:
     assert default.model_version == AnalysisSettings().model_version
     with pytest.raises(ValueError, match="rfm_bins"):
         AnalysisSettings.model_validate({"rfm_bins": 1})
+
+
+@pytest.mark.parametrize(("by", "column"), [("spend", "period_spend"), ("clv", "clv")])
+def test_best_customers_are_the_top_share_ties_going_to_the_lower_id(by: str, column: str) -> None:
+    scores = pd.DataFrame(
+        {
+            "customer_id": [9, 4, 7, 2, 5, 8, 1],
+            column: [50.0, 80.0, 80.0, None, 80.0, 10.0, 30.0],
+        }
+    )
+    settings = AnalysisSettings.model_validate({"best_by": by, "spend": {"top_share": 0.4}})
+    flagged = _best(scores, settings)
+    # six customers have a value; 40% of six rounds up to three: the three 80s (in the
+    # frame's order); a share that cuts through the tie (30%: two) keeps the lower ids
+    assert flagged.loc[flagged["best_customer"], "customer_id"].tolist() == [4, 7, 5]
+    settings = AnalysisSettings.model_validate({"best_by": by, "spend": {"top_share": 0.3}})
+    flagged = _best(scores.drop(columns="best_customer"), settings)
+    assert sorted(flagged.loc[flagged["best_customer"], "customer_id"]) == [4, 5]

@@ -509,11 +509,13 @@ def _profit(
 def _best(scores: pd.DataFrame, settings: AnalysisSettings) -> pd.DataFrame:
     """Flag the top share of customers by period spend or by CLV, ties by customer id."""
     column = "period_spend" if settings.best_by == "spend" else "clv"
-    values = pd.to_numeric(scores[column], errors="coerce")
-    ranked = scores.assign(_v=values).dropna(subset=["_v"])
-    count = math.ceil(settings.spend.top_share * len(ranked)) if len(ranked) else 0
-    top = ranked.sort_values(["_v", "customer_id"], ascending=[False, True]).head(count)
-    scores["best_customer"] = scores["customer_id"].isin(top["customer_id"])
+    values = pd.to_numeric(scores[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    ranked = ~np.isnan(values)
+    # sorting the two columns alone: reordering the whole frame took a second at 1M rows
+    ids, values = scores["customer_id"].to_numpy()[ranked], values[ranked]
+    count = math.ceil(settings.spend.top_share * len(ids)) if len(ids) else 0
+    top = ids[np.lexsort((ids, -values))[:count]]
+    scores["best_customer"] = scores["customer_id"].isin(top)
     return scores
 
 
