@@ -82,7 +82,7 @@ def _worker(engine: Engine, port: int, *extra: str) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def test_sigkill_mid_campaign_then_restart_sends_no_message_twice_and_loses_no_other(
+def test_sigkill_mid_campaign_then_restart_sends_no_message_twice_and_loses_none_but_the_gap(
     session_factory: sessionmaker[Session], engine: Engine, smtp_server: tuple[Inbox, int]
 ) -> None:
     inbox, port = smtp_server

@@ -15,9 +15,9 @@ content sent before the ``.`` and ``SMTP.data`` writes both at once. Sessions th
 sent a message's content wait at one handover: when every busy session is there, the
 whole group is handed over in one call (one commit), and the ``.`` of each message the
 call did not refuse is written as soon as it returns, in the same step, before any
-session resumes (a refused one's session is closed without it). That is
-group commit: the sent state of every message is still durable before its ``.``, and the
-commit is shared by the group instead of paid per message. asyncio sets ``TCP_NODELAY``
+session resumes (a refused one's session is closed without it). That is group commit:
+the sent state of every message is still durable before its ``.``, and the commit is
+shared by the group instead of paid per message. asyncio sets ``TCP_NODELAY``
 on its sockets, so the small ``.`` write does not wait for the server's delayed ACK.
 """
 

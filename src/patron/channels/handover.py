@@ -49,9 +49,9 @@ class GroupHandover(ABC):
 
     def released(self, envelope: Envelope) -> None:
         """Called for each envelope of a group that the handover did not refuse, right
-        after it committed, before
-        any waiter resumes: a transport whose last step is a write puts it here, so that
-        no turn of the event loop falls between the commit and the write."""
+        after it committed, before any waiter resumes: a transport whose last step is a
+        write puts it here, so that no turn of the event loop falls between the commit
+        and the write."""
         return None
 
     def flush(self) -> None:

@@ -3,9 +3,10 @@
 Each step commits on its own, so that a crash at any point leaves the outbox in a state
 the next worker can carry on from: a claim holds a lease that runs out; messages become
 "sent" in the transaction the transport's ``handing_over`` runs, before they are
-released; outcomes and housekeeping commit after. Every write after the claim is a
-compare-and-set on its lease: a worker so slow that its lease ran out and another claim
-took its messages over marks none of them sent, and its transport lets none of them go.
+released; outcomes and housekeeping commit after. Every write between the claim and the
+handover is a compare-and-set on the claim's lease, which the worker renews as the batch
+goes: a worker that hung until its lease ran out and another claim took its messages over
+marks none of them sent, and its transport lets none of them go.
 ``patron worker`` runs this loop, and ``patron serve`` runs it in a thread beside the API.
 """
 

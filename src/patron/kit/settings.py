@@ -78,9 +78,9 @@ class Settings(BaseSettings):
         default=120,
         ge=1,
         description="How long a claimed message stays with its worker; the worker renews "
-        "it as the batch goes (at each handover, once half of it has passed), so it runs "
-        "out only when a worker dies or hangs, and then another claim takes the message "
-        "over.",
+        "it as the batch goes (when delivery starts and at each handover, once half of it "
+        "has passed), so it runs out only when a worker dies or hangs, and then another "
+        "claim takes the message over.",
     )
     retry_base_seconds: int = Field(default=60, ge=1)
     max_attempts: int = Field(default=5, ge=1, le=50)
