@@ -1,24 +1,34 @@
 """Confirmed purchases per second through the HTTP API, with p50 and p99 latency.
 
 A fresh store gets ``--accounts`` enrolled members. ``uvicorn`` serves the app with
-``--workers`` processes, and ``--clients`` client processes, each keeping one connection,
-send purchases as a till would: ``POST /api/v1/loyalty/pos/confirm`` with a new receipt
-and ``Idempotency-Key``, a two-line basket, points redeemed on every fourth. Each call
-burns and earns under the account's lock, writes the ledger, the lot uses, the
-transaction, the operation record, the points event and a tier check.
+``--workers`` processes, and ``--clients`` tills, each keeping one connection and waiting
+for each answer before the next call, send purchases as a till would:
+``POST /api/v1/loyalty/pos/confirm`` with a new receipt and ``Idempotency-Key``, a
+two-line basket, points redeemed on every fourth. Each call burns and earns under the
+account's lock, writes the ledger, the lot uses, the transaction, the operation record,
+the points event and a tier check. The tills run in ``--client-processes`` processes and
+speak HTTP/1.1 on the bare socket, so that they take little CPU from the server.
+
+Besides calls per second and latency, the script reads the CPU time the server's
+processes, PostgreSQL's and the clients' used during each run (from ``/proc``) and prints
+it per call: on a machine with few cores, the server's and database's CPU per call bound
+the throughput the machine can reach at all.
 
 **Baseline**, in the same run and through the same server: ``POST /api/v1/orders`` with
 the same basket, i.e. recording the sale in the customer hub without the loyalty program.
 The ratio says what the loyalty accounting costs on top of a plain write.
 
 Usage: ``python benchmarks/loyalty_bench.py [--postgres URL] [--workers 4] [--clients 16]
-[--purchases 20000] [--accounts 2000]``. Without ``--postgres`` the store is SQLite (one
-writer at a time, so the figure there is for a single till server).
+[--client-processes 2] [--purchases 20000] [--accounts 2000]``. Without ``--postgres``
+the store is SQLite (one writer at a time, so the figure there is for a single till
+server).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import multiprocessing
 import os
 import platform
@@ -29,9 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -123,55 +135,134 @@ def _basket(n: int) -> list[dict[str, str]]:
     ]
 
 
-def client(args: tuple[str, str, str, int, int, int, int]) -> tuple[float, float, list[float]]:
-    """One till: ``count`` calls; returns when it began and ended (wall clock, so that the
-    pool's start-up is not timed) and each call's latency in ms."""
-    base, key, route, number, count, accounts, clients = args
-    latencies: list[float] = []
+def _body(route: str, n: int, step: int, accounts: int, at: str) -> tuple[str, bytes]:
+    if route == "loyalty":
+        body: dict[str, Any] = {
+            "card": f"{700000000 + n % accounts}", "receipt": f"r{n}", "lines": _basket(n),
+            "redeem_points": 50 if step % 4 == 3 else 0, "at": at,
+        }  # fmt: skip
+        return "/api/v1/loyalty/pos/confirm", json.dumps(body).encode()
+    body = {
+        "source": "till", "external_id": f"o{n}", "placed_at": at,
+        "currency": "RUB", "lines": _basket(n),
+    }  # fmt: skip
+    return "/api/v1/orders", json.dumps(body).encode()
+
+
+async def _till(
+    base: str, key: str, route: str, number: int, *, count: int, accounts: int, clients: int
+) -> list[float]:
+    """One till on one kept-alive connection: ``count`` calls, one after the other."""
+    address = urlsplit(base)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    reader, writer = await asyncio.open_connection(host, port)
     at = datetime.now(UTC).isoformat()
-    with httpx.Client(base_url=f"{base}/api/v1", headers={"X-API-Key": key}, timeout=60) as web:
-        began = time.time()
+    latencies: list[float] = []
+    try:
         for step in range(count):
             n = step * clients + number
-            card = f"{700000000 + n % accounts}"
-            if route == "loyalty":
-                body: dict[str, Any] = {
-                    "card": card, "receipt": f"r{n}", "lines": _basket(n),
-                    "redeem_points": 50 if step % 4 == 3 else 0, "at": at,
-                }  # fmt: skip
-                path = "/loyalty/pos/confirm"
-            else:
-                body = {
-                    "source": "till", "external_id": f"o{n}", "placed_at": at,
-                    "currency": "RUB", "lines": _basket(n),
-                }  # fmt: skip
-                path = "/orders"
+            path, body = _body(route, n, step, accounts, at)
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-API-Key: {key}\r\n"
+                f"Idempotency-Key: {route}-{n}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
             started = time.perf_counter()
-            answer = web.post(path, json=body, headers={"Idempotency-Key": f"{route}-{n}"})
+            writer.write(head.encode() + body)
+            status = int((await reader.readline()).split()[1])
+            length = None
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if length is None:
+                raise SystemExit(f"{path}: an answer without Content-Length")
+            answer = await reader.readexactly(length)
             latencies.append((time.perf_counter() - started) * 1000)
             # points may run short for a redemption; anything else is a failure
-            if answer.status_code not in (200, 201) and not (
-                answer.status_code == 422 and "redeem_points" in answer.text
-            ):
-                raise SystemExit(f"{path}: {answer.status_code} {answer.text[:300]}")
-    return began, time.time(), latencies
+            if status not in (200, 201) and not (status == 422 and b"redeem_points" in answer):
+                raise SystemExit(f"{path}: {status} {answer[:300]!r}")
+    finally:
+        writer.close()
+    return latencies
+
+
+def client(
+    args: tuple[str, str, str, list[int], int, int, int],
+) -> tuple[float, float, float, list[float]]:
+    """Some tills, each on its own connection, in one process's event loop.
+
+    Returns when they began and ended (wall clock, so that the pool's start-up is not
+    timed), the CPU this process used meanwhile, and each call's latency in ms. The
+    client speaks HTTP/1.1 on the bare socket: on a shared 2-core machine a heavier
+    client library would take CPU from the server it measures."""
+    base, key, route, numbers, count, accounts, clients = args
+
+    async def tills() -> list[list[float]]:
+        jobs = [
+            _till(base, key, route, n, count=count, accounts=accounts, clients=clients)
+            for n in numbers
+        ]
+        return await asyncio.gather(*jobs)
+
+    began, cpu = time.time(), time.process_time()
+    latencies = [x for till in asyncio.run(tills()) for x in till]
+    return began, time.time(), time.process_time() - cpu, latencies
+
+
+def _cpu_seconds(pick: Callable[[int, str], bool]) -> float:
+    """User + system CPU of the live processes that ``pick(pid, command line)`` selects."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        if pick(int(entry.name), command):
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 def run(
-    base: str, key: str, route: str, *, total: int, accounts: int, clients: int
-) -> dict[str, float]:
+    base: str, key: str, route: str, *, total: int, accounts: int, clients: int,
+    processes: int, server: int,
+) -> dict[str, float]:  # fmt: skip
     per = total // clients
-    jobs = [(base, key, route, c, per, accounts, clients) for c in range(clients)]
-    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+    jobs = [
+        (base, key, route, list(range(p, clients, processes)), per, accounts, clients)
+        for p in range(processes)
+    ]
+
+    def in_server(pid: int, _command: str) -> bool:
+        try:
+            return os.getpgid(pid) == server
+        except OSError:
+            return False
+
+    def in_database(_pid: int, command: str) -> bool:
+        return command.startswith("postgres: ")
+
+    before = _cpu_seconds(in_server), _cpu_seconds(in_database)
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
         results = pool.map(client, jobs)
-    seconds = max(end for _, end, _ in results) - min(began for began, _, _ in results)
-    latencies = sorted(x for _, _, r in results for x in r)
+    after = _cpu_seconds(in_server), _cpu_seconds(in_database)
+    seconds = max(end for _, end, _, _ in results) - min(began for began, _, _, _ in results)
+    latencies = sorted(x for _, _, _, r in results for x in r)
+    calls = len(latencies)
     return {
-        "calls": len(latencies),
+        "calls": calls,
         "seconds": seconds,
-        "rate": len(latencies) / seconds,
+        "rate": calls / seconds,
         "p50": statistics.median(latencies),
-        "p99": latencies[int(len(latencies) * 0.99) - 1],
+        "p99": latencies[int(calls * 0.99) - 1],
+        "server_ms": (after[0] - before[0]) / calls * 1000,
+        "database_ms": (after[1] - before[1]) / calls * 1000,
+        "client_ms": sum(cpu for _, _, cpu, _ in results) / calls * 1000,
     }
 
 
@@ -180,6 +271,7 @@ def main() -> None:
     parser.add_argument("--postgres", help="PostgreSQL server URL (default: SQLite)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--purchases", type=int, default=20_000)
     parser.add_argument("--accounts", type=int, default=2_000)
     args = parser.parse_args()
@@ -203,11 +295,18 @@ def main() -> None:
                 total=args.purchases,
                 accounts=args.accounts,
                 clients=args.clients,
+                processes=args.client_processes,
+                server=server.pid,
             )
             f = figures[route]
             print(f"{route:8s} {f['calls']:,} calls in {f['seconds']:.1f} s: {f['rate']:,.0f}/s, "
                   f"p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms; "
                   f"load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+            store = f["server_ms"] + f["database_ms"]
+            print(f"         CPU per call: server {f['server_ms']:.2f} ms, database "
+                  f"{f['database_ms']:.2f} ms, clients {f['client_ms']:.2f} ms; "
+                  f"server and database together: {1000 / store:,.0f} calls/s per core",
+                  flush=True)  # fmt: skip
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
