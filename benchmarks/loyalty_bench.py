@@ -18,7 +18,7 @@ the throughput the machine can reach at all.
 the same basket, i.e. recording the sale in the customer hub without the loyalty program.
 The ratio says what the loyalty accounting costs on top of a plain write.
 
-Usage: ``python benchmarks/loyalty_bench.py [--postgres URL] [--workers 4] [--clients 16]
+Usage: ``python benchmarks/loyalty_bench.py [--postgres URL] [--workers 4] [--clients 8]
 [--client-processes 2] [--purchases 20000] [--accounts 2000]``. Without ``--postgres``
 the store is SQLite (one writer at a time, so the figure there is for a single till
 server).
@@ -270,7 +270,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", help="PostgreSQL server URL (default: SQLite)")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--purchases", type=int, default=20_000)
     parser.add_argument("--accounts", type=int, default=2_000)

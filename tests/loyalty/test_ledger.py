@@ -305,6 +305,42 @@ def test_lots_are_spent_soonest_expiring_first_and_expire_exactly(
         assert service.verify().mismatches == []
 
 
+def test_a_use_of_lots_that_moved_since_they_were_read_is_refused(
+    program: sessionmaker[Session],
+) -> None:
+    """A use names what each lot held when read under the account's lock: a lot that
+    holds anything else (it moved without the lock) makes the use a Conflict."""
+    with program() as session:
+        service = LoyaltyService(session)
+        account = service.account(CARD)
+        [welcome] = service.repo.lots(account.id)
+        assert welcome.remaining == 100
+        entry = service.repo.insert(
+            LedgerEntry(
+                account_id=account.id, kind="adjust", points=-30, reason="test",
+                source="operator", idempotency_key="use-1", effective_at=T0, created_by="op",
+            )
+        )  # fmt: skip
+        with pytest.raises(Conflict, match=rf"the lots \[{welcome.id}\] changed"):
+            service.repo.use_lots(entry, [(welcome.id, 30, 60)])  # read as 90, holds 100
+        with pytest.raises(Conflict, match="changed while the account was locked"):
+            service.repo.use_lots(entry, [(welcome.id, 90, 0)])  # "used up", holds 100
+        session.rollback()
+    with program() as session:
+        repo = LoyaltyService(session).repo
+        account = LoyaltyService(session).account(CARD)
+        for key, taken, left in (("use-2", 30, 70), ("use-3", 70, 0)):
+            entry = repo.insert(
+                LedgerEntry(
+                    account_id=account.id, kind="adjust", points=-taken, reason="test",
+                    source="operator", idempotency_key=key, effective_at=T0, created_by="op",
+                )
+            )  # fmt: skip
+            repo.use_lots(entry, [(welcome.id, taken, left)])
+            assert [lot.remaining for lot in repo.lots(account.id)] == ([left] if left else [])
+        session.commit()
+
+
 def test_tiers_go_up_at_once_and_down_only_at_a_review_after_the_grace(
     program: sessionmaker[Session],
 ) -> None:

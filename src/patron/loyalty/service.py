@@ -384,7 +384,7 @@ class LoyaltyService:
                 account, quote.redeem_points, kind=EntryKind.BURN,
                 reason=f"paid {quote.points_value} of receipt {data.receipt}", source="order",
                 ref=data.receipt, key=f"{key}:burn", at=moment, actor=actor,
-                transaction_id=transaction_id, pending_too=False, lots=lots,
+                transaction_id=transaction_id, pending_too=False, lots=lots, move_total=False,
             )  # fmt: skip
         available_at = moment + timedelta(days=rules.pending_days)
         if quote.points_to_earn:
@@ -392,7 +392,11 @@ class LoyaltyService:
                 account, quote.points_to_earn, kind=EntryKind.EARN,
                 reason=f"purchase {data.receipt}", source="order", ref=data.receipt,
                 key=f"{key}:earn", at=available_at, actor=actor, transaction_id=transaction_id,
+                move_total=False,
             )  # fmt: skip
+        if quote.points_to_earn != quote.redeem_points:
+            # the burn and the earn move the cached total once, by their difference
+            self.repo.add_points(account.id, quote.points_to_earn - quote.redeem_points)
             self._publish(
                 account, "loyalty.points_earned", moment, f"earned:{transaction_id}",
                 {"points": quote.points_to_earn, "receipt": data.receipt,
@@ -725,7 +729,7 @@ class LoyaltyService:
                         effective_at=moment, expires_at=None, created_by=actor,
                     )
                 )  # fmt: skip
-                self.repo.use_lots(entry.id, [(lot.id, left)])
+                self.repo.use_lots(entry.id, [(lot.id, left, 0)])
                 self.repo.add_points(account_id, -left)
                 total += left
         return total
@@ -822,9 +826,10 @@ class LoyaltyService:
     def _lot(
         self, account: LoyaltyAccount, points: int, *, kind: EntryKind, reason: str,
         source: str, ref: str | None, key: str, at: datetime, actor: str,
-        transaction_id: int | None = None,
+        transaction_id: int | None = None, move_total: bool = True,
     ) -> int:  # fmt: skip
-        """Open a lot: usable from ``at``, expiring ``expiry_days`` after; returns its id."""
+        """Open a lot: usable from ``at``, expiring ``expiry_days`` after; returns its id.
+        Without ``move_total`` the caller moves the account's cached total itself."""
         days = self.rules.expiry_days
         lot_id = self.repo.add_lot(
             LedgerEntry(
@@ -834,14 +839,15 @@ class LoyaltyService:
                 transaction_id=transaction_id, created_by=actor,
             )
         )  # fmt: skip
-        self.repo.add_points(account.id, points)
+        if move_total:
+            self.repo.add_points(account.id, points)
         return lot_id
 
     def _take(
         self, account: LoyaltyAccount, points: int, *, kind: EntryKind, reason: str,
         source: str, ref: str | None, key: str, at: datetime, actor: str,
         transaction_id: int | None = None, pending_too: bool, partial: bool = False,
-        first: int | None = None, lots: Sequence[Lot] | None = None,
+        first: int | None = None, lots: Sequence[Lot] | None = None, move_total: bool = True,
     ) -> int:  # fmt: skip
         """Take points from lots, soonest-expiring first (``first`` before all, e.g. the
         purchase's own earn lot on a refund). Returns the points taken; with ``partial``
@@ -852,13 +858,13 @@ class LoyaltyService:
             if _usable(lot, at) or (pending_too and lot.effective_at > at)
         ]  # fmt: skip
         lots.sort(key=lambda lot: lot.id != first)
-        uses: list[tuple[int, int]] = []
+        uses: list[tuple[int, int, int]] = []
         wanted = points
         for lot in lots:
             if wanted == 0:
                 break
             part = min(lot.remaining, wanted)
-            uses.append((lot.id, part))
+            uses.append((lot.id, part, lot.remaining - part))
             wanted -= part
         taken = points - wanted
         if wanted and not partial:
@@ -873,7 +879,8 @@ class LoyaltyService:
             )
         )  # fmt: skip
         self.repo.use_lots(entry_id, uses)
-        self.repo.add_points(account.id, -taken)
+        if move_total:
+            self.repo.add_points(account.id, -taken)
         return taken
 
     # -- helpers ---------------------------------------------------------------------------
