@@ -197,6 +197,28 @@ def test_a_purchase_burns_and_earns_at_once_and_refunds_reverse_in_proportion(
         assert (changed.properties["from"], changed.properties["to"]) == ("Basic", "Silver")
 
 
+def test_the_points_earned_event_follows_the_earn_not_the_net_move(
+    program: sessionmaker[Session],
+) -> None:
+    """A purchase that earns nothing announces nothing; one that earns exactly what it
+    burns moves the cached total by nothing and still announces its points."""
+    # 5.00 of books, 2 points paying 2.00 of it: 3.00 paid earns 0.3 -> 0 points
+    small = confirm(program, "S1", lines(("B1", "books", "1", "5")), redeem=2,
+                    at=T0 + timedelta(hours=1))  # fmt: skip
+    assert (small.points_burned, small.points_earned, small.available_points) == (2, 0, 98)
+    # 1,080 of books, 98 points paying 98.00: 982 paid earns 98.2 -> 98 points
+    even = confirm(program, "S2", lines(("B1", "books", "1", "1080")), redeem=98,
+                   at=T0 + timedelta(hours=2))  # fmt: skip
+    assert (even.points_burned, even.points_earned) == (98, 98)
+    assert (even.available_points, even.pending_points) == (0, 98)
+    with program() as session:
+        service = LoyaltyService(session)
+        assert service.account(CARD).points == 98
+        assert service.verify().mismatches == []
+        earned = session.scalars(select(Event).where(Event.type == "loyalty.points_earned"))
+        assert [(e.properties["receipt"], e.properties["points"]) for e in earned] == [("S2", 98)]
+
+
 def test_points_already_spent_are_kept_from_the_refund_money(
     program: sessionmaker[Session],
 ) -> None:

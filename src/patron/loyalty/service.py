@@ -394,14 +394,14 @@ class LoyaltyService:
                 key=f"{key}:earn", at=available_at, actor=actor, transaction_id=transaction_id,
                 move_total=False,
             )  # fmt: skip
-        if quote.points_to_earn != quote.redeem_points:
-            # the burn and the earn move the cached total once, by their difference
-            self.repo.add_points(account.id, quote.points_to_earn - quote.redeem_points)
             self._publish(
                 account, "loyalty.points_earned", moment, f"earned:{transaction_id}",
                 {"points": quote.points_to_earn, "receipt": data.receipt,
                  "available_at": available_at.isoformat()}, fresh=True,
             )  # fmt: skip
+        if quote.points_to_earn != quote.redeem_points:
+            # the burn and the earn move the cached total once, by their difference
+            self.repo.add_points(account.id, quote.points_to_earn - quote.redeem_points)
         if context.pending_referral and transaction is not None:
             self._complete_referral(
                 account, transaction, value=quote.subtotal - quote.discount, now=moment,
