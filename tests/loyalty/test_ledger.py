@@ -343,9 +343,9 @@ def test_a_use_of_lots_that_moved_since_they_were_read_is_refused(
                 source="operator", idempotency_key="use-1", effective_at=T0, created_by="op",
             )
         )  # fmt: skip
-        with pytest.raises(Conflict, match=rf"the lots \[{welcome.id}\] changed"):
+        with pytest.raises(Conflict, match=rf"the lots \[{welcome.id}\] no longer hold"):
             service.repo.use_lots(entry, [(welcome.id, 30, 60)])  # read as 90, holds 100
-        with pytest.raises(Conflict, match="changed while the account was locked"):
+        with pytest.raises(Conflict, match="moved them without it"):
             service.repo.use_lots(entry, [(welcome.id, 90, 0)])  # "used up", holds 100
         session.rollback()
     with program() as session:

@@ -437,7 +437,8 @@ class LoyaltyRepository:
         ------
         Conflict
             A lot no longer holds what the caller read: it moved without the account's
-            lock. Nothing is written (the transaction is to be rolled back).
+            lock. The transaction must then be rolled back (the request's is, as every
+            error rolls it back): the uses were written before the check.
         """
         if not uses:
             return
@@ -460,8 +461,8 @@ class LoyaltyRepository:
             moved += self._core(_CLOSE, {"lots": used_up}).rowcount
         if moved != len(uses):
             raise Conflict(
-                f"the lots {sorted(lot for lot, _, _ in uses)} changed while the account "
-                "was locked for another use: try again"
+                f"the lots {sorted(lot for lot, _, _ in uses)} no longer hold the points read "
+                "under the account's lock (something moved them without it): try again"
             )
 
     def _open(self) -> Any:
