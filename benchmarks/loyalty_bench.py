@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from _wire import cpu_of, read_answer
 from patron.api.keys import create_api_key
 from patron.kit.db import (
     bulk_insert_columns,
@@ -169,15 +169,7 @@ async def _till(
             )
             started = time.perf_counter()
             writer.write(head.encode() + body)
-            status = int((await reader.readline()).split()[1])
-            length = None
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            if length is None:
-                raise SystemExit(f"{path}: an answer without Content-Length")
-            answer = await reader.readexactly(length)
+            status, answer = await read_answer(reader)
             latencies.append((time.perf_counter() - started) * 1000)
             # points may run short for a redemption; anything else is a failure
             if status not in (200, 201) and not (status == 422 and b"redeem_points" in answer):
@@ -210,24 +202,6 @@ def client(
     return began, time.time(), time.process_time() - cpu, latencies
 
 
-def _cpu_seconds(pick: Callable[[int, str], bool]) -> float:
-    """User + system CPU of the live processes that ``pick(pid, command line)`` selects."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            stat = (entry / "stat").read_text()
-        except OSError:  # the process ended meanwhile
-            continue
-        if pick(int(entry.name), command):
-            fields = stat.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
-
-
 def run(
     base: str, key: str, route: str, *, total: int, accounts: int, clients: int,
     processes: int, server: int,
@@ -247,10 +221,10 @@ def run(
     def in_database(_pid: int, command: str) -> bool:
         return command.startswith("postgres: ")
 
-    before = _cpu_seconds(in_server), _cpu_seconds(in_database)
+    before = cpu_of(in_server), cpu_of(in_database)
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         results = pool.map(client, jobs)
-    after = _cpu_seconds(in_server), _cpu_seconds(in_database)
+    after = cpu_of(in_server), cpu_of(in_database)
     seconds = max(end for _, end, _, _ in results) - min(began for began, _, _, _ in results)
     latencies = sorted(x for _, _, _, r in results for x in r)
     calls = len(latencies)

@@ -54,6 +54,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from _wire import cpu_seconds, read_answer, tree_cpu
 from patron.api.keys import create_api_key
 from patron.campaigns.schemas import CampaignIn
 from patron.campaigns.service import CampaignService
@@ -275,20 +276,15 @@ async def _connection(port: int, key: str, queue: asyncio.Queue[Due | None], loa
             load.sent[number] = now
         writer.write(f"{head}Idempotency-Key: ev-{items[0][0]}\r\nContent-Length: {len(body)}"
                      "\r\n\r\n".encode() + body)  # fmt: skip
-        status_head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in status_head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        answer = await reader.readexactly(length)
+        status, answer = await read_answer(reader)
         now = time.time()
-        ok = status_head.startswith(b"HTTP/1.1 200" if batch else b"HTTP/1.1 201")
+        ok = status == (200 if batch else 201)
         if ok and batch and json.loads(answer)["created"] != len(items):
             ok = False
         for number, _ in items:
             load.answered[number] = now
             if not ok:
-                load.failures.append(f"{status_head.split(b' ')[1].decode()} {answer[:200]!r}")
+                load.failures.append(f"{status} {answer[:200]!r}")
     writer.close()
 
 
@@ -392,7 +388,7 @@ def measure(route: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
     observer.start()
     total = int(args.rate * args.seconds)
     load_before = os.getloadavg()[0]
-    cpu_before = sum(_cpu(r.pid) for r in runners), _tree_cpu(server.pid)
+    cpu_before = sum(cpu_seconds(r.pid) for r in runners), tree_cpu(server.pid)
     try:
         drive = _drive(port, key, rate=args.rate, total=total, connections=args.connections,
                        customers=args.customers, batch=args.batch,
@@ -405,8 +401,8 @@ def measure(route: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
             time.sleep(0.05)
         drained = len(observer.seen)
         load_after = os.getloadavg()[0]
-        runner_cpu = sum(_cpu(r.pid) for r in runners) - cpu_before[0]
-        server_cpu = _tree_cpu(server.pid) - cpu_before[1]
+        runner_cpu = sum(cpu_seconds(r.pid) for r in runners) - cpu_before[0]
+        server_cpu = tree_cpu(server.pid) - cpu_before[1]
     finally:
         stop.set()
         for runner in runners:
@@ -451,22 +447,6 @@ def measure(route: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
         "server_cpu": server_cpu,
         "seconds": last_answer - first,
     }  # fmt: skip
-
-
-def _cpu(pid: int | None) -> float:
-    """CPU seconds a process has used so far (Linux)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its children, e.g. uvicorn's workers (Linux)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    below = children.read_text().split() if children.exists() else []
-    return _cpu(pid) + sum(_tree_cpu(int(child)) for child in below)
 
 
 def _epoch(moment: datetime) -> float:
