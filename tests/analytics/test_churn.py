@@ -28,7 +28,7 @@ from patron.analytics.churn import (
     evaluate,
 )
 from patron.analytics.clv import ModelNotFitted
-from patron.analytics.rfm import rfm_table
+from patron.analytics.rfm import customer_days, customer_totals, rfm_table
 from patron.analytics.schemas import InvalidData
 from tests.fixtures.analytics import RFM_AS_OF, Row, rfm_transactions, transactions, utc
 from tests.fixtures.data import shared_data
@@ -288,6 +288,12 @@ def test_churn_scores_train_on_the_window_that_ends_at_as_of_and_see_nothing_lat
     table = ibis.memtable(tx)
     model = ChurnModel(settings).fit(table, cutoff=as_of - timedelta(days=60))
     pd.testing.assert_frame_equal(scores, model.predict(table, as_of=as_of))
+    # and so it is from the customer days and totals that analyze() hands it
+    days = customer_days(table, as_of=as_of)
+    totals = customer_totals(days, windows=settings.windows)
+    pd.testing.assert_frame_equal(
+        churn_scores(table, as_of=as_of, settings=settings, days=days, totals=totals), scores
+    )
     assert list(scores.columns) == ["customer_id", "p_alive", "churn_risk"]
     assert scores["customer_id"].is_unique and scores["customer_id"].is_monotonic_increasing
     assert ((scores["churn_risk"] > 0) & (scores["churn_risk"] < 1)).all()

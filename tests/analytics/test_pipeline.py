@@ -20,6 +20,8 @@ from patron.analytics.pipeline import (
     analyze,
     summary_table,
 )
+from patron.analytics.rfm import customer_days, customer_totals
+from tests.fixtures.analytics import RFM_AS_OF, rfm_transactions
 from tests.fixtures.data import shared_data
 from tests.fixtures.simulated import AS_OF, TRUTH, Base, simulate
 
@@ -199,3 +201,21 @@ def test_best_customers_are_the_top_share_ties_going_to_the_lower_id(by: str, co
     settings = AnalysisSettings.model_validate({"best_by": by, "spend": {"top_share": 0.3}})
     flagged = _best(scores.drop(columns="best_customer"), settings)
     assert sorted(flagged.loc[flagged["best_customer"], "customer_id"]) == [4, 5]
+
+
+def test_summary_table_from_customer_totals_is_the_summary_from_the_transactions() -> None:
+    # given the RFM example (returns, a same-day return, rows after as_of) and its totals
+    tx = rfm_transactions()
+    days = customer_days(tx, as_of=RFM_AS_OF)
+
+    # when summarised from the transactions, from the days and from the totals
+    def summary(**given: Any) -> pd.DataFrame:
+        table = summary_table(tx, as_of=RFM_AS_OF, **given).to_pandas()
+        return table.sort_values("customer_id").reset_index(drop=True)
+
+    # then the three agree: c5's two purchase days of 50 and 25 repeat once for 25
+    expected = summary()
+    pd.testing.assert_frame_equal(summary(days=days), expected)
+    pd.testing.assert_frame_equal(summary(totals=customer_totals(days)), expected)
+    c5 = expected.set_index("customer_id").loc["c5"]
+    assert (c5["x"], c5["t_x_days"], c5["T_days"], c5["monetary"]) == (1, 71, 90, 25.0)

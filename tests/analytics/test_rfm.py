@@ -14,6 +14,7 @@ import pytest
 
 from patron.analytics.rfm import (
     customer_days,
+    customer_totals,
     quantile_cut_points,
     rfm_scores,
     rfm_table,
@@ -350,3 +351,55 @@ def test_day_sums_are_exact_and_a_day_beyond_18_digits_is_refused() -> None:
     # when they fall on one day, the engine refuses the day rather than round it
     with pytest.raises(duckdb.ConversionException, match="out of range"):
         customer_days(orders(1, 1), as_of=RFM_AS_OF).to_pandas()
+
+
+def test_customer_totals_are_the_hand_worked_sums() -> None:
+    # given the example's customer days as of Mar 1, with 30- and 90-day windows
+    tx = rfm_transactions()
+    totals = customer_totals(customer_days(tx, as_of=RFM_AS_OF), windows=(30, 90))
+
+    # when
+    frame = totals.to_pandas().set_index("customer_id").sort_index()
+
+    # then c7 (only a return) has no purchase day, and c6 (only after as_of) no row
+    assert list(frame.index) == sorted([*RFM_EXPECTED, "c7"])
+    columns = [
+        "first_day", "last_day", "purchase_days", "net", "purchase_net", "first_net",
+        "gross", "returned", "spend_30d", "purchase_days_30d", "spend_90d", "purchase_days_90d",
+    ]  # fmt: skip
+    got = {
+        customer: [None if pd.isna(value) else value for value in frame.loc[customer, columns]]
+        for customer in ("c3", "c5", "c7", "c9")
+    }
+    money = Decimal
+    assert got == {
+        # a purchase on day -46 and a return of 50 on day -41
+        "c3": [-46, -46, 1, money("150.00"), money("200.00"), money("200.00"),
+               money("200.00"), money("50.00"), None, 0, money("150.00"), 1],
+        # two rows on day -91 make one purchase day of 50; day -20 is inside 30 days
+        "c5": [-91, -20, 2, money("75.00"), money("75.00"), money("50.00"),
+               money("75.00"), None, money("25.00"), 1, money("25.00"), 1],
+        # a return alone is no purchase day but counts in the nets
+        "c7": [None, None, 0, money("-30.00"), None, None,
+               None, money("30.00"), money("-30.00"), 0, money("-30.00"), 0],
+        # a partial return the same day: the day nets 100 and is a purchase day
+        "c9": [-25, -25, 1, money("100.00"), money("100.00"), money("100.00"),
+               money("120.00"), money("20.00"), money("100.00"), 1, money("100.00"), 1],
+    }  # fmt: skip
+    assert frame.loc["c1", "first_purchase"] == pd.Timestamp("2024-01-10 09:30", tz="UTC")
+    assert frame.loc["c1", "last_purchase"] == pd.Timestamp("2024-02-28 10:00", tz="UTC")
+
+
+def test_rfm_table_from_customer_totals_is_the_table_from_the_transactions() -> None:
+    # given the example and its customer totals
+    tx = rfm_transactions()
+    totals = customer_totals(customer_days(tx, as_of=RFM_AS_OF))
+
+    # when RFM is read from the totals, then it is RFM from the transactions
+    pd.testing.assert_frame_equal(
+        _by_customer(rfm_table(tx, as_of=RFM_AS_OF, totals=totals)),
+        _by_customer(rfm_table(tx, as_of=RFM_AS_OF)),
+    )
+    # and totals, which count days, cannot give weeks
+    with pytest.raises(InvalidData, match="RFM in days only"):
+        rfm_table(tx, as_of=RFM_AS_OF, unit="W", totals=totals)

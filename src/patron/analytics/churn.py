@@ -203,40 +203,60 @@ def _renamed(days: Any, *, customer: str) -> Any:
 
 def _per_customer(days: Any, *, customer: str, windows: tuple[int, ...]) -> Any:
     """The features of :func:`churn_features` from the customer days before a cut-off."""
-    purchase = days["_net"] > 0
-    recent: dict[str, Any] = {}
-    for width in windows:
-        inside = days["_day"] >= -width
-        recent[f"spend_{width}d"] = days["_net"].sum(where=inside)
-        recent[f"purchase_days_{width}d"] = days["_net"].count(where=inside & purchase)
-    per = days.group_by(customer).aggregate(
-        _first=days["_day"].min(where=purchase),
-        _last=days["_day"].max(where=purchase),
-        _count=days["_net"].count(where=purchase),
-        _net=days["_net"].sum(),
-        _gross=days["_gross"].sum(),
-        _returned=days["_returned"].sum(),
-        **recent,
-    )
+    per = days.group_by(customer).aggregate(**_aggregates(days, windows=windows))
     per = per.filter(per["_count"] > 0)
+    return per.select(customer, **_features(per, windows=windows))
+
+
+def _aggregates(days: Any, *, windows: tuple[int, ...], shift: int = 0) -> dict[str, Any]:
+    """The per-customer sums behind the features.
+
+    Days count from the cut-off; with ``shift`` > 0 the cut-off is ``shift`` days before the
+    one the days count from, and only the days before it are summed, so that the days after
+    it can be counted for the labels in the same pass.
+    """
+    day = days["_day"] + shift if shift else days["_day"]
+    before = day < 0 if shift else None
+
+    def only(condition: Any) -> Any:
+        return condition if before is None else condition & before
+
+    purchase = only(days["_net"] > 0)
+    sums: dict[str, Any] = {
+        "_first": day.min(where=purchase),
+        "_last": day.max(where=purchase),
+        "_count": days["_net"].count(where=purchase),
+        "_net": days["_net"].sum(where=before),
+        "_gross": days["_gross"].sum(where=before),
+        "_returned": days["_returned"].sum(where=before),
+    }
+    for width in windows:
+        inside = day >= -width
+        sums[f"spend_{width}d"] = days["_net"].sum(where=only(inside))
+        sums[f"purchase_days_{width}d"] = days["_net"].count(where=inside & purchase)
+    return sums
+
+
+def _features(per: Any, *, windows: tuple[int, ...]) -> dict[str, Any]:
+    """The features of :func:`churn_features` from the sums of :func:`_aggregates` of the
+    customers with a purchase day."""
     count = per["_count"].cast("float64")
     span = (per["_last"] - per["_first"]).cast("float64")
-    return per.select(
-        customer,
-        recency_days=(0 - per["_last"]).cast("float64"),
-        age_days=(0 - per["_first"]).cast("float64"),
-        purchase_days=count,
-        net_spend=per["_net"].cast("float64"),
-        mean_spend=per["_net"].cast("float64") / count,
-        mean_gap_days=ibis.ifelse(count > 1, span / (count - 1), ibis.null("float64")),
-        return_share=per["_returned"].cast("float64").fill_null(0.0)
+    return {
+        "recency_days": (0 - per["_last"]).cast("float64"),
+        "age_days": (0 - per["_first"]).cast("float64"),
+        "purchase_days": count,
+        "net_spend": per["_net"].cast("float64"),
+        "mean_spend": per["_net"].cast("float64") / count,
+        "mean_gap_days": ibis.ifelse(count > 1, span / (count - 1), ibis.null("float64")),
+        "return_share": per["_returned"].cast("float64").fill_null(0.0)
         / per["_gross"].cast("float64"),
         **{
             name: per[name].fill_null(0).cast("float64")
             for width in windows
             for name in (f"spend_{width}d", f"purchase_days_{width}d")
         },
-    )
+    }
 
 
 def churn_features(
@@ -589,6 +609,7 @@ def churn_scores(
     ts: str = "ts",
     amount: str = "amount",
     days: Any = None,
+    totals: Any = None,
 ) -> pd.DataFrame:
     """Churn risk of every customer at ``as_of``, from a model trained on the base's past.
 
@@ -600,7 +621,9 @@ def churn_scores(
     ``as_of`` (cached in the engine) give the features at ``as_of``; those before the day of
     ``c``, with the part of that day before ``c``, give the features at ``c``; the rest give
     the labels. ``days``, when given, is :func:`patron.analytics.rfm.customer_days` of
-    ``tx`` at ``as_of``, already computed by the caller, who keeps it.
+    ``tx`` at ``as_of``, already computed by the caller, who keeps it; ``totals``, its
+    :func:`patron.analytics.rfm.customer_totals` with ``settings.windows``, gives the features
+    at ``as_of`` without another pass over those days.
 
     Returns
     -------
@@ -623,22 +646,68 @@ def churn_scores(
     # days count from the day of as_of, so the day of the cut-off is -horizon
     cutoff_day = as_utc(cutoff.date())
     with _customer_days(tx, end, days, columns) as daily:
-        early = _between(tx, cutoff_day, cutoff, ts=ts)
-        late = _between(tx, cutoff, cutoff_day + timedelta(days=1), ts=ts)
-        history = daily.filter(daily["_day"] < -horizon).union(_daily(early, as_of=end, **columns))
-        window = daily.filter(daily["_day"] > -horizon).union(_daily(late, as_of=end, **columns))
-        train = _with_labels(
-            _per_customer(
-                history.mutate(_day=history["_day"] + horizon),
+        if cutoff == cutoff_day:
+            train = _labelled_history(daily, customer=customer, settings=settings)
+        else:
+            # the day of the cut-off is split by it: its rows before the cut-off are history
+            early = _between(tx, cutoff_day, cutoff, ts=ts)
+            late = _between(tx, cutoff, cutoff_day + timedelta(days=1), ts=ts)
+            history = daily.filter(daily["_day"] < -horizon).union(
+                _daily(early, as_of=end, **columns)
+            )
+            window = daily.filter(daily["_day"] > -horizon).union(
+                _daily(late, as_of=end, **columns)
+            )
+            train = _with_labels(
+                _per_customer(
+                    history.mutate(_day=history["_day"] + horizon),
+                    customer=customer,
+                    windows=settings.windows,
+                ),
+                _purchasers(window, customer=customer),
                 customer=customer,
-                windows=settings.windows,
-            ),
-            _purchasers(window, customer=customer),
-            customer=customer,
-        )
+            )
         model._train(*model._pull(train, at=cutoff), cutoff=cutoff)
-        current = _per_customer(daily, customer=customer, windows=settings.windows)
+        if totals is None:
+            current = _per_customer(daily, customer=customer, windows=settings.windows)
+        else:
+            current = _from_totals(totals, customer=customer, windows=settings.windows)
         return model._score(*model._pull(current, at=end))
+
+
+def _labelled_history(daily: Any, *, customer: str, settings: ChurnSettings) -> Any:
+    """The features at the training cut-off with their labels, in one pass over the
+    customer days, when the cut-off falls at a midnight (as it does for every whole-day
+    ``as_of``): the day of the cut-off then lies wholly in the label window and the history
+    is the days before it, so the features are sums over those days and the label a count
+    over the others."""
+    horizon, windows = settings.horizon_days, settings.windows
+    bought = (daily["_net"] > 0) & (daily["_day"] >= -horizon)
+    per = daily.group_by(customer).aggregate(
+        **_aggregates(daily, windows=windows, shift=horizon),
+        _bought=daily["_net"].count(where=bought),
+    )
+    per = per.filter(per["_count"] > 0)
+    return per.select(customer, **_features(per, windows=windows), churned=per["_bought"] == 0)
+
+
+def _from_totals(totals: Any, *, customer: str, windows: tuple[int, ...]) -> Any:
+    """The features at ``as_of`` from :func:`patron.analytics.rfm.customer_totals`."""
+    per = totals.filter(totals["purchase_days"] > 0).select(
+        customer,
+        _first="first_day",
+        _last="last_day",
+        _count="purchase_days",
+        _net="net",
+        _gross="gross",
+        _returned="returned",
+        **{
+            name: name
+            for width in windows
+            for name in (f"spend_{width}d", f"purchase_days_{width}d")
+        },
+    )
+    return per.select(customer, **_features(per, windows=windows))
 
 
 @contextmanager

@@ -179,9 +179,14 @@ def analyze(
 
     # one row per customer and day, which RFM, lifecycle, the BG/NBD summary and the churn
     # features all start from: aggregating the transactions once saves three passes
-    days = rfm.customer_days(tx, as_of=moment).cache()
+    # (kept in customer order: DuckDB's aggregates by customer then find each group where
+    # the last row left it and cost about half, which more than pays for the sort at 1M
+    # customers in benchmarks/analytics_bench.py)
+    days = rfm.customer_days(tx, as_of=moment).order_by(["customer_id", "day"]).cache()
+    # and one row per customer with the sums those analyses share, for the same reason
+    totals = rfm.customer_totals(days, windows=settings.churn.windows).cache()
     # RFM: days since the last purchase, purchase days, net spend; scores and segments
-    base = rfm.rfm_table(tx, as_of=moment, unit="D", days=days)
+    base = rfm.rfm_table(tx, as_of=moment, unit="D", totals=totals)
     # each step's table is read by several later ones: materialise it once (a temporary
     # table on DuckDB, a cached frame on Spark) instead of recomputing it per reader
     scored = rfm.segment(
@@ -223,12 +228,12 @@ def analyze(
     done("lifecycle")
 
     # BG/NBD + Gamma-Gamma on the distinct triples, predictions joined back by triple
-    summary = summary_table(tx, as_of=moment, days=days).cache()
+    summary = summary_table(tx, as_of=moment, totals=totals).cache()
     value, clv_models = _customer_value(summary, settings.clv)
     models.update(clv_models)
     done("CLV models")
 
-    churn = churn_scores(tx, as_of=moment, settings=settings.churn, days=days)
+    churn = churn_scores(tx, as_of=moment, settings=settings.churn, days=days, totals=totals)
     models["churn"] = {"horizon_days": settings.churn.horizon_days, "scored": len(churn)}
     done("churn")
 
@@ -265,7 +270,7 @@ def analyze(
     )
 
 
-def summary_table(tx: Any, *, as_of: datetime, days: Any = None) -> Any:
+def summary_table(tx: Any, *, as_of: datetime, days: Any = None, totals: Any = None) -> Any:
     """The BG/NBD and Gamma-Gamma statistics per customer, in weeks, as an Ibis table.
 
     The engine-side twin of :func:`patron.analytics.clv.summarize` with the same
@@ -276,8 +281,19 @@ def summary_table(tx: Any, *, as_of: datetime, days: Any = None) -> Any:
     1997-09-30), ``monetary`` the mean net value of the repeat purchase days, and
     ``t_x_days``, ``T_days`` the same spans in whole days. ``days``, when given, is
     :func:`patron.analytics.rfm.customer_days` of ``tx`` at the same ``as_of``, so the
-    transactions are not aggregated again.
+    transactions are not aggregated again; ``totals``, its
+    :func:`patron.analytics.rfm.customer_totals`, saves aggregating those days as well.
     """
+    if totals is not None:
+        per = totals.filter(totals["purchase_days"] > 0).select(
+            "customer_id",
+            _first="first_day",
+            _last="last_day",
+            _days="purchase_days",
+            _total=totals["purchase_net"].cast("float64"),
+            _first_net=totals["first_net"].cast("float64"),
+        )
+        return _summary_columns(per)
     if days is not None:
         days = days.select("customer_id", _day="day", _net="net")
     else:
@@ -296,6 +312,11 @@ def summary_table(tx: Any, *, as_of: datetime, days: Any = None) -> Any:
         _total=days["_net"].sum().cast("float64"),
         _first_net=days["_net"].argmin(days["_day"]).cast("float64"),
     )
+    return _summary_columns(per)
+
+
+def _summary_columns(per: Any) -> Any:
+    """The columns of :func:`summary_table` from the per-customer sums of the purchase days."""
     x = per["_days"] - 1
     t_x_days = per["_last"] - per["_first"]
     # a purchase earlier on the as-of day itself would otherwise make t_x > T
