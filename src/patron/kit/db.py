@@ -149,10 +149,18 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     session = factory()
     try:
         yield session
-        session.commit()
     except BaseException:
-        session.rollback()
+        end_unit(session, commit=False)
         raise
+    end_unit(session, commit=True)
+
+
+def end_unit(session: Session, *, commit: bool) -> None:
+    """End a unit of work: commit it (or not), then close the session, which rolls back
+    whatever is still open, a commit that failed included."""
+    try:
+        if commit:
+            session.commit()
     finally:
         session.close()
 
