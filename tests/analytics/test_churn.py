@@ -294,6 +294,9 @@ def test_churn_scores_train_on_the_window_that_ends_at_as_of_and_see_nothing_lat
     pd.testing.assert_frame_equal(
         churn_scores(table, as_of=as_of, settings=settings, days=days, totals=totals), scores
     )
+    # but totals made without the churn windows are refused, naming the first one missing
+    with pytest.raises(InvalidData, match=r"customer totals .* lack column 'spend_30d'"):
+        churn_scores(table, as_of=as_of, settings=settings, days=days, totals=customer_totals(days))
     assert list(scores.columns) == ["customer_id", "p_alive", "churn_risk"]
     assert scores["customer_id"].is_unique and scores["customer_id"].is_monotonic_increasing
     assert ((scores["churn_risk"] > 0) & (scores["churn_risk"] < 1)).all()

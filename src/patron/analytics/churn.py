@@ -50,11 +50,14 @@ their counts as weights; the classifier learns from at most ``max_train_rows`` c
 uniform sample drawn with ``random_state`` from the rows ordered by customer id, so its fit
 costs the same on a base of ten million customers as on one of a hundred thousand.
 :func:`churn_scores` aggregates the transactions by customer and day once for both of its
-cut-offs. On DuckDB, with two cores shared with other work (load average about 5), it took
-2.2 s (1.5 s of CPU) on 100,000 customers with 1.0 million transactions and 15 s (10.5 s of
-CPU) on 1,000,000 customers with 10.1 million: of those, the day-level aggregation (the one
-``rfm_table`` does too) 5.9 s, pulling the two feature tables 4.3 s, scoring with 50 trees
-2.4 s and the fits 0.8 s.
+cut-offs. When the training cut-off falls at a midnight (any whole-day ``as_of``), its
+features and labels are one more pass over those days; inside ``patron analyze`` the
+features at ``as_of`` are read from the per-customer totals that RFM and the BG/NBD summary
+share (:func:`patron.analytics.rfm.customer_totals`). On DuckDB, 2 cores, 1,000,000
+customers with 9.9 million orders (``benchmarks/analytics_bench.py``), churn scoring took
+3.4-3.7 s in all: the training pass and its pull 0.7-1.2 s, the BG/NBD and classifier fits
+0.9-1.0 s, pulling the features at ``as_of`` 0.2 s and scoring with 50 trees 1.6 s. Before
+the shared totals and the single training pass it took 5.1-6.3 s on the same machine.
 
 References
 ----------
@@ -693,6 +696,15 @@ def _labelled_history(daily: Any, *, customer: str, settings: ChurnSettings) -> 
 
 def _from_totals(totals: Any, *, customer: str, windows: tuple[int, ...]) -> Any:
     """The features at ``as_of`` from :func:`patron.analytics.rfm.customer_totals`."""
+    require_columns(
+        totals,
+        {
+            name: "numeric"
+            for width in windows
+            for name in (f"spend_{width}d", f"purchase_days_{width}d")
+        },
+        what="customer totals (made with the churn windows)",
+    )
     per = totals.filter(totals["purchase_days"] > 0).select(
         customer,
         _first="first_day",
