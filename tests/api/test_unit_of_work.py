@@ -1,0 +1,64 @@
+"""The request's unit of work: committed when the endpoint returns, rolled back when it
+raises, for plain endpoints and for the hot path's one trip to the thread pool."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from patron.api.deps import SessionDep, in_one_trip
+from patron.api.keys import create_api_key
+from patron.kit.db import make_sessionmaker
+from patron.models import ApiKey, Role
+from tests.fixtures.api import count_rows
+
+
+class Refused(Exception):
+    """Raised by an endpoint after it has written."""
+
+
+def _app(engine: Engine) -> FastAPI:
+    app = FastAPI()
+    app.state.sessionmaker = make_sessionmaker(engine)
+
+    @app.post("/plain/{name}")
+    def plain(name: str, session: SessionDep) -> dict[str, str]:
+        create_api_key(session, name=name, role=Role.POS)
+        session.flush()
+        if name.startswith("bad"):
+            raise Refused(name)
+        return {"made": name}
+
+    @app.post("/trip/{name}")
+    async def trip(name: str, session: SessionDep) -> dict[str, str]:
+        def work() -> dict[str, str]:
+            create_api_key(session, name=name, role=Role.POS)
+            session.flush()
+            if name.startswith("bad"):
+                raise Refused(name)
+            return {"made": name}
+
+        return await in_one_trip(session, work)
+
+    @app.get("/idle")
+    async def idle(request: Request, session: SessionDep) -> dict[str, bool]:
+        # no statement: the session never opened a transaction
+        return {"open": session.in_transaction()}
+
+    return app
+
+
+@pytest.mark.parametrize("route", ["plain", "trip"])
+def test_a_request_that_returns_commits_and_one_that_raises_rolls_back(
+    engine: Engine, route: str
+) -> None:
+    with TestClient(_app(engine)) as client:
+        # when one call returns and the next raises after writing
+        assert client.post(f"/{route}/till-1").json() == {"made": "till-1"}
+        with pytest.raises(Refused, match="bad-2"):
+            client.post(f"/{route}/bad-2")
+        # then only the first call's row is in the store
+        assert count_rows(engine, ApiKey) == 1
+        assert client.get("/idle").json() == {"open": False}
