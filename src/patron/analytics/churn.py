@@ -254,12 +254,13 @@ def _features(per: Any, *, windows: tuple[int, ...]) -> dict[str, Any]:
         "mean_gap_days": ibis.ifelse(count > 1, span / (count - 1), ibis.null("float64")),
         "return_share": per["_returned"].cast("float64").fill_null(0.0)
         / per["_gross"].cast("float64"),
-        **{
-            name: per[name].fill_null(0).cast("float64")
-            for width in windows
-            for name in (f"spend_{width}d", f"purchase_days_{width}d")
-        },
+        **{name: per[name].fill_null(0).cast("float64") for name in _window_columns(windows)},
     }
+
+
+def _window_columns(windows: tuple[int, ...]) -> list[str]:
+    """The names of the recent-window features, in order."""
+    return [f"{kind}_{width}d" for width in windows for kind in ("spend", "purchase_days")]
 
 
 def churn_features(
@@ -696,28 +697,21 @@ def _labelled_history(daily: Any, *, customer: str, settings: ChurnSettings) -> 
 
 def _from_totals(totals: Any, *, customer: str, windows: tuple[int, ...]) -> Any:
     """The features at ``as_of`` from :func:`patron.analytics.rfm.customer_totals`."""
+    recent = _window_columns(windows)
     require_columns(
         totals,
-        {
-            name: "numeric"
-            for width in windows
-            for name in (f"spend_{width}d", f"purchase_days_{width}d")
-        },
+        dict.fromkeys(recent, "numeric"),
         what="customer totals (made with the churn windows)",
     )
     per = totals.filter(totals["purchase_days"] > 0).select(
         customer,
+        *recent,
         _first="first_day",
         _last="last_day",
         _count="purchase_days",
         _net="net",
         _gross="gross",
         _returned="returned",
-        **{
-            name: name
-            for width in windows
-            for name in (f"spend_{width}d", f"purchase_days_{width}d")
-        },
     )
     return per.select(customer, **_features(per, windows=windows))
 

@@ -207,10 +207,7 @@ def bulk_insert(
         for index, name in enumerate(columns)
         if (process := table.c[name].type._cached_bind_processor(dialect)) is not None
     ]
-    fixed = [
-        d.arg(None) if d.is_callable else d.arg  # type: ignore[attr-defined]
-        for d in defaults.values()
-    ]
+    fixed = [python_default(table.c[name]) for name in defaults]
 
     def converted(position: int, row: dict[str, Any]) -> list[Any]:
         values = [row[name] for name in columns[: len(row)]] + fixed
@@ -241,6 +238,16 @@ def is_duplicate_key(error: BaseException) -> bool:
     return isinstance(error, sqlite3.IntegrityError) and str(error).startswith("UNIQUE")
 
 
+def python_default(column: Any) -> Any:
+    """What ``column``'s Python-side default gives a new row: its value, or what its
+    function returns now; None when it has none (the server's default, if any, is not
+    applied by a statement that binds the column)."""
+    default = column.default
+    if default is None:
+        return None
+    return default.arg(None) if default.is_callable else default.arg
+
+
 def insert_objects(session: Session, objects: Sequence[Base], *, with_ids: bool = False) -> None:
     """Insert new (never added) ORM objects of one class with :func:`bulk_insert`.
 
@@ -266,10 +273,8 @@ def insert_objects(session: Session, objects: Sequence[Base], *, with_ids: bool 
         for row, state in zip(rows, states, strict=True):
             if key in state:
                 row[column.name] = state[key]
-            elif default is None:
-                row[column.name] = None
             else:
-                row[column.name] = default.arg(None) if default.is_callable else default.arg
+                row[column.name] = python_default(column)
     ids = bulk_insert(session, table_of(type(objects[0])), rows, with_ids=with_ids)
     for obj, new_id in zip(objects, ids, strict=with_ids):
         obj.id = new_id  # type: ignore[attr-defined]

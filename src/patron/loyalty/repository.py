@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from patron.kit.clock import utcnow
-from patron.kit.db import Base, bulk_insert_columns, table_of
+from patron.kit.db import Base, bulk_insert_columns, python_default, table_of
 from patron.kit.errors import Conflict
 from patron.models import (
     Coupon,
@@ -424,10 +424,11 @@ class LoyaltyRepository:
             )  # fmt: skip
             return lot_id
         # every column is bound in the statement: the ones the entry leaves unset take
-        # the value their column's default would
-        values: dict[str, Any] = {"source_ref": None, "expires_at": None, "transaction_id": None}
-        values |= _values(entry)
-        values.setdefault("created_at", utcnow())
+        # their Python-side default, as an INSERT of the entry alone would give them
+        values = _values(entry)
+        for column in _ENTRIES.c:
+            if not column.primary_key and column.key not in values:
+                values[column.key] = python_default(column)
         return int(self._core(_ADD_LOT, values).scalar_one())
 
     def use_lots(self, entry_id: int, uses: Sequence[tuple[int, int, int]]) -> None:
