@@ -18,6 +18,12 @@ the throughput the machine can reach at all.
 the same basket, i.e. recording the sale in the customer hub without the loyalty program.
 The ratio says what the loyalty accounting costs on top of a plain write.
 
+**Floor**, last: the same confirm calls to the same app served the same way, but with the
+service's ``confirm`` stubbed to a fixed answer (``_till_floor.py``, no table touched). Its
+server CPU per call is what the web stack alone costs (parsing, key check, session,
+validation, thread-pool trip, answer), and its rate bounds what the machine could reach
+if the loyalty work were free.
+
 Usage: ``python benchmarks/loyalty_bench.py [--postgres URL] [--workers 4] [--clients 8]
 [--client-processes 2] [--purchases 20000] [--accounts 2000]``. Without ``--postgres``
 the store is SQLite (one writer at a time, so the figure there is for a single till
@@ -108,11 +114,15 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def serve(url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def serve(
+    url: str, workers: int, app: str = "patron.api.app:create_app"
+) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = {**os.environ, "PATRON_DATABASE_URL": url}
+    here = str(Path(__file__).resolve().parent)  # for the floor's app, _till_floor
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PATRON_DATABASE_URL": url, "PYTHONPATH": path}
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "patron.api.app:create_app", "--factory",
+        [sys.executable, "-m", "uvicorn", app, "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--log-level", "warning", "--no-access-log"],
         env=env, start_new_session=True,
@@ -286,7 +296,26 @@ def main() -> None:
         server.wait(timeout=30)
     ratio = figures["loyalty"]["rate"] / figures["orders"]["rate"]
     print(f"loyalty confirm {figures['loyalty']['rate']:,.0f}/s against plain order post "
-          f"{figures['orders']['rate']:,.0f}/s: {ratio:.2f}x")  # fmt: skip
+          f"{figures['orders']['rate']:,.0f}/s: {ratio:.2f}x", flush=True)  # fmt: skip
+    floor = _floor(url, key, args)
+    share = floor["server_ms"] / figures["loyalty"]["server_ms"]
+    print(f"floor    {floor['calls']:,} calls in {floor['seconds']:.1f} s: {floor['rate']:,.0f}/s, "
+          f"p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms; server CPU per call "
+          f"{floor['server_ms']:.2f} ms, {share:.0%} of a real confirm's (confirm stubbed: "
+          f"the web stack alone)")  # fmt: skip
+
+
+def _floor(url: str, key: str, args: argparse.Namespace) -> dict[str, float]:
+    """The confirm calls against the app with its confirm stubbed (``_till_floor``)."""
+    server, base = serve(url, args.workers, app="_till_floor:make")
+    try:
+        return run(
+            base, key, "loyalty", total=args.purchases, accounts=args.accounts,
+            clients=args.clients, processes=args.client_processes, server=server.pid,
+        )  # fmt: skip
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 if __name__ == "__main__":
