@@ -217,6 +217,17 @@ def test_the_points_earned_event_follows_the_earn_not_the_net_move(
         assert service.verify().mismatches == []
         earned = session.scalars(select(Event).where(Event.type == "loyalty.points_earned"))
         assert [(e.properties["receipt"], e.properties["points"]) for e in earned] == [("S2", 98)]
+        # on PostgreSQL the event rides in the earn's statement: every column as written
+        event = session.scalars(select(Event).where(Event.external_id.like("earned:%"))).one()
+        assert (event.customer_id, event.source, event.external_id) == (
+            1, "loyalty", f"earned:{even.transaction_id}",
+        )  # fmt: skip
+        assert event.occurred_at == T0 + timedelta(hours=2)
+        assert event.created_at is not None
+        assert event.properties == {
+            "card": CARD, "points": 98, "receipt": "S2",
+            "available_at": (T0 + timedelta(days=14, hours=2)).isoformat(),
+        }  # fmt: skip
 
 
 def test_points_already_spent_are_kept_from_the_refund_money(

@@ -194,9 +194,40 @@ def _values(row: Base) -> dict[str, Any]:
     return {column: state[key] for key, column in _insert_of(type(row))[1] if key in state}
 
 
-def _add_lot() -> Any:
-    # the entry's INSERT, as a CTE, hands its id and points to the lot's
+def _bound(row: Base) -> dict[str, Any]:
+    """The values of every column of ``row`` but its key: those it sets, else their
+    Python-side default; a column with neither is left out (the server's default)."""
+    values = _values(row)
+    for column in table_of(type(row)).c:
+        if column.primary_key or column.key in values:
+            continue
+        if column.default is not None:
+            values[column.key] = python_default(column)
+    return values
+
+
+def _add_lot(move: bool = False, along: tuple[tuple[type[Base], tuple[str, ...]], ...] = ()) -> Any:
+    """The entry's INSERT, as a CTE, hands its id and points to the lot's. With ``move``
+    an UPDATE of the account's cached total rides along, and each ``(model, columns)`` of
+    ``along`` an INSERT of one row binding those columns (``{i}_{column}`` for row i):
+    PostgreSQL runs every data-modifying CTE of a statement, read or not."""
     columns = [column for column in _ENTRIES.c if not column.primary_key]
+    extra = []
+    if move:
+        extra.append(
+            update(_ACCOUNTS)
+            .where(_ACCOUNTS.c.id == bindparam("account_id"))
+            .values(points=_ACCOUNTS.c.points + bindparam("_move"))
+            .cte("moved")
+        )
+    for number, (model, names) in enumerate(along):
+        table = table_of(model)
+        extra.append(
+            insert(table)
+            .values({name: bindparam(f"{number}_{name}", type_=table.c[name].type)
+                     for name in names})
+            .cte(f"along_{number}")
+        )  # fmt: skip
     entry = (
         insert(_ENTRIES)
         .values({column: bindparam(column.key, type_=column.type) for column in columns})
@@ -210,10 +241,10 @@ def _add_lot() -> Any:
         ["lot_id", "account_id", "remaining", "effective_at", "expires_at"],
         select(entry.c.id, entry.c.account_id, entry.c.points, entry.c.effective_at,
                entry.c.expires_at),
-    ).returning(_LOTS.c.lot_id)  # fmt: skip
+    ).returning(_LOTS.c.lot_id).add_cte(*extra)  # fmt: skip
 
 
-_ADD_LOT = _add_lot()
+_ADD_LOTS: dict[Any, Any] = {}  # _add_lot's statements by their arguments
 _LOT_USES = table_of(LotUse)
 
 
@@ -408,12 +439,16 @@ class LoyaltyRepository:
         )
         return self.session.scalars(query).all()
 
-    def add_lot(self, entry: LedgerEntry) -> int:
+    def add_lot(self, entry: LedgerEntry, *, move: int = 0, along: Sequence[Base] = ()) -> int:
         """Write a positive entry and open its lot with all its points; returns its id.
+        ``move`` is added to the account's cached total, and the ``along`` rows (rows
+        nothing reads back in the call, such as events) are inserted.
 
-        On PostgreSQL the entry and its lot go in one statement (the entry's INSERT as a
-        data-modifying CTE feeding the lot's): a till's round trip fewer. SQLite has no
-        INSERT inside WITH, so there it is two."""
+        On PostgreSQL all of it is one statement (each write a data-modifying CTE): a
+        confirm's earn, its event and the move of its total cost one round trip instead of
+        three, and with them a share of the till's CPU (about 0.25 ms of Python and 0.15 ms
+        of PostgreSQL per statement). SQLite has no INSERT inside WITH, so there each write
+        is a statement of its own."""
         if self.session.get_bind().dialect.name != "postgresql":
             lot_id = self.insert(entry)
             self.insert(
@@ -422,14 +457,30 @@ class LoyaltyRepository:
                     effective_at=entry.effective_at, expires_at=entry.expires_at,
                 )
             )  # fmt: skip
+            if move:
+                self.add_points(entry.account_id, move)
+            for row in along:
+                self.insert(row)
             return lot_id
-        # every column is bound in the statement: the ones the entry leaves unset take
-        # their Python-side default, as an INSERT of the entry alone would give them
+        # every column is bound in the statement: the ones a row leaves unset take their
+        # Python-side default, as an INSERT of the row alone would give them (an along
+        # row's column with none is left out, to its server default)
         values = _values(entry)
         for column in _ENTRIES.c:
             if not column.primary_key and column.key not in values:
                 values[column.key] = python_default(column)
-        return int(self._core(_ADD_LOT, values).scalar_one())
+        shapes = []
+        for number, row in enumerate(along):
+            bound = _bound(row)
+            shapes.append((type(row), tuple(bound)))
+            values.update({f"{number}_{name}": value for name, value in bound.items()})
+        if move:
+            values["_move"] = move
+        key = (bool(move), tuple(shapes))
+        statement = _ADD_LOTS.get(key)
+        if statement is None:
+            statement = _ADD_LOTS[key] = _add_lot(bool(move), key[1])
+        return int(self._core(statement, values).scalar_one())
 
     def use_lots(self, entry_id: int, uses: Sequence[tuple[int, int, int]]) -> None:
         """Record what a negative entry took from each lot, given as ``(lot, points taken,

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from patron.customers.schemas import IdentityIn
 from patron.customers.service import CustomerService
 from patron.kit.clock import utcnow
+from patron.kit.db import Base
 from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.money import round_money
 from patron.loyalty.coupons import ALPHABET, CouponService
@@ -387,21 +388,24 @@ class LoyaltyService:
                 transaction_id=transaction_id, pending_too=False, lots=lots, move_total=False,
             )  # fmt: skip
         available_at = moment + timedelta(days=rules.pending_days)
+        # the burn and the earn move the cached total once, by their difference
+        moved = quote.points_to_earn - quote.redeem_points
         if quote.points_to_earn:
+            # the event and the move of the total are written with the earn: on
+            # PostgreSQL in its statement (LoyaltyRepository.add_lot)
+            earned = self._event(
+                account, "loyalty.points_earned", moment, f"earned:{transaction_id}",
+                {"points": quote.points_to_earn, "receipt": data.receipt,
+                 "available_at": available_at.isoformat()},
+            )  # fmt: skip
             self._lot(
                 account, quote.points_to_earn, kind=EntryKind.EARN,
                 reason=f"purchase {data.receipt}", source="order", ref=data.receipt,
                 key=f"{key}:earn", at=available_at, actor=actor, transaction_id=transaction_id,
-                move_total=False,
+                moves=moved, along=[earned],
             )  # fmt: skip
-            self._publish(
-                account, "loyalty.points_earned", moment, f"earned:{transaction_id}",
-                {"points": quote.points_to_earn, "receipt": data.receipt,
-                 "available_at": available_at.isoformat()}, fresh=True,
-            )  # fmt: skip
-        if quote.points_to_earn != quote.redeem_points:
-            # the burn and the earn move the cached total once, by their difference
-            self.repo.add_points(account.id, quote.points_to_earn - quote.redeem_points)
+        elif moved:
+            self.repo.add_points(account.id, moved)
         if context.pending_referral and transaction is not None:
             self._complete_referral(
                 account, transaction, value=quote.subtotal - quote.discount, now=moment,
@@ -826,22 +830,22 @@ class LoyaltyService:
     def _lot(
         self, account: LoyaltyAccount, points: int, *, kind: EntryKind, reason: str,
         source: str, ref: str | None, key: str, at: datetime, actor: str,
-        transaction_id: int | None = None, move_total: bool = True,
+        transaction_id: int | None = None, moves: int | None = None, along: Sequence[Base] = (),
     ) -> int:  # fmt: skip
         """Open a lot: usable from ``at``, expiring ``expiry_days`` after; returns its id.
-        Without ``move_total`` the caller moves the account's cached total itself."""
+        The account's cached total moves by ``moves`` (by the lot's points unless given),
+        and the ``along`` rows are written with the lot."""
         days = self.rules.expiry_days
-        lot_id = self.repo.add_lot(
+        return self.repo.add_lot(
             LedgerEntry(
                 account_id=account.id, kind=kind, points=points, reason=reason, source=source,
                 source_ref=ref, idempotency_key=key, effective_at=at,
                 expires_at=at + timedelta(days=days) if days else None,
                 transaction_id=transaction_id, created_by=actor,
-            )
+            ),
+            move=points if moves is None else moves,
+            along=along,
         )  # fmt: skip
-        if move_total:
-            self.repo.add_points(account.id, points)
-        return lot_id
 
     def _take(
         self, account: LoyaltyAccount, points: int, *, kind: EntryKind, reason: str,
@@ -928,21 +932,23 @@ class LoyaltyService:
         at: datetime,
         ref: str,
         data: dict[str, Any],
-        *,
-        fresh: bool = False,
     ) -> bool:
-        """An event on the customer's timeline, once per ``ref``; triggers start from it.
-        ``fresh`` says the ref names a row made in this transaction, so it cannot be there."""
-        if not fresh and self.repo.event_exists(ref):
+        """An event on the customer's timeline, once per ``ref``; triggers start from it."""
+        if self.repo.event_exists(ref):
             return False
-        self.repo.insert(
-            Event(
-                customer_id=account.customer_id, type=kind, occurred_at=at,
-                properties={"card": account.card_number, **data}, source=EVENT_SOURCE,
-                external_id=ref,
-            )
-        )  # fmt: skip
+        self.repo.insert(self._event(account, kind, at, ref, data))
         return True
+
+    @staticmethod
+    def _event(
+        account: LoyaltyAccount, kind: str, at: datetime, ref: str, data: dict[str, Any]
+    ) -> Event:
+        """The timeline event of :meth:`_publish`, not yet written."""
+        return Event(
+            customer_id=account.customer_id, type=kind, occurred_at=at,
+            properties={"card": account.card_number, **data}, source=EVENT_SOURCE,
+            external_id=ref,
+        )  # fmt: skip
 
 
 def _usable(lot: Lot, now: datetime) -> bool:
