@@ -403,6 +403,39 @@ def test_tiers_go_up_at_once_and_down_only_at_a_review_after_the_grace(
         assert service.review_tiers(now=T0 + timedelta(days=431)) == {"up": 0, "down": 1}
 
 
+def test_a_move_up_measures_the_window_of_the_rules_in_force(
+    program: sessionmaker[Session],
+) -> None:
+    """The till reads the spend with its context over the window of the rules it saw
+    last; rules that changed the window since are measured over their own."""
+
+    def set_window(days: int) -> None:
+        with program() as session:
+            rules = {**RULES, "qualification": {**RULES["qualification"], "window_days": days}}
+            LoyaltyService(session).configure(ProgramRules.model_validate(rules), actor="admin")
+            session.commit()
+
+    def tier_after(receipt: str, price: str, day: int) -> tuple[str, bool]:
+        out = confirm(program, receipt, lines(("E", "electronics", "1", price)),
+                      at=T0 + timedelta(days=day))  # fmt: skip
+        return out.tier, out.tier_changed
+
+    assert tier_after("R1", "8000", 0) == ("Basic", False)
+    set_window(30)
+    # 3,000 in the last 30 days; over the 365 days the till saw last it would be 11,000
+    assert tier_after("R2", "3000", 40) == ("Basic", False)
+    set_window(365)
+    assert tier_after("R3", "100", 41) == ("Silver", True)  # 11,100 over 365 days
+    # the rules are those seen last: 51,000 over the same window (Silver's 5% off 42,000)
+    assert tier_after("R4", "42000", 42) == ("Gold", True)
+    with program() as session:
+        service = LoyaltyService(session)
+        moves = [(c.to_tier, c.qualifying) for c in service.tiers_of(service.account(CARD))]
+        assert moves == [
+            ("Basic", Decimal(0)), ("Silver", Decimal("11100.00")), ("Gold", Decimal("51000.00"))
+        ]  # fmt: skip
+
+
 def test_promotions_minimum_basket_and_birthday_bonus(
     session_factory: sessionmaker[Session],
 ) -> None:

@@ -100,6 +100,9 @@ class TillContext:
     pending_referral: bool
     in_mini_program: bool
     """Whether the account is a member of a mini-program running at the time."""
+    spend: Decimal | None
+    """The account's spend after ``spend_since`` up to the call's time, when asked."""
+    spend_since: datetime | None
 
 
 # The till's statements are built once: composing them anew for every call cost more CPU
@@ -145,14 +148,21 @@ def _locking(where: ColumnElement[bool]) -> Any:
 
 _LOCK_BY_ID = _locking(_ACCOUNTS.c.id == bindparam("account_id"))
 _LOCK_BY_CARD = _locking(_ACCOUNTS.c.card_number == bindparam("card"))
-_SPEND = select(
-    func.sum(PosTransaction.subtotal - PosTransaction.discount - PosTransaction.refunded)
-).where(
-    PosTransaction.account_id == bindparam("account_id"),
-    PosTransaction.status != TransactionStatus.CANCELLED,
-    PosTransaction.confirmed_at > bindparam("since"),
-    PosTransaction.confirmed_at <= bindparam("until"),
-)
+
+
+def _spend(until: Any) -> Any:
+    """Goods bought and kept (net of refunds) after ``:since`` up to ``until``."""
+    return select(
+        func.sum(PosTransaction.subtotal - PosTransaction.discount - PosTransaction.refunded)
+    ).where(
+        PosTransaction.account_id == bindparam("account_id"),
+        PosTransaction.status != TransactionStatus.CANCELLED,
+        PosTransaction.confirmed_at > bindparam("since"),
+        PosTransaction.confirmed_at <= until,
+    )
+
+
+_SPEND = _spend(bindparam("until"))
 _RECORDED = select(LoyaltyOperation.request_hash, LoyaltyOperation.answer).where(
     LoyaltyOperation.key == bindparam("key")
 )
@@ -171,6 +181,7 @@ _TILL_CONTEXT = select(
         MiniProgram.starts_at <= bindparam("at"),
         MiniProgram.ends_at > bindparam("at"),
     ),
+    _spend(bindparam("at")).scalar_subquery(),
 )  # fmt: skip
 
 
@@ -337,16 +348,24 @@ class LoyaltyRepository:
         """Move the cached total with its entries, in the same transaction."""
         self._core(_ADD_POINTS, {"account_id": account_id, "points": points})
 
-    def till_context(self, account_id: int, *, key: str, receipt: str, at: datetime) -> TillContext:
+    def till_context(
+        self, account_id: int, *, key: str, receipt: str, at: datetime,
+        spend_since: datetime | None = None,
+    ) -> TillContext:  # fmt: skip
         """A confirm's reads in one round trip: the operation recorded under ``key``, the
-        transaction of ``receipt``, the rules in force, and whether a referral or a
-        mini-program may move with the purchase.
+        transaction of ``receipt``, the rules in force, whether a referral or a
+        mini-program may move with the purchase, and with ``spend_since`` the spend of
+        :meth:`spend_in_window` from then to ``at``.
 
         Call it after :meth:`lock`, never fold it into the lock's statement: PostgreSQL
         evaluates a statement's subqueries on the snapshot taken before it waited for the
         lock, so they would miss what the previous holder just committed."""
-        values = {"key": key, "receipt": receipt, "account_id": account_id, "at": at}
-        recorded_hash, transaction, rules, referral, mini = self._core(_TILL_CONTEXT, values).one()
+        values = {
+            "key": key, "receipt": receipt, "account_id": account_id, "at": at,
+            "since": spend_since,
+        }  # fmt: skip
+        row = self._core(_TILL_CONTEXT, values).one()
+        recorded_hash, transaction, rules, referral, mini, spend = row
         return TillContext(
             # the answer is read only for a replay, the rare case
             recorded=self.recorded(key) if recorded_hash is not None else None,
@@ -354,6 +373,8 @@ class LoyaltyRepository:
             rules=rules,
             pending_referral=bool(referral),
             in_mini_program=bool(mini),
+            spend=None if spend_since is None else Decimal(spend or 0),
+            spend_since=spend_since,
         )
 
     def accounts(self, *, limit: int, offset: int) -> Sequence[LoyaltyAccount]:

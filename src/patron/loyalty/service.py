@@ -90,6 +90,14 @@ class _ParsedRules:
         cls.last = (saved, rules)
         return rules
 
+    @classmethod
+    def spend_since(cls, now: datetime) -> datetime | None:
+        """Where the spend window of the last rules seen ends at ``now``, if they measure
+        spend: a guess at the rules in force, which change seldom."""
+        if cls.last is None or cls.last[1].qualification.measure != "spend":
+            return None
+        return now - timedelta(days=cls.last[1].qualification.window_days)
+
 
 @dataclass(frozen=True)
 class Balance:
@@ -328,7 +336,13 @@ class LoyaltyService:
         """Burn and earn for a purchase, at once; the same key again replays the answer."""
         account = self._may_use(self.repo.lock_card(data.card.strip()), data.card)
         moment = data.at or utcnow()
-        context = self.repo.till_context(account.id, key=key, receipt=data.receipt, at=moment)
+        # the tier check's spend is read with the context, over the window of the rules
+        # this process saw last: the rules in force are read in that same statement, so
+        # the window they set is not known before it (_spend_before checks it after)
+        since = _ParsedRules.spend_since(moment)
+        context = self.repo.till_context(
+            account.id, key=key, receipt=data.receipt, at=moment, spend_since=since
+        )
         self._rules = _ParsedRules.of(context.rules)
         return self._once(
             key, "confirm", data, ConfirmOut,
@@ -413,7 +427,12 @@ class LoyaltyService:
             )  # fmt: skip
         if context.in_mini_program:
             self._mini_progress(account, now=moment, actor=actor)
-        changed = self._upgrade(account, now=moment)
+        before = self._spend_before(context, moment)
+        # under the lock the one transaction since the context's read is this purchase
+        changed = self._upgrade(
+            account, now=moment,
+            measure=None if before is None else before + quote.subtotal - quote.discount,
+        )  # fmt: skip
         if context.pending_referral or context.in_mini_program:
             balance = self.balance(account, now=moment)  # a reward may have opened lots
         else:
@@ -662,9 +681,21 @@ class LoyaltyService:
             return self.repo.spend_in_window(account.id, since=since, until=now)
         return self.repo.earned_in_window(account.id, since=since, until=now)
 
-    def _upgrade(self, account: LoyaltyAccount, *, now: datetime) -> bool:
-        """Move up at once when the measure reaches a higher tier."""
-        measure = self.qualifying(account, now=now)
+    def _spend_before(self, context: TillContext, now: datetime) -> Decimal | None:
+        """The qualifying spend the till context read, when the rules in force measure
+        spend over the window it was read for; otherwise None."""
+        rules = self.rules.qualification
+        if context.spend is None or rules.measure != "spend":
+            return None
+        window = now - timedelta(days=rules.window_days)
+        return context.spend if context.spend_since == window else None
+
+    def _upgrade(
+        self, account: LoyaltyAccount, *, now: datetime, measure: Decimal | None = None
+    ) -> bool:
+        """Move up at once when the measure (read here unless given) reaches a higher tier."""
+        if measure is None:
+            measure = self.qualifying(account, now=now)
         target = self.rules.qualifying_tier(measure)
         if self.rules.rank(target.name) <= self.rules.rank(account.tier):
             return False
