@@ -656,7 +656,7 @@ class LoyaltyService:
 
     def _promotions(self, account: LoyaltyAccount, now: datetime) -> list[Any]:
         active = []
-        segments = SegmentService(self.session)
+        segments = None  # made for the first segment asked about: most calls ask none
         for promotion in self.rules.earning.promotions:
             if promotion.starts_at and now < promotion.starts_at:
                 continue
@@ -664,10 +664,10 @@ class LoyaltyService:
                 continue
             if promotion.weekdays and now.isoweekday() not in promotion.weekdays:
                 continue
-            if promotion.segment and not segments.contains(
-                promotion.segment, account.customer_id, as_of=now
-            ):
-                continue
+            if promotion.segment:
+                segments = segments or SegmentService(self.session)
+                if not segments.contains(promotion.segment, account.customer_id, as_of=now):
+                    continue
             active.append(promotion)
         return active
 
