@@ -94,9 +94,10 @@ class _ParsedRules:
     def spend_since(cls, now: datetime) -> datetime | None:
         """Where the spend window of the last rules seen ends at ``now``, if they measure
         spend: a guess at the rules in force, which change seldom."""
-        if cls.last is None or cls.last[1].qualification.measure != "spend":
+        last = cls.last  # read once: another thread of the worker may replace it
+        if last is None or last[1].qualification.measure != "spend":
             return None
-        return now - timedelta(days=cls.last[1].qualification.window_days)
+        return now - timedelta(days=last[1].qualification.window_days)
 
 
 @dataclass(frozen=True)
