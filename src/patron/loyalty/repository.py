@@ -217,12 +217,22 @@ def _bound(row: Base) -> dict[str, Any]:
     return values
 
 
-def _add_lot(move: bool = False, along: tuple[tuple[type[Base], tuple[str, ...]], ...] = ()) -> Any:
-    """The entry's INSERT, as a CTE, hands its id and points to the lot's. With ``move``
-    an UPDATE of the account's cached total rides along, and each ``(model, columns)`` of
-    ``along`` an INSERT of one row binding those columns (``{i}_{column}`` for row i):
-    PostgreSQL runs every data-modifying CTE of a statement, read or not."""
-    columns = [column for column in _ENTRIES.c if not column.primary_key]
+Shape = tuple[type[Base], tuple[str, ...]]
+"""A row's model and the columns its INSERT binds."""
+
+
+def _insert_bound(table: Any, names: tuple[str, ...], prefix: str) -> Any:
+    """An INSERT into ``table`` binding ``names`` as ``{prefix}{name}``."""
+    return insert(table).values(
+        {name: bindparam(f"{prefix}{name}", type_=table.c[name].type) for name in names}
+    )
+
+
+def _add_lot(entry: tuple[str, ...], move: bool, along: tuple[Shape, ...]) -> Any:
+    """The entry's INSERT (binding the columns ``entry``), as a CTE, hands its id and
+    points to the lot's. With ``move`` an UPDATE of the account's cached total rides along,
+    and each ``(model, columns)`` of ``along`` an INSERT of one row (``{i}_{column}`` for
+    row i): PostgreSQL runs every data-modifying CTE of a statement, read or not."""
     extra = []
     if move:
         extra.append(
@@ -232,16 +242,9 @@ def _add_lot(move: bool = False, along: tuple[tuple[type[Base], tuple[str, ...]]
             .cte("moved")
         )
     for number, (model, names) in enumerate(along):
-        table = table_of(model)
-        extra.append(
-            insert(table)
-            .values({name: bindparam(f"{number}_{name}", type_=table.c[name].type)
-                     for name in names})
-            .cte(f"along_{number}")
-        )  # fmt: skip
-    entry = (
-        insert(_ENTRIES)
-        .values({column: bindparam(column.key, type_=column.type) for column in columns})
+        extra.append(_insert_bound(table_of(model), names, f"{number}_").cte(f"along_{number}"))
+    written = (
+        _insert_bound(_ENTRIES, entry, "")
         .returning(
             _ENTRIES.c.id, _ENTRIES.c.account_id, _ENTRIES.c.points, _ENTRIES.c.effective_at,
             _ENTRIES.c.expires_at,
@@ -250,8 +253,8 @@ def _add_lot(move: bool = False, along: tuple[tuple[type[Base], tuple[str, ...]]
     )  # fmt: skip
     return insert(_LOTS).from_select(
         ["lot_id", "account_id", "remaining", "effective_at", "expires_at"],
-        select(entry.c.id, entry.c.account_id, entry.c.points, entry.c.effective_at,
-               entry.c.expires_at),
+        select(written.c.id, written.c.account_id, written.c.points, written.c.effective_at,
+               written.c.expires_at),
     ).returning(_LOTS.c.lot_id).add_cte(*extra)  # fmt: skip
 
 
@@ -483,13 +486,10 @@ class LoyaltyRepository:
             for row in along:
                 self.insert(row)
             return lot_id
-        # every column is bound in the statement: the ones a row leaves unset take their
-        # Python-side default, as an INSERT of the row alone would give them (an along
-        # row's column with none is left out, to its server default)
-        values = _values(entry)
-        for column in _ENTRIES.c:
-            if not column.primary_key and column.key not in values:
-                values[column.key] = python_default(column)
+        # the columns a row leaves unset take their Python-side default, as an INSERT of
+        # the row alone would give them (one with none is left out, to the server's)
+        values = _bound(entry)
+        columns = tuple(values)
         shapes = []
         for number, row in enumerate(along):
             bound = _bound(row)
@@ -497,10 +497,10 @@ class LoyaltyRepository:
             values.update({f"{number}_{name}": value for name, value in bound.items()})
         if move:
             values["_move"] = move
-        key = (bool(move), tuple(shapes))
-        statement = _ADD_LOTS.get(key)
+        shape = (columns, bool(move), tuple(shapes))
+        statement = _ADD_LOTS.get(shape)
         if statement is None:
-            statement = _ADD_LOTS[key] = _add_lot(bool(move), key[1])
+            statement = _ADD_LOTS[shape] = _add_lot(*shape)
         return int(self._core(statement, values).scalar_one())
 
     def use_lots(self, entry_id: int, uses: Sequence[tuple[int, int, int]]) -> None:
