@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from patron.customers.repository import CustomerRepository
@@ -31,7 +31,9 @@ from patron.models import (
     Identity,
     IdentityKind,
     LedgerEntry,
+    LoyaltyOperation,
     PosTransaction,
+    TierChange,
     TransactionStatus,
 )
 from patron.segments.schemas import SegmentIn, parse_rule
@@ -228,6 +230,70 @@ def test_the_points_earned_event_follows_the_earn_not_the_net_move(
             "card": CARD, "points": 98, "receipt": "S2",
             "available_at": (T0 + timedelta(days=14, hours=2)).isoformat(),
         }  # fmt: skip
+
+
+def test_a_purchase_that_only_earns_is_written_in_one_statement_on_postgresql(
+    program: sessionmaker[Session],
+) -> None:
+    """On PostgreSQL the till context takes the transaction's id, so a purchase that only
+    earns writes its transaction, earn, lot, event, cached total and answer in one statement:
+    four statements in all (lock, context, lots, writes). SQLite writes them one by one.
+    The rows are the same either way, and a move up the purchase earns follows its earn."""
+    bind = program.kw["bind"]
+    postgres = bind.dialect.name == "postgresql"
+    # the first call of a process may guess the tier check's window wrong: this one settles it
+    confirm(program, "W1", lines(("B1", "books", "1", "1000")), at=T0 + timedelta(hours=1))
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:
+        sent.append(args[2])
+
+    event.listen(bind, "before_cursor_execute", count)
+    try:
+        plain = confirm(program, "W2", lines(("B1", "books", "1", "2000")),
+                        at=T0 + timedelta(hours=2))  # fmt: skip
+    finally:
+        event.remove(bind, "before_cursor_execute", count)
+    assert len(sent) == (4 if postgres else 9), sent
+    assert (plain.points_earned, plain.tier, plain.tier_changed) == (200, "Basic", False)
+    assert (plain.available_points, plain.pending_points) == (100, 300)
+    # 8,000 more makes 11,000 in the window: Silver, after the purchase's 800 Basic points
+    up = confirm(program, "W3", lines(("B1", "books", "1", "8000")), at=T0 + timedelta(hours=3))
+    assert (up.points_earned, up.tier, up.tier_changed) == (800, "Silver", True)
+    with program() as session:
+        stored = session.get(PosTransaction, plain.transaction_id)
+        assert stored is not None
+        assert (stored.receipt, stored.subtotal, stored.points_earned, stored.status) == (
+            "W2", Decimal("2000.00"), 200, TransactionStatus.CONFIRMED,
+        )  # fmt: skip
+        assert stored.confirmed_at == T0 + timedelta(hours=2)
+        assert stored.lines["lines"][0]["unit_price"] == "2000"
+        entry = session.scalars(
+            select(LedgerEntry).where(LedgerEntry.idempotency_key == "k-W2:earn")
+        ).one()
+        assert (entry.points, entry.transaction_id) == (200, plain.transaction_id)
+        recorded = session.scalars(
+            select(LoyaltyOperation).where(LoyaltyOperation.key == "k-W2")
+        ).one()
+        assert recorded.answer == plain.model_dump(mode="json")
+        kinds = [
+            e.type for e in session.scalars(
+                select(Event).where(Event.type.like("loyalty.%")).order_by(Event.id)
+            )
+        ]  # fmt: skip
+        assert kinds[-2:] == ["loyalty.points_earned", "loyalty.tier_changed"]
+        change = session.scalars(select(TierChange).order_by(TierChange.id.desc())).first()
+        assert change is not None
+        assert (change.from_tier, change.to_tier, change.qualifying) == (
+            "Basic", "Silver", Decimal("11000.00"),
+        )  # fmt: skip
+        service = LoyaltyService(session)
+        assert (service.account(CARD).points, service.account(CARD).tier) == (1200, "Silver")
+        assert service.verify().mismatches == []
+    # the same key again replays the answer written with the earn
+    again = confirm(program, "W2", lines(("B1", "books", "1", "2000")),
+                    at=T0 + timedelta(hours=2))  # fmt: skip
+    assert again == plain
 
 
 def test_points_already_spent_are_kept_from_the_refund_money(

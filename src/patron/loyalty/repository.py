@@ -103,6 +103,9 @@ class TillContext:
     spend: Decimal | None
     """The account's spend after ``spend_since`` up to the call's time, when asked."""
     spend_since: datetime | None
+    transaction_id: int | None = None
+    """On PostgreSQL, an id taken from the sequence of the purchases' transactions for this
+    call's (unused when it writes none)."""
 
 
 # The till's statements are built once: composing them anew for every call cost more CPU
@@ -183,6 +186,12 @@ _TILL_CONTEXT = select(
     ),
     _spend(bindparam("at")).scalar_subquery(),
 )  # fmt: skip
+# On PostgreSQL the context also takes the id of the purchase's transaction: a confirm that
+# only earns then writes its transaction with the earn, in one statement (the ledger entry
+# refers to it by that id; a foreign key is checked at the end of the statement)
+_TILL_CONTEXT_WITH_ID = _TILL_CONTEXT.add_columns(
+    func.nextval(func.pg_get_serial_sequence(PosTransaction.__tablename__, "id"))
+)
 
 
 def _insert_of(model: type[Base]) -> tuple[Any, list[tuple[str, str]]]:
@@ -357,8 +366,9 @@ class LoyaltyRepository:
     ) -> TillContext:  # fmt: skip
         """A confirm's reads in one round trip: the operation recorded under ``key``, the
         transaction of ``receipt``, the rules in force, whether a referral or a
-        mini-program may move with the purchase, and with ``spend_since`` the spend of
-        :meth:`spend_in_window` from then to ``at``.
+        mini-program may move with the purchase, with ``spend_since`` the spend of
+        :meth:`spend_in_window` from then to ``at``, and on PostgreSQL an id for the
+        purchase's transaction.
 
         Call it after :meth:`lock`, never fold it into the lock's statement: PostgreSQL
         evaluates a statement's subqueries on the snapshot taken before it waited for the
@@ -367,8 +377,9 @@ class LoyaltyRepository:
             "key": key, "receipt": receipt, "account_id": account_id, "at": at,
             "since": spend_since,
         }  # fmt: skip
-        row = self._core(_TILL_CONTEXT, values).one()
-        recorded_hash, transaction, rules, referral, mini, spend = row
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        row = self._core(_TILL_CONTEXT_WITH_ID if postgres else _TILL_CONTEXT, values).one()
+        recorded_hash, transaction, rules, referral, mini, spend, *taken = row
         return TillContext(
             # the answer is read only for a replay, the rare case
             recorded=self.recorded(key) if recorded_hash is not None else None,
@@ -378,6 +389,7 @@ class LoyaltyRepository:
             in_mini_program=bool(mini),
             spend=None if spend_since is None else Decimal(spend or 0),
             spend_since=spend_since,
+            transaction_id=int(taken[0]) if taken else None,
         )
 
     def accounts(self, *, limit: int, offset: int) -> Sequence[LoyaltyAccount]:

@@ -347,13 +347,15 @@ class LoyaltyService:
         self._rules = _ParsedRules.of(context.rules)
         return self._once(
             key, "confirm", data, ConfirmOut,
-            lambda: self._confirm(account, data, key, actor, context=context, moment=moment),
+            lambda record: self._confirm(
+                account, data, key, actor, context=context, moment=moment, record=record
+            ),
             recorded=context.recorded,
         )  # fmt: skip
 
     def _confirm(
         self, account: LoyaltyAccount, data: ConfirmIn, key: str, actor: str, *,
-        context: TillContext, moment: datetime,
+        context: TillContext, moment: datetime, record: Callable[[ConfirmOut], Base],
     ) -> ConfirmOut:  # fmt: skip
         if context.receipt_transaction is not None:
             raise Conflict(
@@ -374,25 +376,58 @@ class LoyaltyService:
                 f"({self.rules.max_burn_share:.0%} of it)"
             )
         rules = self.rules
-        transaction_id = self.repo.insert(
-            PosTransaction(
-                account_id=account.id, receipt=data.receipt, status=TransactionStatus.CONFIRMED,
-                currency=rules.currency, subtotal=quote.subtotal, discount=quote.discount,
-                points_burned=quote.redeem_points, points_value=quote.points_value,
-                paid=quote.to_pay, points_earned=quote.points_to_earn,
-                lines={"lines": [line.model_dump(mode="json") for line in data.lines],
-                       "quote": [line.model_dump(mode="json") for line in quote.lines]},
-                confirmed_at=moment,
-            )
+        transaction = PosTransaction(
+            account_id=account.id, receipt=data.receipt, status=TransactionStatus.CONFIRMED,
+            currency=rules.currency, subtotal=quote.subtotal, discount=quote.discount,
+            points_burned=quote.redeem_points, points_value=quote.points_value,
+            paid=quote.to_pay, points_earned=quote.points_to_earn,
+            lines={"lines": [line.model_dump(mode="json") for line in data.lines],
+                   "quote": [line.model_dump(mode="json") for line in quote.lines]},
+            confirmed_at=moment,
         )  # fmt: skip
+        available_at = moment + timedelta(days=rules.pending_days)
+        before = self._spend_before(context, moment)
+        # under the lock the one transaction since the context's read is this purchase
+        measure = None if before is None else before + quote.subtotal - quote.discount
+        # nothing but this purchase moved the lots read for the quote: the burn left
+        # available lots, and the earn lot is available unless the return window holds it
+        pending = quote.points_to_earn if available_at > moment else 0
+        balance = Balance(
+            available=quote.available_points - quote.redeem_points + quote.points_to_earn
+            - pending,
+            pending=quote.pending_points + pending,
+        )  # fmt: skip
+        only_earns = (
+            quote.points_to_earn > 0 and not quote.redeem_points and data.coupon is None
+            and not context.pending_referral and not context.in_mini_program
+        )  # fmt: skip
+        if only_earns and context.transaction_id is not None and measure is not None:
+            # the answer is known before any write: the transaction, the earn with its lot,
+            # its event and the move of the cached total, and the answer under the key are
+            # one statement (LoyaltyRepository.add_lot); a move up follows it
+            transaction.id = context.transaction_id
+            target = self._higher_tier(account, measure)
+            answer = _confirmed(
+                transaction, available_at, balance, tier=target or account.tier,
+                changed=target is not None,
+            )  # fmt: skip
+            self._earn(
+                account, transaction, key=key, actor=actor, available_at=available_at,
+                moves=quote.points_to_earn, along=[transaction], last=record(answer),
+            )  # fmt: skip
+            if target is not None:
+                self._move_tier(account, target, now=moment, reason="qualified", measure=measure)
+            return answer
+        transaction_id = self.repo.insert(transaction)
+        transaction.id = transaction_id
         # a coupon use and a referral are tied to the transaction as a loaded row
         loaded = data.coupon is not None or context.pending_referral
-        transaction = self.repo.transaction_by_id(transaction_id) if loaded else None
-        if data.coupon is not None and transaction is not None:
+        stored = self.repo.transaction_by_id(transaction_id) if loaded else None
+        if data.coupon is not None and stored is not None:
             # taken under the coupon's own lock, checked again: a shared code's last use
             # may have gone to another till since the quote
             self.coupons.redeem(
-                data.coupon, account=account, transaction=transaction,
+                data.coupon, account=account, transaction=stored,
                 value=quote.subtotal - quote.discount + quote.coupon_discount, now=moment,
             )  # fmt: skip
         if quote.redeem_points:
@@ -402,57 +437,46 @@ class LoyaltyService:
                 ref=data.receipt, key=f"{key}:burn", at=moment, actor=actor,
                 transaction_id=transaction_id, pending_too=False, lots=lots, move_total=False,
             )  # fmt: skip
-        available_at = moment + timedelta(days=rules.pending_days)
         # the burn and the earn move the cached total once, by their difference
         moved = quote.points_to_earn - quote.redeem_points
         if quote.points_to_earn:
-            # the event and the move of the total are written with the earn: on
-            # PostgreSQL in its statement (LoyaltyRepository.add_lot)
-            earned = self._event(
-                account, "loyalty.points_earned", moment, f"earned:{transaction_id}",
-                {"points": quote.points_to_earn, "receipt": data.receipt,
-                 "available_at": available_at.isoformat()},
-            )  # fmt: skip
-            self._lot(
-                account, quote.points_to_earn, kind=EntryKind.EARN,
-                reason=f"purchase {data.receipt}", source="order", ref=data.receipt,
-                key=f"{key}:earn", at=available_at, actor=actor, transaction_id=transaction_id,
-                moves=moved, along=[earned],
+            self._earn(
+                account, transaction, key=key, actor=actor, available_at=available_at,
+                moves=moved,
             )  # fmt: skip
         elif moved:
             self.repo.add_points(account.id, moved)
-        if context.pending_referral and transaction is not None:
+        if context.pending_referral and stored is not None:
             self._complete_referral(
-                account, transaction, value=quote.subtotal - quote.discount, now=moment,
+                account, stored, value=quote.subtotal - quote.discount, now=moment,
                 actor=actor,
             )  # fmt: skip
         if context.in_mini_program:
             self._mini_progress(account, now=moment, actor=actor)
-        before = self._spend_before(context, moment)
-        # under the lock the one transaction since the context's read is this purchase
-        changed = self._upgrade(
-            account, now=moment,
-            measure=None if before is None else before + quote.subtotal - quote.discount,
-        )  # fmt: skip
+        changed = self._upgrade(account, now=moment, measure=measure)
         if context.pending_referral or context.in_mini_program:
             balance = self.balance(account, now=moment)  # a reward may have opened lots
-        else:
-            # nothing but this purchase moved the lots read for the quote: the burn left
-            # available lots, and the earn lot is available unless the return window holds it
-            pending = quote.points_to_earn if available_at > moment else 0
-            balance = Balance(
-                available=quote.available_points - quote.redeem_points
-                + quote.points_to_earn - pending,
-                pending=quote.pending_points + pending,
-            )  # fmt: skip
-        return ConfirmOut(
-            transaction_id=transaction_id, receipt=data.receipt,
-            status=TransactionStatus.CONFIRMED,
-            subtotal=quote.subtotal, discount=quote.discount, points_burned=quote.redeem_points,
-            points_value=quote.points_value, paid=quote.to_pay,
-            points_earned=quote.points_to_earn, earn_available_at=available_at,
-            available_points=balance.available, pending_points=balance.pending,
-            tier=account.tier, tier_changed=changed,
+        return _confirmed(transaction, available_at, balance, tier=account.tier, changed=changed)
+
+    def _earn(
+        self, account: LoyaltyAccount, transaction: PosTransaction, *, key: str, actor: str,
+        available_at: datetime, moves: int, along: Sequence[Base] = (), last: Base | None = None,
+    ) -> None:  # fmt: skip
+        """The purchase's earn: its lot, its ``loyalty.points_earned`` event and the move of
+        the cached total by ``moves``, written together (on PostgreSQL in one statement,
+        with the ``along`` rows before the event and ``last`` after it)."""
+        points = transaction.points_earned
+        earned = self._event(
+            account, "loyalty.points_earned", transaction.confirmed_at,
+            f"earned:{transaction.id}",
+            {"points": points, "receipt": transaction.receipt,
+             "available_at": available_at.isoformat()},
+        )  # fmt: skip
+        self._lot(
+            account, points, kind=EntryKind.EARN, reason=f"purchase {transaction.receipt}",
+            source="order", ref=transaction.receipt, key=f"{key}:earn", at=available_at,
+            actor=actor, transaction_id=transaction.id, moves=moves,
+            along=[*along, earned, *([] if last is None else [last])],
         )  # fmt: skip
 
     def cancel(
@@ -465,7 +489,7 @@ class LoyaltyService:
         assert account is not None
         return self._once(
             key, "cancel", data, RefundOut,
-            lambda: self._refund(
+            lambda _record: self._refund(
                 account, transaction, None, key=key, actor=actor, now=now or utcnow(),
                 cancelling=True,
             ),
@@ -481,7 +505,7 @@ class LoyaltyService:
         assert account is not None
         return self._once(
             key, "refund", data, RefundOut,
-            lambda: self._refund(
+            lambda _record: self._refund(
                 account, transaction, data.amount, key=key, actor=actor, now=now or utcnow(),
                 cancelling=False,
             ),
@@ -569,7 +593,7 @@ class LoyaltyService:
         assert account is not None
         moment = now or utcnow()
 
-        def act() -> AccountOut:
+        def act(_record: object) -> AccountOut:
             if data.points > 0:
                 self._lot(
                     account, data.points, kind=EntryKind.ADJUST, reason=data.reason,
@@ -697,11 +721,18 @@ class LoyaltyService:
         """Move up at once when the measure (read here unless given) reaches a higher tier."""
         if measure is None:
             measure = self.qualifying(account, now=now)
+        target = self._higher_tier(account, measure)
+        if target is None:
+            return False
+        self._move_tier(account, target, now=now, reason="qualified", measure=measure)
+        return True
+
+    def _higher_tier(self, account: LoyaltyAccount, measure: Decimal) -> str | None:
+        """The tier above the account's that ``measure`` qualifies for, if any."""
         target = self.rules.qualifying_tier(measure)
         if self.rules.rank(target.name) <= self.rules.rank(account.tier):
-            return False
-        self._move_tier(account, target.name, now=now, reason="qualified", measure=measure)
-        return True
+            return None
+        return target.name
 
     def review_tiers(self, *, now: datetime | None = None) -> dict[str, int]:
         """The periodic review: move down those below their tier's threshold once their
@@ -939,22 +970,35 @@ class LoyaltyService:
 
     def _once(
         self, key: str, kind: str, request: BaseModel, answer: type[Answer],
-        act: Callable[[], Answer], *, recorded: Recorded | None,
+        act: Callable[[Callable[[Answer], LoyaltyOperation]], Answer], *,
+        recorded: Recorded | None,
     ) -> Answer:  # fmt: skip
         """Run ``act`` once per key (under the account lock the caller holds): a retry
         with the same request gets the first answer; another request with it is refused.
-        ``recorded`` is what is stored under the key, read under that lock."""
+        ``recorded`` is what is stored under the key, read under that lock.
+
+        ``act`` is given the maker of the row that keeps its answer under the key: when it
+        knows its answer before its last write, it may write the row with that write (a
+        confirm that only earns does); otherwise the row is written here, after it."""
         digest = hashlib.sha256(f"{kind}\n{request.model_dump_json()}".encode()).hexdigest()
         if recorded is not None:
             if recorded.request_hash != digest:
                 raise Conflict(f"idempotency key {key!r} was used for a different request")
             return answer.model_validate(recorded.answer)
-        result = act()
-        self.repo.insert(
-            LoyaltyOperation(
-                key=key, kind=kind, request_hash=digest, answer=result.model_dump(mode="json")
-            )
-        )
+        made: list[LoyaltyOperation] = []
+
+        def record(result: Answer) -> LoyaltyOperation:
+            made.append(
+                LoyaltyOperation(
+                    key=key, kind=kind, request_hash=digest,
+                    answer=result.model_dump(mode="json"),
+                )
+            )  # fmt: skip
+            return made[-1]
+
+        result = act(record)
+        if not made:
+            self.repo.insert(record(result))
         return result
 
     def _publish(
@@ -981,6 +1025,22 @@ class LoyaltyService:
             properties={"card": account.card_number, **data}, source=EVENT_SOURCE,
             external_id=ref,
         )  # fmt: skip
+
+
+def _confirmed(
+    transaction: PosTransaction, available_at: datetime, balance: Balance, *, tier: str,
+    changed: bool,
+) -> ConfirmOut:  # fmt: skip
+    """The answer to a confirm whose transaction is ``transaction`` (its id set)."""
+    return ConfirmOut(
+        transaction_id=transaction.id, receipt=transaction.receipt,
+        status=TransactionStatus.CONFIRMED, subtotal=transaction.subtotal,
+        discount=transaction.discount, points_burned=transaction.points_burned,
+        points_value=transaction.points_value, paid=transaction.paid,
+        points_earned=transaction.points_earned, earn_available_at=available_at,
+        available_points=balance.available, pending_points=balance.pending, tier=tier,
+        tier_changed=changed,
+    )  # fmt: skip
 
 
 def _usable(lot: Lot, now: datetime) -> bool:
