@@ -31,6 +31,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from patron.kit.clock import utcnow
@@ -106,19 +107,23 @@ class TillContext:
     transaction_id: int | None = None
     """On PostgreSQL, an id taken from the sequence of the purchases' transactions for this
     call's (unused when it writes none)."""
+    lots: list[Lot] | None = None
+    """On PostgreSQL, the account's open lots, as :meth:`LoyaltyRepository.lots` gives them."""
 
 
 # The till's statements are built once: composing them anew for every call cost more CPU
 # than running them. Values are bound at execution.
 _INSERTS: dict[type[Base], tuple[Any, list[tuple[str, str]]]] = {}
 """One INSERT ... RETURNING per table, for :meth:`LoyaltyRepository.insert`."""
+# the soonest to expire first, then the oldest; a lot that never expires goes last
+_LOT_ORDER = (case((OpenLot.expires_at.is_(None), 1), else_=0), OpenLot.expires_at, OpenLot.lot_id)
 _OPEN_LOTS = (
     select(
         OpenLot.lot_id, OpenLot.account_id, OpenLot.remaining, OpenLot.effective_at,
         OpenLot.expires_at,
     )
     .where(OpenLot.remaining > 0, OpenLot.account_id == bindparam("account_id"))
-    .order_by(case((OpenLot.expires_at.is_(None), 1), else_=0), OpenLot.expires_at, OpenLot.lot_id)
+    .order_by(*_LOT_ORDER)
 )  # fmt: skip
 _ACCOUNTS = table_of(LoyaltyAccount)
 _LOTS = table_of(OpenLot)
@@ -188,9 +193,23 @@ _TILL_CONTEXT = select(
 )  # fmt: skip
 # On PostgreSQL the context also takes the id of the purchase's transaction: a confirm that
 # only earns then writes its transaction with the earn, in one statement (the ledger entry
-# refers to it by that id; a foreign key is checked at the end of the statement)
-_TILL_CONTEXT_WITH_ID = _TILL_CONTEXT.add_columns(
-    func.nextval(func.pg_get_serial_sequence(PosTransaction.__tablename__, "id"))
+# refers to it by that id; a foreign key is checked at the end of the statement). And it
+# brings the open lots, as JSON (times as ISO text: exact, where epoch seconds in a double
+# could move a lot that opens at the call's instant by a microsecond)
+_TILL_CONTEXT_POSTGRES = _TILL_CONTEXT.add_columns(
+    func.nextval(func.pg_get_serial_sequence(PosTransaction.__tablename__, "id")),
+    select(
+        func.json_agg(
+            aggregate_order_by(
+                func.json_build_array(
+                    OpenLot.lot_id, OpenLot.remaining, OpenLot.effective_at, OpenLot.expires_at
+                ),
+                *_LOT_ORDER,
+            )
+        )
+    )
+    .where(OpenLot.remaining > 0, OpenLot.account_id == bindparam("account_id"))
+    .scalar_subquery(),
 )
 
 
@@ -368,7 +387,7 @@ class LoyaltyRepository:
         transaction of ``receipt``, the rules in force, whether a referral or a
         mini-program may move with the purchase, with ``spend_since`` the spend of
         :meth:`spend_in_window` from then to ``at``, and on PostgreSQL an id for the
-        purchase's transaction.
+        purchase's transaction and the account's open lots.
 
         Call it after :meth:`lock`, never fold it into the lock's statement: PostgreSQL
         evaluates a statement's subqueries on the snapshot taken before it waited for the
@@ -378,8 +397,15 @@ class LoyaltyRepository:
             "since": spend_since,
         }  # fmt: skip
         postgres = self.session.get_bind().dialect.name == "postgresql"
-        row = self._core(_TILL_CONTEXT_WITH_ID if postgres else _TILL_CONTEXT, values).one()
-        recorded_hash, transaction, rules, referral, mini, spend, *taken = row
+        row = self._core(_TILL_CONTEXT_POSTGRES if postgres else _TILL_CONTEXT, values).one()
+        recorded_hash, transaction, rules, referral, mini, spend, *more = row
+        lots = None
+        if more:
+            lots = [
+                Lot(int(lot), account_id, int(remaining), datetime.fromisoformat(opens),
+                    None if expires is None else datetime.fromisoformat(expires))
+                for lot, remaining, opens, expires in more[1] or ()
+            ]  # fmt: skip
         return TillContext(
             # the answer is read only for a replay, the rare case
             recorded=self.recorded(key) if recorded_hash is not None else None,
@@ -389,7 +415,8 @@ class LoyaltyRepository:
             in_mini_program=bool(mini),
             spend=None if spend_since is None else Decimal(spend or 0),
             spend_since=spend_since,
-            transaction_id=int(taken[0]) if taken else None,
+            transaction_id=int(more[0]) if more else None,
+            lots=lots,
         )
 
     def accounts(self, *, limit: int, offset: int) -> Sequence[LoyaltyAccount]:

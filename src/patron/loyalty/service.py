@@ -362,8 +362,9 @@ class LoyaltyService:
                 f"receipt {data.receipt!r} is confirmed already "
                 f"(transaction {context.receipt_transaction})"
             )
-        # read once: under the lock only this call moves the account's lots
-        lots = self.repo.lots(account.id)
+        # read once (on PostgreSQL with the context): under the lock only this call moves
+        # the account's lots
+        lots = context.lots if context.lots is not None else self.repo.lots(account.id)
         quote = self._price(account, data.lines, data.redeem_points, moment, data.coupon, lots=lots)
         if data.redeem_points > quote.available_points:
             raise InvalidInput(
