@@ -105,8 +105,8 @@ class TillContext:
     """The account's spend after ``spend_since`` up to the call's time, when asked."""
     spend_since: datetime | None
     transaction_id: int | None = None
-    """On PostgreSQL, an id taken from the sequence of the purchases' transactions for this
-    call's (unused when it writes none)."""
+    """On PostgreSQL, an id for the purchase's transaction, taken from its table's sequence
+    (a call that writes no transaction leaves a gap in the ids)."""
     lots: list[Lot] | None = None
     """On PostgreSQL, the account's open lots, as :meth:`LoyaltyRepository.lots` gives them."""
 
