@@ -300,6 +300,12 @@ def test_churn_scores_train_on_the_window_that_ends_at_as_of_and_see_nothing_lat
     assert list(scores.columns) == ["customer_id", "p_alive", "churn_risk"]
     assert scores["customer_id"].is_unique and scores["customer_id"].is_monotonic_increasing
     assert ((scores["churn_risk"] > 0) & (scores["churn_risk"] < 1)).all()
+    # and the classifier scores the same on one thread as on every core
+    one = ChurnSettings(horizon_days=60, scoring_threads=1)
+    pd.testing.assert_frame_equal(
+        churn_scores(table, as_of=as_of, settings=one, days=days, totals=totals),
+        scores, check_exact=True,
+    )  # fmt: skip
     # and the 30 days of rows after as_of play no part in it
     before = tx[tx["ts"] < pd.Timestamp(as_of)]
     assert len(before) < len(tx)

@@ -133,10 +133,16 @@ class ChurnSettings(BaseModel):
     max_train_rows : int
         The classifier learns from a uniform sample of at most this many customers.
     threads : int or None
-        Threads of the OpenMP (classifier) and BLAS (BG/NBD likelihood) pools while fitting
-        and scoring; None leaves every core to them. The result does not depend on it. On a
-        machine whose cores are busy with other work, their spin-waiting made the classifier
+        Threads of the OpenMP (classifier) and BLAS (BG/NBD likelihood) pools while fitting;
+        None leaves every core to them. The result does not depend on it. On a machine
+        whose cores are busy with other work, their spin-waiting made the classifier's fit
         ten times and the BG/NBD fit forty times slower than one thread, hence the default.
+    scoring_threads : int or None
+        Threads of the OpenMP pool while the classifier scores; None leaves every core to
+        it. The result does not depend on it. Scoring makes one long parallel loop per
+        tree, not the fit's many short ones: on two cores, 950,000 customers took 0.59 s
+        with both against 1.08 s with one, and 1.27 s against 1.05 s with the other core
+        busy, hence this default.
     random_state : int
         Seed of the training sample and of the classifier.
     """
@@ -153,6 +159,7 @@ class ChurnSettings(BaseModel):
     l2_regularization: float = Field(default=1.0, ge=0)
     max_train_rows: int = Field(default=100_000, ge=100)
     threads: int | None = Field(default=1, ge=1)
+    scoring_threads: int | None = Field(default=None, ge=1)
     random_state: int = 0
 
     @field_validator("windows")
@@ -593,7 +600,7 @@ class ChurnModel:
         classifier = self._fitted()
         frame["p_alive"] = self.beta_geo.p_alive(summary).to_numpy(np.float64)
         churn_class = list(classifier.classes_).index(True)
-        with threadpool_limits(limits=self.settings.threads):
+        with threadpool_limits(limits=self.settings.scoring_threads):
             risk = classifier.predict_proba(self._matrix(frame))[:, churn_class]
         return pd.DataFrame(
             {
