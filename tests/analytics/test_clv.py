@@ -12,7 +12,7 @@ import pytest
 from numpy.typing import NDArray
 from pydantic import ValidationError
 from scipy import integrate, optimize
-from scipy.special import gammaln
+from scipy.special import gammaln, hyp2f1
 
 from patron.analytics import clv
 from tests.fixtures.data import shared_data
@@ -190,6 +190,29 @@ def test_bg_nbd_conditional_expectation_matches_hardie_worksheet() -> None:
     published = clv.BetaGeo.from_params(PUBLISHED_BG)
     customer = pd.DataFrame({"x": [2], "t_x": [30.43], "T": [38.86]})
     assert round(float(published.expected_purchases(39, customer).iloc[0]), 3) == 1.226
+
+
+def test_bg_nbd_expectations_over_several_horizons_are_those_of_each_row_to_the_bit() -> None:
+    """The bracket is worked out once per distinct (x, T): rows sharing a pair but not t_x
+    still get their own P(alive), and every value is the row's own formula, bit for bit."""
+    model = clv.BetaGeo.from_params(PUBLISHED_BG)
+    s = pd.DataFrame({
+        "x": [2, 2, 2, 0, 5, 2], "t_x": [30.43, 10.0, 30.43, 0.0, 20.0, 1.0],
+        "T": [38.86, 38.86, 31.0, 38.86, 38.86, 38.86],
+    })  # fmt: skip
+    times = [39.0, 4.348, 52.18, 39.0]
+    over = model.expected_purchases_over(times, s)
+    assert over.shape == (6, 4)
+    assert round(float(over[0, 0]), 3) == 1.226  # the worksheet's customer
+    r, alpha, a, b = (PUBLISHED_BG[k] for k in ("r", "alpha", "a", "b"))
+    x, big_t = (s[c].to_numpy(np.float64) for c in ("x", "T"))
+    alive = model.p_alive(s).to_numpy()
+    for column, t in enumerate(times):
+        z = t / (alpha + big_t + t)
+        tail = 1.0 - np.exp((r + x) * np.log1p(-z)) * hyp2f1(r + x, b + x, a + b + x - 1.0, z)
+        assert np.array_equal(over[:, column], (a + b + x - 1.0) / (a - 1.0) * tail * alive)
+        assert np.array_equal(over[:, column], model.expected_purchases(t, s).to_numpy())
+    assert over[0, 0] > over[1, 0]  # the same (x, T), a later last purchase: more alive
 
 
 def test_bg_nbd_new_customer_expectation_matches_hardie_worksheet(beta_geo: clv.BetaGeo) -> None:

