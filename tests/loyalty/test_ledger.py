@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patron.customers.repository import CustomerRepository
 from patron.kit.errors import Conflict, InvalidInput, NotFound
+from patron.loyalty.repository import Burn
 from patron.loyalty.schemas import (
     AdjustIn,
     CancelIn,
@@ -31,6 +32,7 @@ from patron.models import (
     Identity,
     IdentityKind,
     LedgerEntry,
+    LotUse,
     LoyaltyOperation,
     PosTransaction,
     TierChange,
@@ -232,14 +234,15 @@ def test_the_points_earned_event_follows_the_earn_not_the_net_move(
         }  # fmt: skip
 
 
-def test_a_purchase_that_only_earns_is_written_in_one_statement_on_postgresql(
+def test_a_purchase_that_earns_is_written_in_one_statement_on_postgresql(
     program: sessionmaker[Session],
 ) -> None:
     """On PostgreSQL the till context takes the transaction's id, so a purchase that only
     earns writes its transaction, earn, lot, event, cached total and answer in one statement:
     three statements in all (the lock, the context with the open lots, the writes). SQLite
     reads and writes them one by one. The rows are the same either way, and a move up the
-    purchase earns follows its earn."""
+    purchase earns follows its earn. A purchase that also burns points is written in that
+    one statement too."""
     bind = program.kw["bind"]
     postgres = bind.dialect.name == "postgresql"
     # the first call of a process may guess the tier check's window wrong: this one settles it
@@ -303,6 +306,22 @@ def test_a_purchase_that_only_earns_is_written_in_one_statement_on_postgresql(
     again = confirm(program, "W2", lines(("B1", "books", "1", "2000")),
                     at=T0 + timedelta(hours=2))  # fmt: skip
     assert again == plain
+    # and a purchase that also burns is written in that one statement too
+    sent.clear()
+    event.listen(bind, "before_cursor_execute", count)
+    try:
+        paid = confirm(program, "W4", lines(("B1", "books", "1", "1000")), redeem=40,
+                       at=T0 + timedelta(hours=4))  # fmt: skip
+    finally:
+        event.remove(bind, "before_cursor_execute", count)
+    assert len(sent) == (3 if postgres else 11), sent
+    # Silver: 5% off 1,000, 40 points pay 40 of the 950, 910 x 0.1 x 1.5 = 136 points
+    assert (paid.points_burned, paid.points_earned, paid.paid) == (40, 136, Decimal("910.00"))
+    assert (paid.available_points, paid.pending_points) == (60, 1236)
+    with program() as session:
+        service = LoyaltyService(session)
+        assert service.account(CARD).points == 1296
+        assert service.verify().mismatches == []
 
 
 def test_points_already_spent_are_kept_from_the_refund_money(
@@ -410,6 +429,51 @@ def test_lots_are_spent_soonest_expiring_first_and_expire_exactly(
         liability = service.liability(now=T0 + timedelta(days=51))
         # history: 42 expired against 120 burned
         assert (liability.outstanding_points, liability.breakage_rate) == (0, Decimal("0.2593"))
+        assert service.verify().mismatches == []
+
+
+def test_a_burn_written_with_an_earn_is_checked_and_comes_first(
+    program: sessionmaker[Session],
+) -> None:
+    """A burn riding with an earn (on PostgreSQL in the earn's statement) is refused when a
+    lot moved since it was read, like any use of lots; written right, its entry comes
+    before the earn's, with its use of the lot, and the cached total moves once."""
+
+    def entries(account_id: int, taken: int, left: int) -> tuple[LedgerEntry, Burn]:
+        earn = LedgerEntry(
+            account_id=account_id, kind="earn", points=50, reason="test", source="order",
+            idempotency_key="e-1", effective_at=T0, created_by="till",
+        )  # fmt: skip
+        burn = LedgerEntry(
+            account_id=account_id, kind="burn", points=-taken, reason="test", source="order",
+            idempotency_key="b-1", effective_at=T0, created_by="till",
+        )  # fmt: skip
+        return earn, Burn(burn, [(welcome.id, taken, left)])
+
+    with program() as session:
+        repo = LoyaltyService(session).repo
+        account_id = LoyaltyService(session).account(CARD).id
+        [welcome] = repo.lots(account_id)
+        earn, burn = entries(account_id, 30, 60)  # read as 90, holds 100
+        with pytest.raises(Conflict, match=rf"the lots \[{welcome.id}\] no longer hold"):
+            repo.add_lot(earn, move=20, burn=burn)
+        session.rollback()
+    with program() as session:
+        service = LoyaltyService(session)
+        earn, burn = entries(account_id, 30, 70)
+        lot = service.repo.add_lot(earn, move=20, burn=burn)
+        session.commit()
+        assert [(x.id, x.remaining) for x in service.repo.lots(account_id)] == [
+            (welcome.id, 70), (lot, 50),
+        ]  # fmt: skip
+        written = session.scalars(
+            select(LedgerEntry).where(LedgerEntry.source == "order").order_by(LedgerEntry.id)
+        ).all()
+        assert [(e.kind.value, e.points) for e in written] == [("burn", -30), ("earn", 50)]
+        assert written[1].id == lot
+        uses = session.execute(select(LotUse.entry_id, LotUse.lot_id, LotUse.points)).all()
+        assert [tuple(u) for u in uses] == [(written[0].id, welcome.id, 30)]
+        assert service.account(CARD).points == 120
         assert service.verify().mismatches == []
 
 

@@ -15,10 +15,12 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     and_,
     bindparam,
     case,
+    cast,
     delete,
     exists,
     extract,
@@ -28,10 +30,11 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import Session
 
 from patron.kit.clock import utcnow
@@ -109,6 +112,16 @@ class TillContext:
     (a call that writes no transaction leaves a gap in the ids)."""
     lots: list[Lot] | None = None
     """On PostgreSQL, the account's open lots, as :meth:`LoyaltyRepository.lots` gives them."""
+
+
+@dataclass(frozen=True)
+class Burn:
+    """A negative entry written with an earn (see :meth:`LoyaltyRepository.add_lot`), and
+    what it takes from each lot: ``(lot, points taken, points left)``, from lots read under
+    the account's lock."""
+
+    entry: LedgerEntry
+    uses: Sequence[tuple[int, int, int]]
 
 
 # The till's statements are built once: composing them anew for every call cost more CPU
@@ -256,38 +269,115 @@ def _insert_bound(table: Any, names: tuple[str, ...], prefix: str) -> Any:
     )
 
 
-def _add_lot(entry: tuple[str, ...], move: bool, along: tuple[Shape, ...]) -> Any:
-    """The entry's INSERT (binding the columns ``entry``), as a CTE, hands its id and
-    points to the lot's. With ``move`` an UPDATE of the account's cached total rides along,
+def _arrays(*names: str) -> Any:
+    """``unnest`` of the bigint arrays bound as ``names``, as a table with those columns."""
+    arrays = [bindparam(name, type_=ARRAY(BigInteger)) for name in names]
+    return func.unnest(*arrays).table_valued(*names).render_derived(with_types=False)
+
+
+def _burning(columns: tuple[str, ...]) -> tuple[Any, list[Any]]:
+    """The burn's entry (binding ``b_{column}``) as a CTE, and the CTEs that record its
+    uses of lots and move the lots, each lot matched on what it held when it was read
+    under the lock (the rows they touch are counted by the caller, see ``_USE_PART``)."""
+    burned = _insert_bound(_ENTRIES, columns, "b_").returning(_ENTRIES.c.id).cte("burned")
+    used = _arrays("use_lot", "use_points")
+    parts = _arrays("part_lot", "part_held", "part_left")
+    ends = _arrays("close_lot", "close_held")
+    return burned, [
+        insert(_LOT_USES).from_select(
+            ["entry_id", "lot_id", "points"],
+            # one burn, each of its uses: a product of one row by the uses, on purpose
+            select(burned.c.id, used.c.use_lot, used.c.use_points).select_from(
+                burned.join(used, true())
+            ),
+        ).cte("used"),
+        update(_LOTS)
+        .where(_LOTS.c.lot_id == parts.c.part_lot, _LOTS.c.remaining == parts.c.part_held)
+        .values(remaining=parts.c.part_left)
+        .returning(_LOTS.c.lot_id)
+        .cte("parted"),
+        delete(_LOTS)
+        .where(_LOTS.c.lot_id == ends.c.close_lot, _LOTS.c.remaining == ends.c.close_held)
+        .returning(_LOTS.c.lot_id)
+        .cte("closed"),
+    ]  # fmt: skip
+
+
+def _add_lot(
+    entry: tuple[str, ...], move: bool, along: tuple[Shape, ...],
+    burn: tuple[str, ...] | None = None,
+) -> Any:  # fmt: skip
+    """The entry's INSERT (binding the columns ``entry`` as ``e_{column}``), as a CTE, hands
+    its id and points to the lot's. With ``move`` an UPDATE of the account's cached total rides along,
     and each ``(model, columns)`` of ``along`` an INSERT of one row (``{i}_{column}`` for
-    row i): PostgreSQL runs every data-modifying CTE of a statement, read or not."""
+    row i): PostgreSQL runs every data-modifying CTE of a statement, read or not.
+
+    With ``burn`` (the burn entry's columns) the statement also writes the burn of
+    :func:`_burning` and returns, beside the lot's id, the number of lots it moved. The
+    earn's entry then selects its values from the burn's row, so that it is written after
+    it and takes the later id, as when they were written one after the other (PostgreSQL
+    runs a CTE no other part reads only after the main statement)."""
     extra = []
     if move:
         extra.append(
+            # (bound names that are no column of a table written here: an UPDATE would
+            # also set the column a parameter is named after)
             update(_ACCOUNTS)
-            .where(_ACCOUNTS.c.id == bindparam("account_id"))
+            .where(_ACCOUNTS.c.id == bindparam("_account"))
             .values(points=_ACCOUNTS.c.points + bindparam("_move"))
             .cte("moved")
         )
     for number, (model, names) in enumerate(along):
         extra.append(_insert_bound(table_of(model), names, f"{number}_").cte(f"along_{number}"))
-    written = (
-        _insert_bound(_ENTRIES, entry, "")
-        .returning(
-            _ENTRIES.c.id, _ENTRIES.c.account_id, _ENTRIES.c.points, _ENTRIES.c.effective_at,
-            _ENTRIES.c.expires_at,
-        )
-        .cte("entry")
+    returned = (
+        _ENTRIES.c.id, _ENTRIES.c.account_id, _ENTRIES.c.points, _ENTRIES.c.effective_at,
+        _ENTRIES.c.expires_at,
     )  # fmt: skip
+    if burn is None:
+        written = _insert_bound(_ENTRIES, entry, "e_").returning(*returned).cte("entry")
+        counted: list[Any] = []
+    else:
+        burned, writes = _burning(burn)
+        extra.extend(writes)
+        after = select(
+            *(cast(bindparam(f"e_{name}"), _ENTRIES.c[name].type) for name in entry)
+        ).select_from(burned)
+        written = insert(_ENTRIES).from_select(list(entry), after).returning(*returned)
+        written = written.cte("entry")
+        parted, closed = writes[1], writes[2]
+        moved = (
+            select(func.count()).select_from(parted).scalar_subquery()
+            + select(func.count()).select_from(closed).scalar_subquery()
+        )
+        counted = [moved]
     return insert(_LOTS).from_select(
         ["lot_id", "account_id", "remaining", "effective_at", "expires_at"],
         select(written.c.id, written.c.account_id, written.c.points, written.c.effective_at,
                written.c.expires_at),
-    ).returning(_LOTS.c.lot_id).add_cte(*extra)  # fmt: skip
+    ).returning(_LOTS.c.lot_id, *counted).add_cte(*extra)  # fmt: skip
 
 
 _ADD_LOTS: dict[Any, Any] = {}  # _add_lot's statements by their arguments
 _LOT_USES = table_of(LotUse)
+
+
+def _use_arrays(uses: Sequence[tuple[int, int, int]]) -> dict[str, list[int]]:
+    """The arrays :func:`_burning` binds: every use, the lots used in part and those used up."""
+    part = [(lot, taken + left, left) for lot, taken, left in uses if left]
+    ends = [(lot, taken) for lot, taken, left in uses if not left]
+    return {
+        "use_lot": [lot for lot, _, _ in uses], "use_points": [taken for _, taken, _ in uses],
+        "part_lot": [lot for lot, _, _ in part], "part_held": [held for _, held, _ in part],
+        "part_left": [left for _, _, left in part],
+        "close_lot": [lot for lot, _ in ends], "close_held": [held for _, held in ends],
+    }  # fmt: skip
+
+
+def _moved_without_lock(uses: Sequence[tuple[int, int, int]]) -> Conflict:
+    return Conflict(
+        f"the lots {sorted(lot for lot, _, _ in uses)} no longer hold the points read "
+        "under the account's lock (something moved them without it): try again"
+    )
 
 
 def _canonical(kind: IdentityKind, value: str) -> str:
@@ -502,7 +592,10 @@ class LoyaltyRepository:
         )
         return self.session.scalars(query).all()
 
-    def add_lot(self, entry: LedgerEntry, *, move: int = 0, along: Sequence[Base] = ()) -> int:
+    def add_lot(
+        self, entry: LedgerEntry, *, move: int = 0, along: Sequence[Base] = (),
+        burn: Burn | None = None,
+    ) -> int:  # fmt: skip
         """Write a positive entry and open its lot with all its points; returns its id.
         ``move`` is added to the account's cached total, and the ``along`` rows (rows
         nothing reads back in the call, such as events) are inserted.
@@ -511,8 +604,19 @@ class LoyaltyRepository:
         confirm's earn, its event and the move of its total cost one round trip instead of
         three, and with them a share of the till's CPU (about 0.25 ms of Python and 0.15 ms
         of PostgreSQL per statement). SQLite has no INSERT inside WITH, so there each write
-        is a statement of its own."""
+        is a statement of its own.
+
+        A ``burn`` is written first, as :meth:`use_lots` writes it and with its checks
+        (on PostgreSQL in the same statement).
+
+        Raises
+        ------
+        Conflict
+            As :meth:`use_lots`.
+        """
         if self.session.get_bind().dialect.name != "postgresql":
+            if burn is not None:
+                self.use_lots(self.insert(burn.entry), burn.uses)
             lot_id = self.insert(entry)
             self.insert(
                 OpenLot(
@@ -527,20 +631,30 @@ class LoyaltyRepository:
             return lot_id
         # the columns a row leaves unset take their Python-side default, as an INSERT of
         # the row alone would give them (one with none is left out, to the server's)
-        values = _bound(entry)
-        columns = tuple(values)
+        bound = _bound(entry)
+        columns = tuple(bound)
+        values: dict[str, Any] = {f"e_{name}": value for name, value in bound.items()}
         shapes = []
         for number, row in enumerate(along):
             bound = _bound(row)
             shapes.append((type(row), tuple(bound)))
             values.update({f"{number}_{name}": value for name, value in bound.items()})
         if move:
-            values["_move"] = move
-        shape = (columns, bool(move), tuple(shapes))
+            values.update(_move=move, _account=entry.account_id)
+        burning = None
+        if burn is not None:
+            bound = _bound(burn.entry)
+            burning = tuple(bound)
+            values.update({f"b_{name}": value for name, value in bound.items()})
+            values.update(_use_arrays(burn.uses))
+        shape = (columns, bool(move), tuple(shapes), burning)
         statement = _ADD_LOTS.get(shape)
         if statement is None:
             statement = _ADD_LOTS[shape] = _add_lot(*shape)
-        return int(self._core(statement, values).scalar_one())
+        written = self._core(statement, values).one()
+        if burn is not None and written[1] != len(burn.uses):
+            raise _moved_without_lock(burn.uses)
+        return int(written[0])
 
     def use_lots(self, entry_id: int, uses: Sequence[tuple[int, int, int]]) -> None:
         """Record what a negative entry took from each lot, given as ``(lot, points taken,
@@ -574,10 +688,7 @@ class LoyaltyRepository:
         if used_up:
             moved += self._core(_CLOSE, {"lots": used_up}).rowcount
         if moved != len(uses):
-            raise Conflict(
-                f"the lots {sorted(lot for lot, _, _ in uses)} no longer hold the points read "
-                "under the account's lock (something moved them without it): try again"
-            )
+            raise _moved_without_lock(uses)
 
     def _open(self) -> Any:
         return select(

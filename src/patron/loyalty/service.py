@@ -29,7 +29,7 @@ from patron.kit.errors import Conflict, InvalidInput, NotFound
 from patron.kit.money import round_money
 from patron.loyalty.coupons import ALPHABET, CouponService
 from patron.loyalty.mini import MiniProgramService
-from patron.loyalty.repository import Lot, LoyaltyRepository, Recorded, TillContext
+from patron.loyalty.repository import Burn, Lot, LoyaltyRepository, Recorded, TillContext
 from patron.loyalty.schemas import (
     AccountOut,
     AdjustIn,
@@ -398,15 +398,24 @@ class LoyaltyService:
             - pending,
             pending=quote.pending_points + pending,
         )  # fmt: skip
-        only_earns = (
-            quote.points_to_earn > 0 and not quote.redeem_points and data.coupon is None
-            and not context.pending_referral and not context.in_mini_program
+        # nothing but the points moves with the purchase
+        alone = (
+            quote.points_to_earn > 0 and data.coupon is None and not context.pending_referral
+            and not context.in_mini_program
         )  # fmt: skip
-        if only_earns and context.transaction_id is not None and measure is not None:
-            # the answer is known before any write: the transaction, the earn with its lot,
-            # its event and the move of the cached total, and the answer under the key are
-            # one statement (LoyaltyRepository.add_lot); a move up follows it
+        if alone and context.transaction_id is not None and measure is not None:
+            # the answer is known before any write: the transaction, the burn with its
+            # uses of lots, the earn with its lot, its event and the move of the cached
+            # total, and the answer under the key are one statement
+            # (LoyaltyRepository.add_lot); a move up follows it
             transaction.id = context.transaction_id
+            burn = None
+            if quote.redeem_points:
+                uses = self._uses(
+                    account, quote.redeem_points, at=moment, pending_too=False, lots=lots
+                )
+                burn = Burn(self._burn_entry(account, transaction, -quote.redeem_points,
+                                             key=key, actor=actor), uses)  # fmt: skip
             target = self._higher_tier(account, measure)
             answer = _confirmed(
                 transaction, available_at, balance, tier=target or account.tier,
@@ -414,7 +423,8 @@ class LoyaltyService:
             )  # fmt: skip
             self._earn(
                 account, transaction, key=key, actor=actor, available_at=available_at,
-                moves=quote.points_to_earn, along=[transaction], last=record(answer),
+                moves=quote.points_to_earn - quote.redeem_points, along=[transaction],
+                last=record(answer), burn=burn,
             )  # fmt: skip
             if target is not None:
                 self._move_tier(account, target, now=moment, reason="qualified", measure=measure)
@@ -462,10 +472,12 @@ class LoyaltyService:
     def _earn(
         self, account: LoyaltyAccount, transaction: PosTransaction, *, key: str, actor: str,
         available_at: datetime, moves: int, along: Sequence[Base] = (), last: Base | None = None,
+        burn: Burn | None = None,
     ) -> None:  # fmt: skip
         """The purchase's earn: its lot, its ``loyalty.points_earned`` event and the move of
         the cached total by ``moves``, written together (on PostgreSQL in one statement,
-        with the ``along`` rows before the event and ``last`` after it)."""
+        with the ``along`` rows before the event and ``last`` after it, and the ``burn``
+        first)."""
         points = transaction.points_earned
         earned = self._event(
             account, "loyalty.points_earned", transaction.confirmed_at,
@@ -477,7 +489,21 @@ class LoyaltyService:
             account, points, kind=EntryKind.EARN, reason=f"purchase {transaction.receipt}",
             source="order", ref=transaction.receipt, key=f"{key}:earn", at=available_at,
             actor=actor, transaction_id=transaction.id, moves=moves,
-            along=[*along, earned, *([] if last is None else [last])],
+            along=[*along, earned, *([] if last is None else [last])], burn=burn,
+        )  # fmt: skip
+
+    @staticmethod
+    def _burn_entry(
+        account: LoyaltyAccount, transaction: PosTransaction, points: int, *, key: str,
+        actor: str,
+    ) -> LedgerEntry:  # fmt: skip
+        """The entry of the points that pay for part of ``transaction`` (``points`` < 0)."""
+        return LedgerEntry(
+            account_id=account.id, kind=EntryKind.BURN, points=points,
+            reason=f"paid {transaction.points_value} of receipt {transaction.receipt}",
+            source="order", source_ref=transaction.receipt, idempotency_key=f"{key}:burn",
+            effective_at=transaction.confirmed_at, expires_at=None,
+            transaction_id=transaction.id, created_by=actor,
         )  # fmt: skip
 
     def cancel(
@@ -895,10 +921,11 @@ class LoyaltyService:
         self, account: LoyaltyAccount, points: int, *, kind: EntryKind, reason: str,
         source: str, ref: str | None, key: str, at: datetime, actor: str,
         transaction_id: int | None = None, moves: int | None = None, along: Sequence[Base] = (),
+        burn: Burn | None = None,
     ) -> int:  # fmt: skip
         """Open a lot: usable from ``at``, expiring ``expiry_days`` after; returns its id.
         The account's cached total moves by ``moves`` (by the lot's points unless given),
-        and the ``along`` rows are written with the lot."""
+        and the ``along`` rows (and a ``burn`` before them) are written with the lot."""
         days = self.rules.expiry_days
         return self.repo.add_lot(
             LedgerEntry(
@@ -909,6 +936,7 @@ class LoyaltyService:
             ),
             move=points if moves is None else moves,
             along=along,
+            burn=burn,
         )  # fmt: skip
 
     def _take(
@@ -921,22 +949,11 @@ class LoyaltyService:
         purchase's own earn lot on a refund). Returns the points taken; with ``partial``
         fewer than asked may be there, otherwise the caller checked the balance. ``lots``
         are the account's open lots when the caller read them under the lock already."""
-        lots = [
-            lot for lot in (self.repo.lots(account.id) if lots is None else lots)
-            if _usable(lot, at) or (pending_too and lot.effective_at > at)
-        ]  # fmt: skip
-        lots.sort(key=lambda lot: lot.id != first)
-        uses: list[tuple[int, int, int]] = []
-        wanted = points
-        for lot in lots:
-            if wanted == 0:
-                break
-            part = min(lot.remaining, wanted)
-            uses.append((lot.id, part, lot.remaining - part))
-            wanted -= part
-        taken = points - wanted
-        if wanted and not partial:
-            raise InvalidInput(f"card {account.card_number} has {taken} points, not {points}")
+        uses = self._uses(
+            account, points, at=at, pending_too=pending_too, partial=partial, first=first,
+            lots=self.repo.lots(account.id) if lots is None else lots,
+        )  # fmt: skip
+        taken = sum(part for _, part, _ in uses)
         if taken == 0:
             return 0
         entry_id = self.repo.insert(
@@ -950,6 +967,29 @@ class LoyaltyService:
         if move_total:
             self.repo.add_points(account.id, -taken)
         return taken
+
+    @staticmethod
+    def _uses(
+        account: LoyaltyAccount, points: int, *, at: datetime, pending_too: bool,
+        partial: bool = False, first: int | None = None, lots: Sequence[Lot],
+    ) -> list[tuple[int, int, int]]:  # fmt: skip
+        """What :meth:`_take` takes from each lot: ``(lot, points taken, points left)``."""
+        usable = [
+            lot for lot in lots if _usable(lot, at) or (pending_too and lot.effective_at > at)
+        ]  # fmt: skip
+        usable.sort(key=lambda lot: lot.id != first)
+        uses: list[tuple[int, int, int]] = []
+        wanted = points
+        for lot in usable:
+            if wanted == 0:
+                break
+            part = min(lot.remaining, wanted)
+            uses.append((lot.id, part, lot.remaining - part))
+            wanted -= part
+        if wanted and not partial:
+            taken = points - wanted
+            raise InvalidInput(f"card {account.card_number} has {taken} points, not {points}")
+        return uses
 
     # -- helpers ---------------------------------------------------------------------------
 
