@@ -308,9 +308,10 @@ def _add_lot(
     burn: tuple[str, ...] | None = None,
 ) -> Any:  # fmt: skip
     """The entry's INSERT (binding the columns ``entry`` as ``e_{column}``), as a CTE, hands
-    its id and points to the lot's. With ``move`` an UPDATE of the account's cached total rides along,
-    and each ``(model, columns)`` of ``along`` an INSERT of one row (``{i}_{column}`` for
-    row i): PostgreSQL runs every data-modifying CTE of a statement, read or not.
+    its id and points to the lot's. With ``move`` an UPDATE of the account's cached total
+    rides along, and each ``(model, columns)`` of ``along`` an INSERT of one row
+    (``{i}_{column}`` for row i): PostgreSQL runs every data-modifying CTE of a statement,
+    read or not.
 
     With ``burn`` (the burn entry's columns) the statement also writes the burn of
     :func:`_burning` and returns, beside the lot's id, the number of lots it moved. The
