@@ -205,8 +205,8 @@ _TILL_CONTEXT = select(
     _spend(bindparam("at")).scalar_subquery(),
 )  # fmt: skip
 # On PostgreSQL the context also takes the id of the purchase's transaction: a confirm that
-# only earns then writes its transaction with the earn, in one statement (the ledger entry
-# refers to it by that id; a foreign key is checked at the end of the statement). And it
+# earns then writes its transaction with the earn, in one statement (the ledger entries
+# refer to it by that id; a foreign key is checked at the end of the statement). And it
 # brings the open lots, as JSON (times as ISO text: exact, where epoch seconds in a double
 # could move a lot that opens at the call's instant by a microsecond)
 _TILL_CONTEXT_POSTGRES = _TILL_CONTEXT.add_columns(
@@ -278,7 +278,8 @@ def _arrays(*names: str) -> Any:
 def _burning(columns: tuple[str, ...]) -> tuple[Any, list[Any]]:
     """The burn's entry (binding ``b_{column}``) as a CTE, and the CTEs that record its
     uses of lots and move the lots, each lot matched on what it held when it was read
-    under the lock (the rows they touch are counted by the caller, see ``_USE_PART``)."""
+    under the lock, as ``_USE_PART`` and ``_CLOSE`` do (:func:`_add_lot` returns how many
+    lots they moved)."""
     burned = _insert_bound(_ENTRIES, columns, "b_").returning(_ENTRIES.c.id).cte("burned")
     used = _arrays("use_lot", "use_points")
     parts = _arrays("part_lot", "part_held", "part_left")
