@@ -371,20 +371,18 @@ def _customer_value(summary: Any, settings: CLVSettings) -> tuple[Any, dict[str,
             "distinct_triples": len(triples),
         }
     }
-    horizon_weeks = settings.horizon_months * _WEEKS_PER_MONTH
     triples["p_alive"] = bg.p_alive(triples).to_numpy()
     # discounted purchases: monthly increments of the conditional expectation, each
     # discounted from the end of its month (Fader, Hardie & Lee 2005, discrete time)
     months = range(1, settings.horizon_months + 1)
-    path = bg.expected_purchases_over(
-        [horizon_weeks, *(month * _WEEKS_PER_MONTH for month in months)], triples
-    )
-    triples["expected_purchases"] = path[:, 0]
+    path = bg.expected_purchases_over([month * _WEEKS_PER_MONTH for month in months], triples)
+    # the last month ends the horizon
+    triples["expected_purchases"] = path[:, -1]
     monthly = (1 + settings.annual_discount_rate) ** (1 / 12) - 1
     previous = np.zeros(len(triples))
     discounted = np.zeros(len(triples))
     for month in months:
-        current = path[:, month]
+        current = path[:, month - 1]
         discounted += (current - previous) / (1 + monthly) ** month
         previous = current
     triples["discounted_purchases"] = discounted

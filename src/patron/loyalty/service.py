@@ -409,13 +409,7 @@ class LoyaltyService:
             # total, and the answer under the key are one statement
             # (LoyaltyRepository.add_lot); a move up follows it
             transaction.id = context.transaction_id
-            burn = None
-            if quote.redeem_points:
-                uses = self._uses(
-                    account, quote.redeem_points, at=moment, pending_too=False, lots=lots
-                )
-                burn = Burn(self._burn_entry(account, transaction, -quote.redeem_points,
-                                             key=key, actor=actor), uses)  # fmt: skip
+            burn = self._burn(account, transaction, lots, key=key, actor=actor)
             target = self._higher_tier(account, measure)
             answer = _confirmed(
                 transaction, available_at, balance, tier=target or account.tier,
@@ -441,13 +435,9 @@ class LoyaltyService:
                 data.coupon, account=account, transaction=stored,
                 value=quote.subtotal - quote.discount + quote.coupon_discount, now=moment,
             )  # fmt: skip
-        if quote.redeem_points:
-            self._take(
-                account, quote.redeem_points, kind=EntryKind.BURN,
-                reason=f"paid {quote.points_value} of receipt {data.receipt}", source="order",
-                ref=data.receipt, key=f"{key}:burn", at=moment, actor=actor,
-                transaction_id=transaction_id, pending_too=False, lots=lots, move_total=False,
-            )  # fmt: skip
+        burn = self._burn(account, transaction, lots, key=key, actor=actor)
+        if burn is not None:
+            self.repo.use_lots(self.repo.insert(burn.entry), burn.uses)
         # the burn and the earn move the cached total once, by their difference
         moved = quote.points_to_earn - quote.redeem_points
         if quote.points_to_earn:
@@ -492,19 +482,26 @@ class LoyaltyService:
             along=[*along, earned, *([] if last is None else [last])], burn=burn,
         )  # fmt: skip
 
-    @staticmethod
-    def _burn_entry(
-        account: LoyaltyAccount, transaction: PosTransaction, points: int, *, key: str,
-        actor: str,
-    ) -> LedgerEntry:  # fmt: skip
-        """The entry of the points that pay for part of ``transaction`` (``points`` < 0)."""
-        return LedgerEntry(
-            account_id=account.id, kind=EntryKind.BURN, points=points,
+    def _burn(
+        self, account: LoyaltyAccount, transaction: PosTransaction, lots: Sequence[Lot], *,
+        key: str, actor: str,
+    ) -> Burn | None:  # fmt: skip
+        """The points that pay for part of ``transaction`` (its id set): their entry and
+        what they take from the ``lots`` read under the lock; None when none pay. The
+        cached total is left to the earn, which moves it once for both."""
+        points = transaction.points_burned
+        if not points:
+            return None
+        moment = transaction.confirmed_at
+        uses = self._uses(account, points, at=moment, pending_too=False, lots=lots)
+        entry = LedgerEntry(
+            account_id=account.id, kind=EntryKind.BURN, points=-points,
             reason=f"paid {transaction.points_value} of receipt {transaction.receipt}",
             source="order", source_ref=transaction.receipt, idempotency_key=f"{key}:burn",
-            effective_at=transaction.confirmed_at, expires_at=None,
-            transaction_id=transaction.id, created_by=actor,
+            effective_at=moment, expires_at=None, transaction_id=transaction.id,
+            created_by=actor,
         )  # fmt: skip
+        return Burn(entry, uses)
 
     def cancel(
         self, data: CancelIn, *, key: str, actor: str, now: datetime | None = None
@@ -943,7 +940,7 @@ class LoyaltyService:
         self, account: LoyaltyAccount, points: int, *, kind: EntryKind, reason: str,
         source: str, ref: str | None, key: str, at: datetime, actor: str,
         transaction_id: int | None = None, pending_too: bool, partial: bool = False,
-        first: int | None = None, lots: Sequence[Lot] | None = None, move_total: bool = True,
+        first: int | None = None, lots: Sequence[Lot] | None = None,
     ) -> int:  # fmt: skip
         """Take points from lots, soonest-expiring first (``first`` before all, e.g. the
         purchase's own earn lot on a refund). Returns the points taken; with ``partial``
@@ -964,8 +961,7 @@ class LoyaltyService:
             )
         )  # fmt: skip
         self.repo.use_lots(entry_id, uses)
-        if move_total:
-            self.repo.add_points(account.id, -taken)
+        self.repo.add_points(account.id, -taken)
         return taken
 
     @staticmethod
@@ -1020,7 +1016,7 @@ class LoyaltyService:
 
         ``act`` is given the maker of the row that keeps its answer under the key: when it
         knows its answer before its last write, it may write the row with that write (a
-        confirm that only earns does); otherwise the row is written here, after it."""
+        confirm that earns does, on PostgreSQL); otherwise the row is written here, after it."""
         digest = hashlib.sha256(f"{kind}\n{request.model_dump_json()}".encode()).hexdigest()
         if recorded is not None:
             if recorded.request_hash != digest:
