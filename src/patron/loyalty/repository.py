@@ -246,26 +246,59 @@ def _values(row: Base) -> dict[str, Any]:
     return {column: state[key] for key, column in _insert_of(type(row))[1] if key in state}
 
 
-def _bound(row: Base) -> dict[str, Any]:
-    """The values of every column of ``row`` but its key: those it sets, else their
-    Python-side default; a column with neither is left out (the server's default)."""
+def _bound(row: Base, unset: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The values of every column of ``row`` but its key: those it sets, else those of
+    ``unset``, else their Python-side default; a column with none is left out (the
+    server's default)."""
     values = _values(row)
     for column in table_of(type(row)).c:
         if column.primary_key or column.key in values:
             continue
-        if column.default is not None:
+        if unset is not None and column.key in unset:
+            values[column.key] = unset[column.key]
+        elif column.default is not None:
             values[column.key] = python_default(column)
     return values
 
 
-Shape = tuple[type[Base], tuple[str, ...]]
-"""A row's model and the columns its INSERT binds."""
+Shape = tuple[type[Base], tuple[str, ...], tuple[str, ...]]
+"""A row's model, the columns its INSERT binds and those of them that take the entry's
+parameter (:func:`_shared`)."""
+
+# columns a purchase's rows tend to share with its entry (the account, the transaction, its
+# source, the moment and the actor), which then take one parameter
+_SHARED = (
+    "account_id", "transaction_id", "source", "source_ref", "created_at", "created_by",
+    "effective_at",
+)  # fmt: skip
 
 
-def _insert_bound(table: Any, names: tuple[str, ...], prefix: str) -> Any:
-    """An INSERT into ``table`` binding ``names`` as ``{prefix}{name}``."""
+def _shared(table: Any, bound: dict[str, Any], entry: dict[str, Any]) -> tuple[str, ...]:
+    """The columns of a row for ``table`` that hold the entry's value, in a column of the
+    entry's type, so that the entry's parameter can serve them.
+
+    Why: psycopg parses and caches a statement's conversion only up to 50 parameters;
+    past that it parses the SQL text again on every call (about a tenth of the CPU of a
+    confirm that burns, measured). Sharing keeps a purchase's statement under it."""
+    return tuple(
+        name for name in _SHARED
+        if name in bound and name in entry and bound[name] == entry[name]
+        and type(table.c[name].type) is type(_ENTRIES.c[name].type)
+    )  # fmt: skip
+
+
+def _insert_bound(
+    table: Any, names: tuple[str, ...], prefix: str, shared: tuple[str, ...] = ()
+) -> Any:
+    """An INSERT into ``table`` binding ``names`` as ``{prefix}{name}``, but those in
+    ``shared`` as the entry's ``e_{name}``."""
     return insert(table).values(
-        {name: bindparam(f"{prefix}{name}", type_=table.c[name].type) for name in names}
+        {
+            name: bindparam(
+                f"e_{name}" if name in shared else f"{prefix}{name}", type_=table.c[name].type
+            )
+            for name in names
+        }
     )
 
 
@@ -275,12 +308,13 @@ def _arrays(*names: str) -> Any:
     return func.unnest(*arrays).table_valued(*names).render_derived(with_types=False)
 
 
-def _burning(columns: tuple[str, ...]) -> tuple[Any, list[Any]]:
+def _burning(columns: tuple[str, ...], shared: tuple[str, ...]) -> tuple[Any, list[Any]]:
     """The burn's entry (binding ``b_{column}``) as a CTE, and the CTEs that record its
     uses of lots and move the lots, each lot matched on what it held when it was read
     under the lock, as ``_USE_PART`` and ``_CLOSE`` do (:func:`_add_lot` returns how many
     lots they moved)."""
-    burned = _insert_bound(_ENTRIES, columns, "b_").returning(_ENTRIES.c.id).cte("burned")
+    burned = _insert_bound(_ENTRIES, columns, "b_", shared).returning(_ENTRIES.c.id)
+    burned = burned.cte("burned")
     used = _arrays("use_lot", "use_points")
     parts = _arrays("part_lot", "part_held", "part_left")
     ends = _arrays("close_lot", "close_held")
@@ -306,31 +340,32 @@ def _burning(columns: tuple[str, ...]) -> tuple[Any, list[Any]]:
 
 def _add_lot(
     entry: tuple[str, ...], move: bool, along: tuple[Shape, ...],
-    burn: tuple[str, ...] | None = None,
+    burn: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
 ) -> Any:  # fmt: skip
     """The entry's INSERT (binding the columns ``entry`` as ``e_{column}``), as a CTE, hands
     its id and points to the lot's. With ``move`` an UPDATE of the account's cached total
-    rides along, and each ``(model, columns)`` of ``along`` an INSERT of one row
-    (``{i}_{column}`` for row i): PostgreSQL runs every data-modifying CTE of a statement,
-    read or not.
+    rides along, and each ``(model, columns, shared)`` of ``along`` an INSERT of one row
+    (``{i}_{column}`` for row i, but ``e_{column}`` for its shared columns): PostgreSQL
+    runs every data-modifying CTE of a statement, read or not.
 
-    With ``burn`` (the burn entry's columns) the statement also writes the burn of
-    :func:`_burning` and returns, beside the lot's id, the number of lots it moved. The
-    earn's entry then selects its values from the burn's row, so that it is written after
-    it and takes the later id, as when they were written one after the other (PostgreSQL
-    runs a CTE no other part reads only after the main statement)."""
+    With ``burn`` (the burn entry's columns and its shared ones) the statement also writes
+    the burn of :func:`_burning` and returns, beside the lot's id, the number of lots it
+    moved. The earn's entry then selects its values from the burn's row, so that it is
+    written after it and takes the later id, as when they were written one after the other
+    (PostgreSQL runs a CTE no other part reads only after the main statement)."""
     extra = []
     if move:
         extra.append(
             # (bound names that are no column of a table written here: an UPDATE would
             # also set the column a parameter is named after)
             update(_ACCOUNTS)
-            .where(_ACCOUNTS.c.id == bindparam("_account"))
+            .where(_ACCOUNTS.c.id == bindparam("e_account_id"))
             .values(points=_ACCOUNTS.c.points + bindparam("_move"))
             .cte("moved")
         )
-    for number, (model, names) in enumerate(along):
-        extra.append(_insert_bound(table_of(model), names, f"{number}_").cte(f"along_{number}"))
+    for number, (model, names, shared) in enumerate(along):
+        written_along = _insert_bound(table_of(model), names, f"{number}_", shared)
+        extra.append(written_along.cte(f"along_{number}"))
     returned = (
         _ENTRIES.c.id, _ENTRIES.c.account_id, _ENTRIES.c.points, _ENTRIES.c.effective_at,
         _ENTRIES.c.expires_at,
@@ -339,7 +374,7 @@ def _add_lot(
         written = _insert_bound(_ENTRIES, entry, "e_").returning(*returned).cte("entry")
         counted: list[Any] = []
     else:
-        burned, writes = _burning(burn)
+        burned, writes = _burning(*burn)
         extra.extend(writes)
         after = select(
             *(cast(bindparam(f"e_{name}"), _ENTRIES.c[name].type) for name in entry)
@@ -633,21 +668,29 @@ class LoyaltyRepository:
             return lot_id
         # the columns a row leaves unset take their Python-side default, as an INSERT of
         # the row alone would give them (one with none is left out, to the server's)
-        bound = _bound(entry)
-        columns = tuple(bound)
-        values: dict[str, Any] = {f"e_{name}": value for name, value in bound.items()}
-        shapes = []
+        earned = _bound(entry)
+        columns = tuple(earned)
+        values: dict[str, Any] = {f"e_{name}": value for name, value in earned.items()}
+        # the rows written with the entry were made at its moment, unless they say otherwise
+        moment = {"created_at": earned["created_at"]}
+        shapes: list[Shape] = []
         for number, row in enumerate(along):
-            bound = _bound(row)
-            shapes.append((type(row), tuple(bound)))
-            values.update({f"{number}_{name}": value for name, value in bound.items()})
+            bound = _bound(row, moment)
+            shared = _shared(table_of(type(row)), bound, earned)
+            shapes.append((type(row), tuple(bound), shared))
+            values.update(
+                {f"{number}_{name}": value for name, value in bound.items() if name not in shared}
+            )
         if move:
-            values.update(_move=move, _account=entry.account_id)
+            values["_move"] = move
         burning = None
         if burn is not None:
-            bound = _bound(burn.entry)
-            burning = tuple(bound)
-            values.update({f"b_{name}": value for name, value in bound.items()})
+            bound = _bound(burn.entry, moment)
+            shared = _shared(_ENTRIES, bound, earned)
+            burning = (tuple(bound), shared)
+            values.update(
+                {f"b_{name}": value for name, value in bound.items() if name not in shared}
+            )
             values.update(_use_arrays(burn.uses))
         shape = (columns, bool(move), tuple(shapes), burning)
         statement = _ADD_LOTS.get(shape)
