@@ -279,7 +279,8 @@ def _shared(table: Any, bound: dict[str, Any], entry: dict[str, Any]) -> tuple[s
 
     Why: psycopg parses and caches a statement's conversion only up to 50 parameters;
     past that it parses the SQL text again on every call (about a tenth of the CPU of a
-    confirm that burns, measured). Sharing keeps a purchase's statement under it."""
+    confirm that burns, in a profile of the server under load). Sharing keeps a
+    purchase's statement under it."""
     return tuple(
         name for name in _SHARED
         if name in bound and name in entry and bound[name] == entry[name]
