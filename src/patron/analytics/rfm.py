@@ -132,17 +132,29 @@ def customer_days(
     positive = value > 0
     # a day of returns only has no first purchase: nullable, whatever the input column is
     stamp = rows[ts].cast(rows[ts].type().copy(nullable=True))
-    return (
-        rows.group_by([customer, "_day"])
-        .aggregate(
-            net=value.sum().cast(kept),
-            gross=value.sum(where=positive).cast(kept),
-            returned=(-value).sum(where=value < 0).cast(kept),
-            first_ts=stamp.min(where=positive),
-            last_ts=stamp.max(where=positive),
-        )
-        .rename(day="_day")
-    )
+    sums = {
+        "gross": value.sum(where=positive).cast(kept),
+        "returned": (-value).sum(where=value < 0).cast(kept),
+        "first_ts": stamp.min(where=positive),
+        "last_ts": stamp.max(where=positive),
+    }
+    if not kind.is_decimal():
+        # floats: the net summed in row order, as any other float sum of the amounts
+        days = rows.group_by([customer, "_day"]).aggregate(net=value.sum().cast(kept), **sums)
+        return days.rename(day="_day")
+    # Exact decimals: the net is the gross less the returned, so it is not summed too. The
+    # pass groups about as many days as there are orders and its cost grows with its sums:
+    # one fewer took it from 2.53 to 2.30 s at a million customers (README, Analytics).
+    days = rows.group_by([customer, "_day"]).aggregate(**sums)
+    net = days["gross"].fill_null(0) - days["returned"].fill_null(0)
+    # The engines widen a difference of decimals by a digit (DuckDB to 128 bits), where
+    # Ibis types it as its operands: a cast to their type would be left out, one to the
+    # same type declared not null (the net never is) is written.
+    net = net.cast(kept.copy(nullable=False))
+    return days.select(
+        customer, day="_day", net=net, gross="gross", returned="returned",
+        first_ts="first_ts", last_ts="last_ts",
+    )  # fmt: skip
 
 
 def customer_totals(
