@@ -383,6 +383,11 @@ def test_customer_days_net_each_day_exactly_in_the_amounts_64_bit_decimal() -> N
         # pass by customer reads faster than the 128 bits a difference of sums widens to
         kind = "DOUBLE" if as_float else "DECIMAL(18,2)"
         assert set(frame["net_type"]) == set(frame["gross_type"]) == {kind}
+        # and the totals made from them, kept in the engine as the pipeline keeps them,
+        # leave c7, who has no purchase day, without a first purchase day or its net
+        totals = customer_totals(days).cache().to_pandas().set_index("customer_id")
+        assert totals.loc["c7", ["purchase_days", "net"]].tolist() == [0, money("-30.00")]
+        assert totals.loc["c7", ["first_day", "first_net"]].isna().all()
 
 
 def test_customer_totals_are_the_hand_worked_sums() -> None:
