@@ -372,12 +372,11 @@ def test_customer_days_net_each_day_exactly_in_the_amounts_64_bit_decimal() -> N
         )  # fmt: skip
 
         # then each day nets its rows, a day of returns alone has no gross
-        m = money
         assert got == [
-            ("c3", -46, m("200.00"), m("200.00"), None),
-            ("c3", -41, m("-50.00"), None, m("50.00")),
-            ("c7", -15, m("-30.00"), None, m("30.00")),
-            ("c9", -25, m("100.00"), m("120.00"), m("20.00")),
+            ("c3", -46, money("200.00"), money("200.00"), None),
+            ("c3", -41, money("-50.00"), None, money("50.00")),
+            ("c7", -15, money("-30.00"), None, money("30.00")),
+            ("c9", -25, money("100.00"), money("120.00"), money("20.00")),
         ], as_float
         # and the money of exact amounts stays in 18 digits (64 bits), which every later
         # pass by customer reads faster than the 128 bits a difference of sums widens to

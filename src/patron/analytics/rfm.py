@@ -139,7 +139,7 @@ def customer_days(
         "last_ts": stamp.max(where=positive),
     }
     if not kind.is_decimal():
-        # floats: the net summed in row order, as any other float sum of the amounts
+        # floats: the difference of two rounded sums may miss the sum by a bit, so sum it
         days = rows.group_by([customer, "_day"]).aggregate(net=value.sum().cast(kept), **sums)
         return days.rename(day="_day")
     # Exact decimals: the net is the gross less the returned, so it is not summed too. The
