@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     delete,
     exists,
     extract,
@@ -171,12 +172,13 @@ _LOCK_BY_ID = _locking(_ACCOUNTS.c.id == bindparam("account_id"))
 _LOCK_BY_CARD = _locking(_ACCOUNTS.c.card_number == bindparam("card"))
 
 
-def _spend(until: Any) -> Any:
-    """Goods bought and kept (net of refunds) after ``:since`` up to ``until``."""
+def _spend(until: Any, account: Any = None) -> Any:
+    """Goods bought and kept (net of refunds) by ``account`` (by default ``:account_id``)
+    after ``:since`` up to ``until``."""
     return select(
         func.sum(PosTransaction.subtotal - PosTransaction.discount - PosTransaction.refunded)
     ).where(
-        PosTransaction.account_id == bindparam("account_id"),
+        PosTransaction.account_id == (bindparam("account_id") if account is None else account),
         PosTransaction.status != TransactionStatus.CANCELLED,
         PosTransaction.confirmed_at > bindparam("since"),
         PosTransaction.confirmed_at <= until,
@@ -187,43 +189,74 @@ _SPEND = _spend(bindparam("until"))
 _RECORDED = select(LoyaltyOperation.request_hash, LoyaltyOperation.answer).where(
     LoyaltyOperation.key == bindparam("key")
 )
-_TILL_CONTEXT = select(
-    _RECORDED.with_only_columns(LoyaltyOperation.request_hash).scalar_subquery(),
-    select(PosTransaction.id).where(PosTransaction.receipt == bindparam("receipt"))
-    .scalar_subquery(),
-    select(LoyaltyProgram.rules).order_by(LoyaltyProgram.version.desc()).limit(1)
-    .scalar_subquery(),
-    exists().where(
-        Referral.friend_id == bindparam("account_id"), Referral.status == ReferralStatus.PENDING
-    ),
-    exists().where(
-        MiniProgramMember.account_id == bindparam("account_id"),
-        MiniProgramMember.program_id == MiniProgram.id,
-        MiniProgram.starts_at <= bindparam("at"),
-        MiniProgram.ends_at > bindparam("at"),
-    ),
-    _spend(bindparam("at")).scalar_subquery(),
-)  # fmt: skip
-# On PostgreSQL the context also takes the id of the purchase's transaction: a confirm that
-# earns then writes its transaction with the earn, in one statement (the ledger entries
-# refer to it by that id; a foreign key is checked at the end of the statement). And it
-# brings the open lots, as JSON (times as ISO text: exact, where epoch seconds in a double
-# could move a lot that opens at the call's instant by a microsecond)
-_TILL_CONTEXT_POSTGRES = _TILL_CONTEXT.add_columns(
-    func.nextval(func.pg_get_serial_sequence(PosTransaction.__tablename__, "id")),
-    select(
-        func.json_agg(
-            aggregate_order_by(
-                func.json_build_array(
-                    OpenLot.lot_id, OpenLot.remaining, OpenLot.effective_at, OpenLot.expires_at
-                ),
-                *_LOT_ORDER,
-            )
+
+
+def _till_context(account: Any, *, postgres: bool) -> list[Any]:
+    """The columns of :meth:`LoyaltyRepository.till_context`, for the account ``account``
+    (a bound id, or the locked row's id where the lock and the reads are one statement)."""
+    columns = [
+        _RECORDED.with_only_columns(LoyaltyOperation.request_hash).scalar_subquery(),
+        select(PosTransaction.id).where(PosTransaction.receipt == bindparam("receipt"))
+        .scalar_subquery(),
+        select(LoyaltyProgram.rules).order_by(LoyaltyProgram.version.desc()).limit(1)
+        .scalar_subquery(),
+        exists().where(Referral.friend_id == account, Referral.status == ReferralStatus.PENDING),
+        exists().where(
+            MiniProgramMember.account_id == account,
+            MiniProgramMember.program_id == MiniProgram.id,
+            MiniProgram.starts_at <= bindparam("at"),
+            MiniProgram.ends_at > bindparam("at"),
+        ),
+        _spend(bindparam("at"), account).scalar_subquery(),
+    ]  # fmt: skip
+    if not postgres:
+        return columns
+    # On PostgreSQL the context also takes the id of the purchase's transaction: a confirm
+    # that earns then writes its transaction with the earn, in one statement (the ledger
+    # entries refer to it by that id; a foreign key is checked at the end of the statement).
+    # And it brings the open lots, as JSON (times as ISO text: exact, where epoch seconds in
+    # a double could move a lot that opens at the call's instant by a microsecond)
+    lots = func.json_agg(
+        aggregate_order_by(
+            func.json_build_array(
+                OpenLot.lot_id, OpenLot.remaining, OpenLot.effective_at, OpenLot.expires_at
+            ),
+            *_LOT_ORDER,
         )
     )
-    .where(OpenLot.remaining > 0, OpenLot.account_id == bindparam("account_id"))
-    .scalar_subquery(),
-)
+    return [
+        *columns,
+        func.nextval(func.pg_get_serial_sequence(PosTransaction.__tablename__, "id")),
+        select(lots).where(OpenLot.remaining > 0, OpenLot.account_id == account).scalar_subquery(),
+    ]
+
+
+_TILL_CONTEXT = select(*_till_context(bindparam("account_id"), postgres=False))
+_TILL_CONTEXT_POSTGRES = select(*_till_context(bindparam("account_id"), postgres=True))
+
+
+def _locked_with_context() -> Any:
+    """PostgreSQL: the till's lock by card and its reads in one statement, and the lock
+    version the reads saw.
+
+    A statement's subqueries read the snapshot taken when it began, before it waited for
+    the lock, so they miss what a holder of the lock committed meanwhile. Every holder
+    moves ``lock_version`` by one, and the UPDATE reads the newest row: the reads are
+    current exactly when the version seen in the snapshot is the new one less one
+    (:meth:`LoyaltyRepository.lock_card_for_till` reads again otherwise)."""
+    card = _ACCOUNTS.c.card_number == bindparam("card")
+    seen = select(_ACCOUNTS.c.lock_version).where(card).scalar_subquery()
+    locked = (
+        update(_ACCOUNTS).where(card).values(lock_version=_ACCOUNTS.c.lock_version + 1)
+        .returning(*_ACCOUNTS.c).cte("locked")
+    )  # fmt: skip
+    reads = [c.label(f"read_{n}") for n, c in enumerate(_till_context(locked.c.id, postgres=True))]
+    both = select(*locked.c, seen.label("seen_version"), *reads)
+    named: list[Any] = [column(read.name) for read in reads]
+    return select(LoyaltyAccount, column("seen_version"), *named).from_statement(both)
+
+
+_LOCK_CARD_WITH_CONTEXT = _locked_with_context()
 
 
 def _insert_of(model: type[Base]) -> tuple[Any, list[tuple[str, str]]]:
@@ -251,13 +284,13 @@ def _bound(row: Base, unset: dict[str, Any] | None = None) -> dict[str, Any]:
     ``unset``, else their Python-side default; a column with none is left out (the
     server's default)."""
     values = _values(row)
-    for column in table_of(type(row)).c:
-        if column.primary_key or column.key in values:
+    for field in table_of(type(row)).c:
+        if field.primary_key or field.key in values:
             continue
-        if unset is not None and column.key in unset:
-            values[column.key] = unset[column.key]
-        elif column.default is not None:
-            values[column.key] = python_default(column)
+        if unset is not None and field.key in unset:
+            values[field.key] = unset[field.key]
+        elif field.default is not None:
+            values[field.key] = python_default(field)
     return values
 
 
@@ -507,6 +540,37 @@ class LoyaltyRepository:
         """Move the cached total with its entries, in the same transaction."""
         self._core(_ADD_POINTS, {"account_id": account_id, "points": points})
 
+    def lock_card_for_till(
+        self, card: str, *, key: str, receipt: str, at: datetime, spend_since: datetime | None,
+    ) -> tuple[LoyaltyAccount, TillContext] | None:  # fmt: skip
+        """:meth:`lock_card` and then :meth:`till_context`: a confirm's lock and reads.
+
+        On PostgreSQL they are one statement, and so one round trip, whenever no other
+        holder of the lock committed between the statement's start and its taking the lock
+        (see ``_locked_with_context``); otherwise the reads are made again, under the lock.
+        None when no account has the card."""
+        values = {"card": card, "key": key, "receipt": receipt, "at": at, "since": spend_since}
+        if self.session.get_bind().dialect.name != "postgresql":
+            account = self.lock_card(card)
+            if account is None:
+                return None
+            return account, self.till_context(
+                account.id, key=key, receipt=receipt, at=at, spend_since=spend_since
+            )
+        self.session.flush()
+        self.session.expire_all()
+        row = self.session.execute(
+            _LOCK_CARD_WITH_CONTEXT, values, execution_options={"populate_existing": True}
+        ).one_or_none()
+        if row is None:
+            return None
+        account, seen, *reads = row
+        if seen != account.lock_version - 1:  # a holder committed while this call waited
+            return account, self.till_context(
+                account.id, key=key, receipt=receipt, at=at, spend_since=spend_since
+            )
+        return account, self._context(account.id, key, spend_since, reads)
+
     def till_context(
         self, account_id: int, *, key: str, receipt: str, at: datetime,
         spend_since: datetime | None = None,
@@ -517,15 +581,22 @@ class LoyaltyRepository:
         :meth:`spend_in_window` from then to ``at``, and on PostgreSQL an id for the
         purchase's transaction and the account's open lots.
 
-        Call it after :meth:`lock`, never fold it into the lock's statement: PostgreSQL
-        evaluates a statement's subqueries on the snapshot taken before it waited for the
-        lock, so they would miss what the previous holder just committed."""
+        Call it after :meth:`lock`: PostgreSQL evaluates a statement's subqueries on the
+        snapshot taken before it waited for the lock, so folded into the lock's statement
+        they could miss what the previous holder just committed (which
+        :meth:`lock_card_for_till` checks for)."""
         values = {
             "key": key, "receipt": receipt, "account_id": account_id, "at": at,
             "since": spend_since,
         }  # fmt: skip
         postgres = self.session.get_bind().dialect.name == "postgresql"
         row = self._core(_TILL_CONTEXT_POSTGRES if postgres else _TILL_CONTEXT, values).one()
+        return self._context(account_id, key, spend_since, row)
+
+    def _context(
+        self, account_id: int, key: str, spend_since: datetime | None, row: Sequence[Any]
+    ) -> TillContext:
+        """The :class:`TillContext` of the reads of ``_till_context``, in their order."""
         recorded_hash, transaction, rules, referral, mini, spend, *more = row
         lots = None
         if more:

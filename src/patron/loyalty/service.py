@@ -335,15 +335,18 @@ class LoyaltyService:
 
     def confirm(self, data: ConfirmIn, *, key: str, actor: str) -> ConfirmOut:
         """Burn and earn for a purchase, at once; the same key again replays the answer."""
-        account = self._may_use(self.repo.lock_card(data.card.strip()), data.card)
         moment = data.at or utcnow()
         # the tier check's spend is read with the context, over the window of the rules
         # this process saw last: the rules in force are read in that same statement, so
         # the window they set is not known before it (_spend_before checks it after)
         since = _ParsedRules.spend_since(moment)
-        context = self.repo.till_context(
-            account.id, key=key, receipt=data.receipt, at=moment, spend_since=since
+        locked = self.repo.lock_card_for_till(
+            data.card.strip(), key=key, receipt=data.receipt, at=moment, spend_since=since
         )
+        if locked is None:
+            raise NotFound(f"card {data.card!r} is not known")
+        account, context = locked
+        self._may_use(account, data.card)
         self._rules = _ParsedRules.of(context.rules)
         return self._once(
             key, "confirm", data, ConfirmOut,
