@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -29,6 +30,7 @@ from patron.loyalty.schemas import (
 )
 from patron.loyalty.service import AccountBlocked, LoyaltyService, luhn_digit
 from patron.models import (
+    AccountStatus,
     Customer,
     EntryKind,
     Event,
@@ -350,6 +352,50 @@ def test_a_purchase_that_earns_is_written_in_one_statement_on_postgresql(
             assert operation.created_at == earned.created_at
 
 
+def _read_behind_the_lock(
+    program: sessionmaker[Session], hold: Callable[[Session], Any],
+    meanwhile: Callable[[], None] = lambda: None, *, key: str, receipt: str, at: datetime,
+) -> tuple[Any, TillContext]:  # fmt: skip
+    """A till's lock and reads (``lock_card_for_till`` on CARD) made while ``hold`` holds
+    the card's lock in a transaction left open; once the till's statement waits for the
+    lock, ``meanwhile`` runs and commits, then the holder commits."""
+    bind = program.kw["bind"]
+    if bind.dialect.name != "postgresql":
+        pytest.skip("the lock and the reads are one statement on PostgreSQL only")
+    read: list[tuple[Any, TillContext] | None] = []
+
+    def till() -> None:
+        with program() as session:
+            read.append(LoyaltyRepository(session).lock_card_for_till(
+                CARD, key=key, receipt=receipt, at=at, spend_since=T0 - timedelta(days=1)
+            ))  # fmt: skip
+
+    holder = program()
+    hold(holder)
+    waiting = threading.Thread(target=till)
+    waiting.start()
+    try:
+        # each poll its own transaction: one transaction sees one list of backends
+        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as probe:
+            for _ in range(1000):  # until the till's statement waits for the holder
+                blocked = probe.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND cardinality(pg_blocking_pids(pid)) > 0"
+                ))  # fmt: skip
+                if blocked:
+                    break
+                time.sleep(0.01)
+            assert blocked == 1
+        meanwhile()
+        holder.commit()
+    finally:
+        holder.close()
+        waiting.join(timeout=30)
+    [found] = read
+    assert found is not None
+    return found
+
+
 def test_a_till_that_waited_for_the_lock_reads_what_its_holder_committed(
     program: sessionmaker[Session],
 ) -> None:
@@ -357,51 +403,51 @@ def test_a_till_that_waited_for_the_lock_reads_what_its_holder_committed(
     and that statement's reads see the snapshot taken before it waited for the lock. A till
     that waited while another confirmed a purchase on the card must still read that
     purchase: its transaction, its recorded answer, its lot and its spend."""
-    bind = program.kw["bind"]
-    if bind.dialect.name != "postgresql":
-        pytest.skip("the lock and the reads are one statement on PostgreSQL only")
-    at, since = T0 + timedelta(hours=1), T0 - timedelta(days=1)
-    read: list[tuple[Any, TillContext] | None] = []
+    at = T0 + timedelta(hours=1)
+    held: list[Any] = []
 
-    def till() -> None:
-        with program() as session:
-            read.append(LoyaltyRepository(session).lock_card_for_till(
-                CARD, key="k-H1", receipt="H1", at=at + timedelta(minutes=1), spend_since=since
-            ))  # fmt: skip
+    def purchase(session: Session) -> None:
+        body = ConfirmIn(card=CARD, receipt="H1", lines=lines(("B1", "books", "1", "1000")), at=at)
+        held.append(LoyaltyService(session).confirm(body, key="k-H1", actor="till-1"))
 
-    holder = program()
-    body = ConfirmIn(card=CARD, receipt="H1", lines=lines(("B1", "books", "1", "1000")), at=at)
-    held = LoyaltyService(holder).confirm(body, key="k-H1", actor="till-1")
-    waiting = threading.Thread(target=till)
-    waiting.start()
-    try:
-        with bind.connect() as probe:
-            for _ in range(1000):  # until the other till's statement waits for the row lock
-                blocked = probe.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                ))  # fmt: skip
-                if blocked:
-                    break
-                time.sleep(0.01)
-            assert blocked == 1
-        holder.commit()
-    finally:
-        holder.close()
-        waiting.join(timeout=30)
+    locked, context = _read_behind_the_lock(
+        program, purchase, key="k-H1", receipt="H1", at=at + timedelta(minutes=1)
+    )
     with program() as session:
-        repo = LoyaltyRepository(session)
         account = LoyaltyService(session).account(CARD)
-        lots = repo.lots(account.id)
+        lots = LoyaltyRepository(session).lots(account.id)
     # the purchase added a lot to the welcome bonus's: the snapshot had one, the lock two
     assert [lot.remaining for lot in lots] == [100, 100]
-    [(locked, context)] = [found for found in read if found is not None]
     # the holder's lock moved the version to 1, the waiting till's to 2 (not committed)
     assert (account.lock_version, locked.lock_version) == (1, 2)
-    assert context.receipt_transaction == held.transaction_id
-    assert context.recorded is not None and context.recorded.answer == held.model_dump(mode="json")
+    assert context.receipt_transaction == held[0].transaction_id
+    assert context.recorded is not None
+    assert context.recorded.answer == held[0].model_dump(mode="json")
     assert context.spend == Decimal("1000.00")
     assert context.lots == lots
+
+
+def test_a_till_that_waited_behind_a_block_reads_the_rules_saved_meanwhile(
+    program: sessionmaker[Session],
+) -> None:
+    """Blocking or unblocking a card holds its lock too, and moves its version, so a till
+    that waited behind it reads again: here the rules saved while it waited."""
+    newer = {**RULES, "earning": {**RULES["earning"], "base_rate": "0.2"}}
+
+    def block(session: Session) -> None:
+        LoyaltyService(session).block(CARD, blocked=True)
+
+    def configure() -> None:
+        with program() as session:
+            LoyaltyService(session).configure(ProgramRules.model_validate(newer), actor="admin")
+            session.commit()
+
+    locked, context = _read_behind_the_lock(
+        program, block, configure, key="k-B1", receipt="B1", at=T0 + timedelta(hours=1)
+    )
+    assert (locked.status, locked.lock_version) == (AccountStatus.BLOCKED, 2)
+    assert context.rules is not None
+    assert context.rules["earning"]["base_rate"] == "0.2"
 
 
 def test_points_already_spent_are_kept_from_the_refund_money(

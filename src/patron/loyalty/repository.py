@@ -241,7 +241,8 @@ def _locked_with_context() -> Any:
 
     A statement's subqueries read the snapshot taken when it began, before it waited for
     the lock, so they miss what a holder of the lock committed meanwhile. Every holder
-    moves ``lock_version`` by one, and the UPDATE reads the newest row: the reads are
+    moves ``lock_version`` by one (every change of an account is made under
+    :meth:`LoyaltyRepository.lock`), and the UPDATE reads the newest row: the reads are
     current exactly when the version seen in the snapshot is the new one less one
     (:meth:`LoyaltyRepository.lock_card_for_till` reads again otherwise)."""
     card = _ACCOUNTS.c.card_number == bindparam("card")

@@ -279,7 +279,11 @@ class LoyaltyService:
         return found
 
     def block(self, card: str, *, blocked: bool) -> LoyaltyAccount:
-        account = self.account(card)
+        # under the account's lock, as every change of the account: a confirm that waited
+        # for the lock reads again only when the lock's version moved while it waited
+        # (LoyaltyRepository.lock_card_for_till)
+        account = self.repo.lock(self.account(card).id)
+        assert account is not None
         account.status = AccountStatus.BLOCKED if blocked else AccountStatus.ACTIVE
         self.session.flush()
         return account
