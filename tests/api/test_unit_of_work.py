@@ -1,5 +1,6 @@
 """The request's unit of work: committed when the endpoint returns, rolled back when it
-raises, for plain endpoints and for the hot path's one trip to the thread pool."""
+raises, for plain endpoints and for the hot path's one trip to the thread pool; a row a
+unique index refuses is a 409 naming the index."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from patron.api.deps import SessionDep, in_one_trip
+from patron.api.errors import install_error_handlers
 from patron.api.keys import create_api_key
 from patron.kit.db import make_sessionmaker
 from patron.models import ApiKey, Role
@@ -22,6 +24,7 @@ class Refused(Exception):
 def _app(engine: Engine) -> FastAPI:
     app = FastAPI()
     app.state.sessionmaker = make_sessionmaker(engine)
+    install_error_handlers(app)
 
     @app.post("/plain/{name}")
     def plain(name: str, session: SessionDep) -> dict[str, str]:
@@ -38,6 +41,17 @@ def _app(engine: Engine) -> FastAPI:
             session.flush()
             if name.startswith("bad"):
                 raise Refused(name)
+            return {"made": name}
+
+        return await in_one_trip(session, work)
+
+    @app.post("/twice/{name}")
+    async def twice(name: str, session: SessionDep) -> dict[str, str]:
+        # as two requests that both checked the prefix was free, then both wrote it
+        def work() -> dict[str, str]:
+            first, _ = create_api_key(session, name=name, role=Role.POS)
+            session.add(ApiKey(name=name, prefix=first.prefix, secret_hash="", role=Role.POS))
+            session.flush()
             return {"made": name}
 
         return await in_one_trip(session, work)
@@ -62,3 +76,13 @@ def test_a_request_that_returns_commits_and_one_that_raises_rolls_back(
         # then only the first call's row is in the store
         assert count_rows(engine, ApiKey) == 1
         assert client.get("/idle").json() == {"open": False}
+
+
+def test_a_row_a_unique_index_refuses_is_a_conflict_and_nothing_is_kept(engine: Engine) -> None:
+    with TestClient(_app(engine)) as client:
+        answer = client.post("/twice/till-1")
+    what = "uq_api_keys_prefix" if engine.dialect.name == "postgresql" else "api_keys.prefix"
+    assert (answer.status_code, answer.json()) == (409, {
+        "error": f"a concurrent request wrote the same record first ({what}); retry the request"
+    })  # fmt: skip
+    assert count_rows(engine, ApiKey) == 0

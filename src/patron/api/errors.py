@@ -1,6 +1,8 @@
 """Errors as JSON, mapped in one place.
 
-Every ``PatronError`` becomes ``{"error": message}`` with the status the error carries.
+Every ``PatronError`` becomes ``{"error": message}`` with the status the error carries. A
+unique index refusing a row is a 409: two requests raced to write the same thing (the same
+receipt from two tills, say), the checks of each having run before the other wrote.
 A request that does not fit its schema becomes 422 with the fields named, the way a client
 can show them next to its own inputs: ``{"error": ..., "fields": [{"field", "message"}]}``.
 """
@@ -14,8 +16,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
+from patron.kit.db import duplicate_key_name, is_duplicate_key
 from patron.kit.errors import PatronError, Unauthorized
 
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "ApiKey"}
@@ -68,6 +72,15 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(validation_body(exc.errors()), status_code=422)
 
 
+async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IntegrityError)
+    if not is_duplicate_key(exc):
+        raise exc  # a broken rule of the schema is a fault of the code: a 500
+    what = duplicate_key_name(exc)
+    message = f"a concurrent request wrote the same record first ({what}); retry the request"
+    return JSONResponse({"error": message}, status_code=409)
+
+
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     # unknown paths and wrong methods come from the router, not from Patron code
     assert isinstance(exc, HTTPException)
@@ -81,3 +94,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PatronError, _patron_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)

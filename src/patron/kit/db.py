@@ -227,6 +227,17 @@ def bulk_insert(
     return list(range(last - len(rows) + 1, last + 1))
 
 
+def duplicate_key_name(error: BaseException) -> str:
+    """What a unique index refused, for a message: the constraint's name on PostgreSQL,
+    the columns on SQLite (its message names them, as ``table.column``)."""
+    cause = error.orig if isinstance(error, IntegrityError) and error.orig else error
+    diagnostic = getattr(cause, "diag", None)
+    name = getattr(diagnostic, "constraint_name", None)
+    if name:
+        return str(name)
+    return str(cause).removeprefix("UNIQUE constraint failed: ")
+
+
 def is_duplicate_key(error: BaseException) -> bool:
     """Whether a unique index refused a row: through SQLAlchemy, or straight from the driver
     when :func:`bulk_insert` wrote the rows. Told by the SQLSTATE (PostgreSQL) or SQLite's
