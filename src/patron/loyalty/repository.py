@@ -550,7 +550,6 @@ class LoyaltyRepository:
         holder of the lock committed between the statement's start and its taking the lock
         (see ``_locked_with_context``); otherwise the reads are made again, under the lock.
         None when no account has the card."""
-        values = {"card": card, "key": key, "receipt": receipt, "at": at, "since": spend_since}
         if self.session.get_bind().dialect.name != "postgresql":
             account = self.lock_card(card)
             if account is None:
@@ -558,6 +557,8 @@ class LoyaltyRepository:
             return account, self.till_context(
                 account.id, key=key, receipt=receipt, at=at, spend_since=spend_since
             )
+        values = {"card": card, "key": key, "receipt": receipt, "at": at, "since": spend_since}
+        # pending changes reach the database before the entities are read over them
         self.session.flush()
         self.session.expire_all()
         row = self.session.execute(
